@@ -1,0 +1,42 @@
+# Two commands for people: `make demo` and `make test` (see README.md). Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RESULTS ?= results
+PORT ?= 8050
+export NUMBA_CACHE_DIR ?= $(HOME)/.cache/attnbrain/numba
+
+.PHONY: demo test install install-test precompute-demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml: pip takes them from this machine's disk.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+precompute-demo: install
+	$(PY) precompute.py --preset demo --out $(RESULTS)
+
+demo: precompute-demo
+	@if $(PY) -c "import dashboard.app" 2>/dev/null; then \
+		$(PY) -m dashboard --results $(RESULTS) --port $(PORT); \
+	else \
+		echo "precompute finished: see $(RESULTS)/*/summary.json. The dashboard is not built yet (issue 7), so the demo stops here."; \
+	fi
+
+test: install-test
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(RESULTS) .pytest_cache
