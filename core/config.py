@@ -83,6 +83,7 @@ class RSAConfig:
     k: int = 15
     voxels: str = "union"                    # "union" | "significant" | "all"
     n_pairs: int = 1_000_000
+    seed: int = 0                            # seed of the voxel-pair sample for the RDM agreement
 
 
 @dataclass(frozen=True)

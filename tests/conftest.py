@@ -1,0 +1,26 @@
+"""Shared fixtures: seeded randomness in one place, and the pycortex S1 geometry computed once per session."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+# Keep numba's compiled-function cache out of site-packages and reusable between test runs.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.expanduser("~/.cache/attnbrain/numba"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def s1_geometry(tmp_path_factory):
+    """Voxel geometry of pycortex's bundled S1/fullhead/thick (~35 s the first time, then cached)."""
+    from core.cortex import load_geometry
+    cache = os.environ.get("ATTNBRAIN_TEST_CACHE") or str(tmp_path_factory.mktemp("cortex"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_geometry("S1", "fullhead", "thick", cache)

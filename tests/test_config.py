@@ -1,0 +1,74 @@
+"""The typed run config: presets, TOML overrides, errors naming unknown keys, stage hashes."""
+import pytest
+
+from core._validation import InputError
+from core.config import PRESETS, config_hash, load_config, make_config
+
+
+def test_paper_preset_matches_the_study():
+    cfg = PRESETS["paper"]
+    assert (cfg.simulation.n_train, cfg.simulation.n_test) == (7200, 600)
+    assert cfg.stats.rule == "p" and cfg.stats.level == 0.01
+    assert cfg.stats.bin_edges == (0.0, 0.1, 0.2, 0.3)
+    assert cfg.features.layer == "pool" and cfg.features.input_size == 224
+    assert cfg.data.mask == "thick" and cfg.simulation.n_voxels == 0  # the full mask
+
+
+def test_demo_is_smaller_than_paper():
+    d, p = PRESETS["demo"], PRESETS["paper"]
+    assert d.simulation.n_train < p.simulation.n_train and d.features.input_size < p.features.input_size
+
+
+def test_toml_overrides_any_field(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('preset = "demo"\n[umap]\nseed = 7\n[encoding]\ndelays = [1, 2, 3]\nalpha_min_log10 = -1\n')
+    cfg = load_config(f)
+    assert cfg.umap.seed == 7 and cfg.encoding.delays == (1, 2, 3) and cfg.encoding.alpha_min_log10 == -1.0
+    assert cfg.simulation.n_train == PRESETS["demo"].simulation.n_train
+
+
+def test_unknown_key_is_named(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[umap]\nseeed = 7\n")
+    with pytest.raises(InputError, match=r"c.toml.*unknown setting\(s\) umap.seeed.*allowed here: .*seed"):
+        load_config(f)
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(InputError, match="unknown setting.*ridge"):
+        make_config("demo", {"ridge": {"alpha": 1}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(InputError, match="'stats.level': expected float, found str"):
+        make_config("demo", {"stats": {"level": "0.01"}})
+
+
+def test_bad_values_are_rejected():
+    with pytest.raises(InputError, match="stats.rule"):
+        make_config("demo", {"stats": {"rule": "bonferroni"}})
+    with pytest.raises(InputError, match="umap.n_neighbors.*rsa.k"):
+        make_config("demo", {"umap": {"n_neighbors": 30}})
+    with pytest.raises(InputError, match="bin_edges"):
+        make_config("demo", {"stats": {"bin_edges": [0.0, 0.3, 0.2]}})
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[umap\nseed=")
+    with pytest.raises(InputError, match="bad.toml.*not valid TOML"):
+        load_config(f)
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(InputError, match="unknown preset 'huge'"):
+        make_config("huge")
+
+
+def test_stage_hashes_depend_only_on_their_fields():
+    a = make_config("demo")
+    b = make_config("demo", {"umap": {"seed": 1}})
+    assert config_hash(a, "encoding", "features") == config_hash(b, "encoding", "features")
+    assert config_hash(a, "umap") != config_hash(b, "umap")
+    c = make_config("demo", {"stats": {"level": 0.05}})
+    assert config_hash(a, "encoding") == config_hash(c, "encoding")
+    assert config_hash(a, "stats") != config_hash(c, "stats")
