@@ -55,6 +55,18 @@ def _preflight(cfg) -> None:
                          source=str(w), field="features.weights")
 
 
+def _lock_results(out: Path):
+    """An exclusive lock on the results folder (held until the process exits), or None if another run holds it."""
+    import fcntl
+    fh = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
 def run_precompute(args) -> int:
     from core._validation import InputError
     from core.config import load_config
@@ -83,6 +95,12 @@ def run_precompute(args) -> int:
         return _fail(str(exc))
 
     from core.summary import build_summary, write_json_atomic
+    args.out.mkdir(parents=True, exist_ok=True)
+    lock = _lock_results(args.out)
+    if lock is None:
+        return _fail(f"{args.out}: another precompute.py is writing to this results folder; wait for it to finish "
+                     "or use another --out")
+    pipe.store.clean_temporaries()
     pipe.run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(pipe.run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -111,6 +129,8 @@ def run_precompute(args) -> int:
     summary = build_summary(cfg, pipe.run_id, results, device=str(device), timings=timings,
                             peak_rss_mb=peak_rss_mb(), versions=versions())
     summary["stage_keys"] = {n: r.key for n, r in results.items()}
+    from core.config import config_to_dict
+    pipe.store.register_run(pipe.run_id, config_to_dict(cfg), summary["stage_keys"])
     summary["total_s"] = round(time.perf_counter() - t0, 2)
     write_json_atomic(pipe.run_dir / "summary.json", summary)
     print(f"done in {summary['total_s']:.1f} s: {pipe.run_dir / 'summary.json'}")

@@ -8,17 +8,15 @@ an interrupted run leaves no partial entry and the next run resumes after the la
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import resource
 import shutil
 import sys
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +24,9 @@ import numpy as np
 
 from ._validation import InputError
 from .config import RunConfig, config_hash, config_to_dict
+from .store import ResultsStore, StageEntry, fault_point
 
-__all__ = ["Stage", "StageResult", "Pipeline", "peak_rss_mb", "run_id_for"]
+__all__ = ["Stage", "StageEntry", "Context", "Pipeline", "peak_rss_mb", "run_id_for"]
 
 log = logging.getLogger("attnbrain")
 # Bumped when a stage's output format or algorithm changes, so stale cache entries are not reused.
@@ -44,16 +43,6 @@ def run_id_for(cfg: RunConfig) -> str:
     d.pop("device", None)
     return f"{cfg.preset}-{config_hash(cfg, *[k for k in d if k != 'device'])[:10]}"
 
-
-@dataclass
-class StageResult:
-    """What a stage produced: arrays (memory-mapped when read back) and JSON-able metadata."""
-    key: str
-    path: Path
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any]
-    cached: bool
-    seconds: float = 0.0
 
 
 @dataclass
@@ -72,49 +61,12 @@ class Context:
     cfg: RunConfig
     device: Any
     cache_dir: Path
-    inputs: dict[str, StageResult]
+    inputs: dict[str, StageEntry]
     progress: bool = True
-    scratch: dict[str, Any] = field(default_factory=dict)
+    workdir: Path | None = None           # the stage's own folder for files other than arrays
 
-    def __getitem__(self, name: str) -> StageResult:
+    def __getitem__(self, name: str) -> StageEntry:
         return self.inputs[name]
-
-
-def _write_entry(final: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    try:
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-        for p in [*tmp.iterdir(), tmp]:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o))
-
-
-def _read_entry(path: Path, key: str) -> StageResult:
-    meta = json.loads((path / "meta.json").read_text())
-    arrays = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(path.glob("*.npy"))}
-    return StageResult(key=key, path=path, arrays=arrays, meta=meta, cached=True)
 
 
 class Pipeline:
@@ -128,7 +80,8 @@ class Pipeline:
         self.stages = stages or DEFAULT
         self.device = device
         self.progress = progress
-        self.cache_dir = self.out / "cache"
+        self.store = ResultsStore(self.out)
+        self.cache_dir = self.store.cache_dir
         self.run_id = run_id_for(cfg)
         self.run_dir = self.out / self.run_id
         self.keys = self._keys()
@@ -157,7 +110,7 @@ class Pipeline:
         return order
 
     def entry_path(self, name: str) -> Path:
-        return self.cache_dir / "stages" / f"{name}-{self.keys[name]}"
+        return self.store.entry_path(name, self.keys[name])
 
     def plan(self, wanted: list[str] | None = None, force: tuple[str, ...] = ()) -> list[tuple[str, str]]:
         """``[(stage, reason)]`` in run order: 'cached', 'forced', 'not cached' or 'input changed'."""
@@ -168,7 +121,7 @@ class Pipeline:
                 reason = "forced"
             elif deps_rerun:
                 reason = f"input {deps_rerun[0]} reruns"
-            elif (self.entry_path(name) / "meta.json").is_file():
+            elif self.store.has(name, self.keys[name]):
                 reason = "cached"
             else:
                 reason = "not cached (new key for its settings or inputs)"
@@ -178,24 +131,28 @@ class Pipeline:
         return plan
 
     def run(self, wanted: list[str] | None = None, force: tuple[str, ...] = (),
-            on_stage: Callable[[str, StageResult], None] | None = None) -> dict[str, StageResult]:
-        results: dict[str, StageResult] = {}
+            on_stage: Callable[[str, StageEntry], None] | None = None) -> dict[str, StageEntry]:
+        results: dict[str, StageEntry] = {}
         for name, reason in self.plan(wanted, force):
             st = self.stages[name]
-            path = self.entry_path(name)
+            key = self.keys[name]
             if reason == "cached":
-                results[name] = _read_entry(path, self.keys[name])
+                results[name] = self.store.read(name, key)
             else:
+                workdir = self.store.new_workdir(name, key)
                 ctx = Context(cfg=self.cfg, device=self.device, cache_dir=self.cache_dir,
-                              inputs={d: results[d] for d in st.deps}, progress=self.progress)
+                              inputs={d: results[d] for d in st.deps}, progress=self.progress, workdir=workdir)
                 t0 = time.perf_counter()
-                arrays, meta = st.fn(ctx)
+                fault_point(f"{name}:start")
+                try:
+                    arrays, meta = st.fn(ctx)
+                except BaseException:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    raise
                 seconds = time.perf_counter() - t0
-                meta = {**meta, "stage": name, "key": self.keys[name], "seconds": seconds,
+                meta = {**meta, "stage": name, "key": key, "seconds": seconds,
                         "peak_rss_mb": peak_rss_mb(), "device": str(self.device)}
-                _write_entry(path, arrays, meta)
-                results[name] = _read_entry(path, self.keys[name])
-                results[name].cached = False
+                results[name] = self.store.commit(workdir, name, key, arrays, meta)
                 results[name].seconds = seconds
             if on_stage:
                 on_stage(name, results[name])

@@ -122,7 +122,9 @@ def stage_dataset(ctx: Context):
         model = build_model(cfg)
 
         def feature_fn(images):
-            return _extract(cfg, model, images, ctx.cache_dir, ctx.device, ("on", "off"), ctx.progress).features
+            # All configured modes in one pass (the trunk runs once); the features stage then hits the cache.
+            return _extract(cfg, model, images, ctx.cache_dir, ctx.device, tuple(cfg.features.modes),
+                            ctx.progress).features
 
         folder = write_simulated_dataset(
             simulated_dataset_dir(cfg, ctx.cache_dir), n_train=sim.n_train, n_test=sim.n_test,
@@ -161,6 +163,27 @@ def stage_features(ctx: Context):
     return arrays, {"n_train": int(n_train), "layer": fs.layer, "input_size": list(fs.input_size),
                     "weights": cfg.features.weights, "weights_fingerprint": weights_fingerprint(model),
                     "modes": list(cfg.features.modes)}
+
+
+THUMB_SIZE = 96
+
+
+def stage_thumbnails(ctx: Context):
+    """Test stimuli as small thumbnails, and the same with the attention map overlaid (JET, alpha 0.4)."""
+    from PIL import Image
+
+    from .overlay import attention_overlay
+    cfg = ctx.cfg
+    ds = load_dataset(cfg, ctx.cache_dir)
+    att = np.asarray(ctx["features"].arrays["attention_test"])
+    n = len(ds.stimuli_test)
+    thumbs = np.empty((n, THUMB_SIZE, THUMB_SIZE, 3), np.uint8)
+    overlays = np.empty_like(thumbs)
+    for i in range(n):
+        img = np.asarray(Image.fromarray(ds.stimuli_test[i]).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))
+        thumbs[i] = img
+        overlays[i] = attention_overlay(img, att[i], alpha=0.4)
+    return {"thumbs": thumbs, "overlays": overlays}, {"size": THUMB_SIZE, "n": n}
 
 
 def _alphas(cfg: RunConfig) -> np.ndarray:
@@ -279,6 +302,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                                           "features.input_size", "features.seed"),
           "generate or check the dataset; voxel geometry", extra=lambda cfg: _input_files_fingerprint(cfg)),
     Stage("features", stage_features, ("dataset",), ("features",), "ABN features, attention on/off/uniform"),
+    Stage("thumbnails", stage_thumbnails, ("dataset", "features"), ("features",), "test thumbnails + attention"),
     Stage("encoding", stage_encoding, ("dataset", "features"), ("encoding",), "per-voxel ridge, CV alpha"),
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),

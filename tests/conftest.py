@@ -17,10 +17,16 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def s1_geometry(tmp_path_factory):
+def cortex_cache_dir(tmp_path_factory):
+    """Where the session's pycortex-derived caches live (ATTNBRAIN_TEST_CACHE keeps them across sessions)."""
+    return os.environ.get("ATTNBRAIN_TEST_CACHE") or str(tmp_path_factory.mktemp("cortex"))
+
+
+@pytest.fixture(scope="session")
+def s1_geometry(cortex_cache_dir):
     """Voxel geometry of pycortex's bundled S1/fullhead/thick (~35 s the first time, then cached)."""
     from core.cortex import load_geometry
-    cache = os.environ.get("ATTNBRAIN_TEST_CACHE") or str(tmp_path_factory.mktemp("cortex"))
+    cache = cortex_cache_dir
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_geometry("S1", "fullhead", "thick", cache)

@@ -1,0 +1,308 @@
+"""The results store: stage entries on disk, indexed with diskcache, and the read API for the dashboard.
+
+Layout of a results folder ``OUT``::
+
+    OUT/cache/index/                 diskcache index: stage entry -> meta (the entry exists only once indexed)
+    OUT/cache/stages/<stage>-<key>/  one finished stage: arrays as .npy (memory-mappable), files, meta.json
+    OUT/cache/{features,datasets,cortex}/  caches shared by runs (features, simulated data, pycortex)
+    OUT/<run_id>/run.json            which stage entries make up the run, its config
+    OUT/<run_id>/summary.json        the run's summary (see core.summary)
+
+Entries are written into a temporary folder, fsynced, renamed, and only then indexed: an interrupted run
+leaves no entry that could be mistaken for a finished one. :func:`open_results` only reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._validation import InputError
+
+__all__ = ["fault_point", "StageEntry", "ResultsStore", "Results", "open_results", "list_runs", "STORE_VERSION"]
+
+STORE_VERSION = 1
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: ``ATTNBRAIN_FAULT=<name>`` kills the process here with SIGKILL (tests only).
+
+    Names: ``<stage>:start``, ``<stage>:mid-write`` (second array file not yet flushed), ``<stage>:before-rename``,
+    ``<stage>:before-index``.
+    """
+    if os.environ.get("ATTNBRAIN_FAULT") == name:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class StageEntry:
+    """A finished stage: arrays (memory-mapped) and JSON metadata; ``path`` may hold other files."""
+    name: str
+    key: str
+    path: Path
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    cached: bool = True
+    seconds: float = 0.0
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in [*root.rglob("*"), root]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class ResultsStore:
+    """Write side of a results folder (used by the pipeline; the dashboard never writes)."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.cache_dir = self.out / "cache"
+        self.stages_dir = self.cache_dir / "stages"
+        self._index = None
+
+    @property
+    def index(self):
+        if self._index is None:
+            import diskcache
+            self._index = diskcache.Cache(str(self.cache_dir / "index"))
+        return self._index
+
+    def entry_path(self, name: str, key: str) -> Path:
+        return self.stages_dir / f"{name}-{key}"
+
+    def has(self, name: str, key: str) -> bool:
+        return f"stage:{name}:{key}" in self.index and (self.entry_path(name, key) / "meta.json").is_file()
+
+    def new_workdir(self, name: str, key: str) -> Path:
+        """A temporary folder for a stage to write files into; :meth:`commit` turns it into the entry."""
+        self.stages_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.stages_dir, prefix=f".{name}-{key}.tmp-"))
+
+    def commit(self, workdir: Path, name: str, key: str, arrays: dict[str, np.ndarray],
+               meta: dict[str, Any]) -> StageEntry:
+        final = self.entry_path(name, key)
+        try:
+            for i, (aname, arr) in enumerate(arrays.items()):
+                with open(workdir / f"{aname}.npy", "wb") as fh:
+                    np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                    if i == 1:  # this file's tail may still sit in the write buffer
+                        fault_point(f"{name}:mid-write")
+            (workdir / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+            _fsync_tree(workdir)
+            fault_point(f"{name}:before-rename")
+            if final.exists():  # a renamed-but-never-indexed leftover of an interrupted run
+                shutil.rmtree(final)
+            os.replace(workdir, final)
+        finally:
+            if workdir.exists():
+                shutil.rmtree(workdir, ignore_errors=True)
+        fault_point(f"{name}:before-index")
+        self.index.set(f"stage:{name}:{key}", {"written": time.time(), "meta": meta})
+        entry = self.read(name, key)
+        entry.cached = False
+        return entry
+
+    def read(self, name: str, key: str) -> StageEntry:
+        path = self.entry_path(name, key)
+        meta = json.loads((path / "meta.json").read_text())
+        arrays = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(path.glob("*.npy"))}
+        return StageEntry(name=name, key=key, path=path, arrays=arrays, meta=meta)
+
+    def clean_temporaries(self) -> int:
+        """Remove temporary folders left by interrupted runs (none is in use: runs hold the results lock)."""
+        n = 0
+        if self.stages_dir.is_dir():
+            for p in self.stages_dir.glob(".*.tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+                n += 1
+        return n
+
+    def register_run(self, run_id: str, cfg_dict: dict, stage_keys: dict[str, str]) -> Path:
+        run_dir = self.out / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(run_dir / "run.json", {"store_version": STORE_VERSION, "run_id": run_id,
+                                                  "created": time.time(), "config": cfg_dict,
+                                                  "stages": stage_keys})
+        return run_dir
+
+    def close(self):
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def list_runs(out: str | Path) -> list[dict[str, Any]]:
+    """Runs in a results folder, newest first: ``[{run_id, created, preset, config, complete}]``."""
+    out = Path(out)
+    runs = []
+    for f in out.glob("*/run.json"):
+        try:
+            info = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        runs.append({"run_id": info.get("run_id", f.parent.name), "created": info.get("created", 0),
+                     "preset": info.get("config", {}).get("preset"), "config": info.get("config", {}),
+                     "complete": (f.parent / "summary.json").is_file(), "path": str(f.parent)})
+    return sorted(runs, key=lambda r: -r["created"])
+
+
+class Results:
+    """Read-only view of one run: the per-voxel table, series, embeddings, assets and provenance.
+
+    Parameters
+    ----------
+    out : path of the results folder
+    run_id : which run (default: the newest complete one)
+    """
+
+    def __init__(self, out: str | Path, run_id: str | None = None):
+        out = Path(out)
+        if (out / "run.json").is_file():           # a run folder was given
+            run_id, out = out.name, out.parent
+        if not out.is_dir():
+            raise InputError("results folder not found; run precompute.py --out DIR first", source=str(out))
+        runs = [r for r in list_runs(out) if r["complete"]]
+        if not runs:
+            raise InputError("no finished run in this results folder (no <run>/summary.json); run precompute.py "
+                             "--out on it first", source=str(out))
+        if run_id is None:
+            run_id = runs[0]["run_id"]
+        elif run_id not in {r["run_id"] for r in runs}:
+            raise InputError(f"no finished run {run_id!r}; available: {[r['run_id'] for r in runs]}",
+                             source=str(out))
+        self.out = out
+        self.run_id = run_id
+        self.runs = runs
+        self.run_dir = out / run_id
+        info = json.loads((self.run_dir / "run.json").read_text())
+        if info.get("store_version") != STORE_VERSION:
+            raise InputError(f"results written by store version {info.get('store_version')}, this tool reads "
+                             f"version {STORE_VERSION}; rerun precompute.py to refresh them",
+                             source=str(self.run_dir / "run.json"))
+        self.config = info["config"]
+        self.summary = json.loads((self.run_dir / "summary.json").read_text())
+        store = ResultsStore(out)
+        self._entries: dict[str, StageEntry] = {}
+        for name, key in info["stages"].items():
+            path = store.entry_path(name, key)
+            if not (path / "meta.json").is_file():
+                raise InputError(f"stage entry {path.name} of run {run_id} is missing; rerun precompute.py",
+                                 source=str(out))
+            self._entries[name] = store.read(name, key)
+        self.conditions = [m for m in ("off", "on", "uniform") if m in self.config["features"]["modes"]]
+        self.simulated = bool(self.summary.get("simulated"))
+        self._table = None
+
+    def stage(self, name: str) -> StageEntry:
+        if name not in self._entries:
+            raise KeyError(f"stage {name!r} was not run for {self.run_id}; stages: {list(self._entries)}")
+        return self._entries[name]
+
+    def has_stage(self, name: str) -> bool:
+        return name in self._entries
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.summary["n_voxels"])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.summary["n_test"])
+
+    @property
+    def roi_names(self) -> list[str]:
+        return list(self.stage("dataset").meta.get("roi_names", []))
+
+    @property
+    def table(self):
+        """Per-voxel pandas DataFrame: geometry, and r/p/q/significant/bin/alpha/cv per condition."""
+        if self._table is None:
+            import pandas as pd
+            cols: dict[str, Any] = {"voxel": np.arange(self.n_voxels)}
+            ds = self.stage("dataset").arrays
+            if "ijk" in ds:
+                ijk = np.asarray(ds["ijk"])
+                cols.update(i=ijk[:, 0], j=ijk[:, 1], k=ijk[:, 2], hemi=np.where(np.asarray(ds["hemi"]) == 1,
+                                                                                     "R", "L"))
+                names = np.asarray(self.roi_names, dtype=object)
+                cols.update(roi=names[np.asarray(ds["roi"])], flat_x=np.asarray(ds["flat_xy"])[:, 0],
+                            flat_y=np.asarray(ds["flat_xy"])[:, 1], unmapped=np.asarray(ds["unmapped"]))
+            if self.has_stage("stats"):
+                st, enc = self.stage("stats").arrays, self.stage("encoding").arrays
+                for m in self.conditions:
+                    for field in ("r", "p", "q", "significant", "bin"):
+                        cols[f"{field}_{m}"] = np.asarray(st[f"{field}_{m}"])
+                    cols[f"alpha_{m}"] = np.asarray(enc[f"alpha_{m}"])
+                    cols[f"cv_{m}"] = np.asarray(enc[f"cv_{m}"])
+                if "noise_ceiling" in st:
+                    cols["noise_ceiling"] = np.asarray(st["noise_ceiling"])
+                if {"on", "off"} <= set(self.conditions):
+                    cols["delta_r"] = cols["r_on"] - cols["r_off"]
+            if self.has_stage("rsa") and "knn_jaccard" in self.stage("rsa").arrays:
+                pass  # per-voxel neighbourhood change lives on the embedded voxel subset: see knn()
+            self._table = pd.DataFrame(cols)
+        return self._table
+
+    def predicted(self, condition: str, voxel: int) -> np.ndarray:
+        """Predicted test series of one voxel, shape (n_test,): one contiguous read."""
+        return np.asarray(self.stage("encoding").arrays[f"pred_{condition}"][voxel])
+
+    def measured(self, voxel: int) -> np.ndarray:
+        """Measured (repeat-averaged) test series of one voxel, shape (n_test,)."""
+        return np.asarray(self.stage("encoding").arrays["measured"][voxel])
+
+    def embedded_voxels(self, condition: str) -> np.ndarray:
+        return np.asarray(self.stage("rsa").arrays[f"voxels_{condition}"])
+
+    def umap(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(voxel_index (n,), coords (n, 3))`` of the condition's embedding."""
+        return self.embedded_voxels(condition), np.asarray(self.stage("umap").arrays[f"umap_{condition}"])
+
+    def knn(self, condition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(voxel_index (n,), neighbour rows (n, k) into voxel_index, correlation distances (n, k))``."""
+        a = self.stage("rsa").arrays
+        return self.embedded_voxels(condition), np.asarray(a[f"knn_idx_{condition}"]), \
+            np.asarray(a[f"knn_dist_{condition}"])
+
+    def asset_dir(self, stage: str) -> Path | None:
+        return self.stage(stage).path if self.has_stage(stage) else None
+
+
+def open_results(path: str | Path, run_id: str | None = None) -> Results:
+    """Open a results folder (or one run folder inside it) for reading."""
+    return Results(path, run_id)
