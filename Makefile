@@ -7,7 +7,7 @@ RESULTS ?= results
 PORT ?= 8050
 export NUMBA_CACHE_DIR ?= $(HOME)/.cache/attnbrain/numba
 
-.PHONY: demo test install install-test precompute-demo clean
+.PHONY: demo test install install-test precompute-demo browser-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,16 @@ demo: precompute-demo
 		echo "precompute finished: see $(RESULTS)/*/summary.json. The dashboard is not built yet (issue 7), so the demo stops here."; \
 	fi
 
-test: install-test
+# Browser tests drive Debian's Chromium headless. Without root or apt they skip with a reason, except under CI=true.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	then echo "installed chromium"; \
+	elif [ "$$CI" = "true" ]; then echo "error: could not install chromium (needed for the browser tests under CI)"; exit 1; \
+	else echo "warning: chromium could not be installed; browser tests will be skipped"; fi
+
+test: install-test browser-deps
 	$(PY) -m pytest -q
 
 clean:

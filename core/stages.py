@@ -98,14 +98,28 @@ def _input_files_fingerprint(cfg: RunConfig):
 
 # --------------------------------------------------------------------------------------------- stages
 
+def run_geometry(cfg: RunConfig, cache_dir: Path):
+    """The voxel geometry of the run: the mask's, or the simulation's seeded subset of it (None: no cortex)."""
+    from .cortex import load_geometry
+    spec = _cortex_spec(cfg)
+    if spec is None:
+        return None
+    geometry = load_geometry(spec.subject, spec.transform, spec.mask, cache_dir / "cortex")
+    sim = cfg.simulation
+    if cfg.data.kind == "simulated" and sim.n_voxels:
+        if sim.n_voxels > geometry.n_voxels:
+            raise InputError(f"asked for {sim.n_voxels} simulated voxels but the mask holds "
+                             f"{geometry.n_voxels}", field="simulation.n_voxels")
+        rng = np.random.default_rng([sim.seed, 7])
+        geometry = geometry.subset(np.sort(rng.choice(geometry.n_voxels, sim.n_voxels, replace=False)))
+    return geometry
+
+
 def stage_dataset(ctx: Context):
     """Generate the simulated dataset (or check the user's files) and map voxels onto the cortex."""
-    from .cortex import load_geometry
     cfg = ctx.cfg
-    geometry = None
     spec = _cortex_spec(cfg)
-    if spec is not None:
-        geometry = load_geometry(spec.subject, spec.transform, spec.mask, ctx.cache_dir / "cortex")
+    geometry = run_geometry(cfg, ctx.cache_dir)
     meta: dict = {"simulated": cfg.data.kind == "simulated"}
     if cfg.data.kind == "simulated":
         from .simulate import write_simulated_dataset
@@ -113,12 +127,6 @@ def stage_dataset(ctx: Context):
         if geometry is None:
             raise InputError("the simulated dataset needs a pycortex subject; set data.subject = \"S1\"",
                              field="data.subject")
-        if sim.n_voxels:
-            if sim.n_voxels > geometry.n_voxels:
-                raise InputError(f"asked for {sim.n_voxels} simulated voxels but the mask holds "
-                                 f"{geometry.n_voxels}", field="simulation.n_voxels")
-            rng = np.random.default_rng([sim.seed, 7])
-            geometry = geometry.subset(np.sort(rng.choice(geometry.n_voxels, sim.n_voxels, replace=False)))
         model = build_model(cfg)
 
         def feature_fn(images):
@@ -297,6 +305,35 @@ def stage_umap(ctx: Context):
     return arrays, meta
 
 
+def stage_cortex(ctx: Context):
+    """Flatmap images per condition (coloured by bin), the pixel -> voxel lookup, and the WebGL viewer."""
+    from .flatmap import make_flatmaps
+    from .palette import BIN_LABELS, bin_to_rgba
+    from .viewer import make_viewer
+    cfg = ctx.cfg
+    geometry = run_geometry(cfg, ctx.cache_dir)
+    if geometry is None:
+        return {}, {"skipped": "no pycortex subject configured (data.subject is empty)"}
+    st = ctx["stats"]
+    modes = [m for m in ("off", "on", "uniform") if m in cfg.features.modes]
+    bins = {m: np.asarray(st.arrays[f"bin_{m}"]) for m in modes}
+    pc_cache = ctx.cache_dir / "cortex" / "pycortex"
+    flat = make_flatmaps(geometry, bins, ctx.workdir, cache_dir=pc_cache)
+    datasets = {m: bin_to_rgba(bins[m]) for m in modes}
+    for m in ("off", "on"):
+        for b, label in enumerate(BIN_LABELS):
+            only = np.where(bins[m] == b, b, -1).astype(np.int8)
+            only_rgba = bin_to_rgba(only)
+            only_rgba[only < 0] = 0   # other bins fully transparent in a per-bin dataset
+            datasets[f"{m}: r {label}"] = only_rgba
+    title = f"{ctx.cfg.preset}{' (simulated)' if cfg.data.kind == 'simulated' else ''}"
+    make_viewer(geometry, datasets, ctx.workdir / "viewer", title=title, cache_dir=pc_cache)
+    # File names relative to the entry folder: the workdir is renamed when the stage commits.
+    rel = lambda p: str(Path(p).relative_to(ctx.workdir))  # noqa: E731
+    return {}, {"flatmap": {k: ({a: rel(b) for a, b in v.items()} if isinstance(v, dict) else rel(v))
+                            for k, v in flat.items()}, "viewer": "viewer", "viewer_datasets": list(datasets)}
+
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("dataset", stage_dataset, (), ("data", "simulation", "features.weights", "features.layer",
                                           "features.input_size", "features.seed"),
@@ -307,4 +344,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
     Stage("umap", stage_umap, ("rsa",), ("umap",), "3-D UMAP per condition"),
+    Stage("cortex", stage_cortex, ("dataset", "stats"), ("data.subject", "data.transform", "data.mask",
+                                                          "stats.bin_edges"),
+          "flatmaps, pixel lookup, WebGL viewer"),
 )}
