@@ -24,7 +24,7 @@ from .cortex import EARLY_VISUAL, OBJECT_SCENE, VoxelGeometry
 __all__ = ["SHAPE_CLASSES", "make_scenes", "smooth_fields", "plant_responses", "PlantedResponses",
            "write_simulated_dataset", "SIM_FORMAT_VERSION"]
 
-SIM_FORMAT_VERSION = 1
+SIM_FORMAT_VERSION = 2
 SHAPE_CLASSES = ("disk", "square", "triangle", "star", "cross", "ring", "hexagon", "bar")
 
 
@@ -164,7 +164,8 @@ def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: Vox
     Notes
     -----
     Per voxel ``v``: signal ``s_v = sqrt(a_v) T_on c_v + sqrt(1 - a_v) T_off c'_v`` where ``T_m`` are
-    ``n_latent`` random projections of feature set ``m`` (unit variance), ``c_v``, ``c'_v`` are smooth
+    ``n_latent`` random projections of feature set ``m`` (unit variance; each feature channel weighted by how
+    much attention changes it, ``1 - corr(on, off)`` over the training stimuli), ``c_v``, ``c'_v`` are smooth
     fields over the flatmap (unit norm per voxel), and ``a_v`` is the attention-on share (0.9 in object/scene
     ROIs, 0.1 in V1-V3, a smooth +-0.45 around 0.5 elsewhere). The response is
     ``sqrt(rho_v) s_v + sqrt(1 - rho_v) noise`` with ``rho_v`` the planted signal fraction of one trial:
@@ -177,9 +178,14 @@ def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: Vox
     n_vox = geometry.n_voxels
     n_feat = features["on"].shape[1]
 
-    proj = rng.normal(size=(n_feat, n_latent)) / math.sqrt(n_feat)
-    latent = {m: _zscore_by_train(_zscore_by_train(features[m].astype(np.float64), n_train) @ proj, n_train)
-              for m in ("on", "off")}
+    z = {m: _zscore_by_train(features[m].astype(np.float64), n_train) for m in ("on", "off")}
+    # Voxels listen to the channels that attention modulates: each channel's weight in the projections is
+    # 1 - (its on/off correlation over the training stimuli). With uniform weights the latents of the two
+    # feature sets would correlate ~0.8 (most ABN channels barely change when M is applied), and which set
+    # drives a voxel could not be told apart from a finite sample: the planted truth would not be testable.
+    modulation = np.clip(1 - (z["on"][:n_train] * z["off"][:n_train]).mean(0), 0.02, None)
+    proj = rng.normal(size=(n_feat, n_latent)) * modulation[:, None] / math.sqrt(n_feat)
+    latent = {m: _zscore_by_train(z[m] @ proj, n_train) for m in ("on", "off")}
 
     # Hemispheres get independent fields: shift one far away on the flatmap.
     xy = geometry.flat_xy.astype(np.float64) + np.where(geometry.hemi[:, None] == 1, 1e4, 0.0)

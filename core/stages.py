@@ -58,8 +58,9 @@ def all_stimuli(ds: Dataset):
 
 
 def simulated_dataset_dir(cfg: RunConfig, cache_dir: Path) -> Path:
+    from .simulate import SIM_FORMAT_VERSION
     key = config_hash(cfg, "simulation", "data.subject", "data.transform", "data.mask", "features.weights",
-                      "features.layer", "features.input_size", "features.seed")
+                      "features.layer", "features.input_size", "features.seed", extra=SIM_FORMAT_VERSION)
     return cache_dir / "datasets" / f"sim-{key}"
 
 
@@ -87,7 +88,8 @@ def load_dataset(cfg: RunConfig, cache_dir: Path | None = None) -> Dataset:
 def _input_files_fingerprint(cfg: RunConfig):
     """Path, size and modification time of the user's input files: edited data means a new dataset key."""
     if cfg.data.kind == "simulated":
-        return None
+        from .simulate import SIM_FORMAT_VERSION
+        return {"simulation_format": SIM_FORMAT_VERSION}
     out = []
     for p in (cfg.data.responses, cfg.data.stimuli_train, cfg.data.stimuli_test):
         path = Path(p)
