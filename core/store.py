@@ -269,12 +269,13 @@ class Results:
                         cols[f"{field}_{m}"] = np.asarray(st[f"{field}_{m}"])
                     cols[f"alpha_{m}"] = np.asarray(enc[f"alpha_{m}"])
                     cols[f"cv_{m}"] = np.asarray(enc[f"cv_{m}"])
-                if "noise_ceiling" in st:
-                    cols["noise_ceiling"] = np.asarray(st["noise_ceiling"])
+                    if f"r_norm_{m}" in st:
+                        cols[f"r_norm_{m}"] = np.asarray(st[f"r_norm_{m}"])
+                # The ceiling depends on the measured repeats only: the same for every condition.
+                if f"cc_max_{self.conditions[0]}" in st:
+                    cols["noise_ceiling"] = np.asarray(st[f"cc_max_{self.conditions[0]}"])
                 if {"on", "off"} <= set(self.conditions):
                     cols["delta_r"] = cols["r_on"] - cols["r_off"]
-            if self.has_stage("rsa") and "knn_jaccard" in self.stage("rsa").arrays:
-                pass  # per-voxel neighbourhood change lives on the embedded voxel subset: see knn()
             self._table = pd.DataFrame(cols)
         return self._table
 

@@ -1,0 +1,101 @@
+"""The Dash app factory and the ``python -m dashboard`` command line.
+
+``create_app(results)`` builds the app for one opened run; ``main()`` opens a results folder read-only and
+serves it, on 127.0.0.1:8050 by default (waitress, or Flask's debug server with ``--debug``).
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+__all__ = ["ASSETS_FOLDER", "create_app", "parse_args", "is_loopback", "main"]
+
+#: The app's CSS and clientside JS (Dash serves and injects every file in it).
+ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
+
+
+def create_app(results):
+    """Build the dashboard for one run.
+
+    Parameters
+    ----------
+    results : core.store.Results
+        An opened run (``core.store.open_results``); the app only reads it.
+
+    Returns
+    -------
+    dash.Dash
+        Layout, callbacks and the extra Flask routes (viewer, stimulus PNGs, flatmaps) registered;
+        ``app.server`` is the Flask app to serve, ``app.attnbrain_data`` the run's
+        :class:`~dashboard.figures.DashboardData`.
+    """
+    from dash import Dash
+
+    from .callbacks import register_callbacks
+    from .figures import DashboardData
+    from .layout import make_layout
+    from .server import register_routes
+
+    data = DashboardData(results)
+    app = Dash(__name__, assets_folder=str(ASSETS_FOLDER), title=f"attnbrain · {data.run_id}",
+               update_title=None, serve_locally=True, suppress_callback_exceptions=False)
+    app.layout = make_layout(data)
+    register_callbacks(app, data)
+    register_routes(app.server, data)
+    app.attnbrain_data = data
+    return app
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dashboard",
+                                description="Serve the attention off | on dashboard for a results folder.")
+    p.add_argument("--results", required=True, type=Path, help="results folder written by precompute.py --out")
+    p.add_argument("--run", default=None, help="run id inside the folder (default: the newest finished run)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: only this machine can connect)")
+    p.add_argument("--port", default=8050, type=int, help="port (default 8050)")
+    p.add_argument("--debug", action="store_true", help="Flask debug server with Dash dev tools (never on a "
+                   "network: the debugger runs code)")
+    return p.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (localhost, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv=None) -> int:
+    """``python -m dashboard --results DIR [--run RUN_ID] [--host H] [--port P] [--debug]``."""
+    from core._validation import InputError
+    from core.store import open_results
+
+    args = parse_args(argv)
+    try:
+        results = open_results(args.results, args.run)
+        app = create_app(results)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(f"warning: serving on {args.host}:{args.port} lets other machines on the network read these "
+              "results; use --host 127.0.0.1 unless that is intended", file=sys.stderr)
+        if args.debug:
+            print("error: --debug on a non-loopback address would expose the debugger (remote code "
+                  "execution); drop --debug or bind 127.0.0.1", file=sys.stderr)
+            return 2
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"attnbrain dashboard for run {results.run_id} ({results.out}) on http://{url_host}:{args.port}/",
+          flush=True)
+    if args.debug:
+        app.run(host=args.host, port=args.port, debug=True)
+    else:
+        from waitress import serve
+        serve(app.server, host=args.host, port=args.port, threads=8)
+    return 0

@@ -1,0 +1,323 @@
+"""Figure builders, colour codes and the run data of the dashboard, checked against brute-force references.
+
+Runs on a small synthetic results folder (core.synthetic_results); no browser, no server.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from core._validation import InputError
+from core.palette import BIN_HEX, NEGATIVE_HEX, NS_CSS
+from core.store import open_results
+from core.synthetic_results import SYNTHETIC_ROI_NAMES, make_synthetic_results
+from dashboard.figures import (
+    R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState, flatmap_filter_layer,
+    make_agreement_figure, make_bin_counts_figure, make_flatmap_figure, make_jaccard_figure, make_r_scatter_figure,
+    make_roi_means_figure, make_roi_rdm_figure, make_series_figure, make_umap_figure, provenance, quantise_coords,
+    r_scatter_codes, typed_array, umap_colour_codes,
+)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    # n_test = 120 puts significant voxels into several bins (r >= ~0.23 is significant at p <= 0.01).
+    out = make_synthetic_results(tmp_path_factory.mktemp("res"), n_voxels=600, n_test=120, k=8, seed=3,
+                                 flatmap_height=96)
+    return open_results(out)
+
+
+@pytest.fixture(scope="module")
+def data(results):
+    return DashboardData(results)
+
+
+def _decode(spec, dtype):
+    """Decode a plotly typed-array spec the way plotly.js does (base64, little-endian)."""
+    assert set(spec) == {"dtype", "bdata"}
+    return np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(dtype).newbyteorder("<"))
+
+
+# ---------------------------------------------------------------------------------------------- encodings
+def test_quantise_coords_error_is_half_a_step_and_keeps_shape(rng):
+    coords = rng.normal(0, [3.0, 1.0, 0.2], (500, 3))
+    q = quantise_coords(coords)
+    assert q.dtype == np.uint16 and q.shape == (500, 3)
+    lo = coords.min(0)
+    span = (coords.max(0) - lo).max()
+    back = q.astype(np.float64) / 65535 * span + lo
+    # Rounding to the nearest of 65536 levels: at most half a level off (plus float64 rounding noise).
+    assert np.abs(back - coords).max() <= span / 65535 / 2 + 1e-12
+    # One scale for all axes: the narrow z axis must not be stretched to the full 0..65535 range.
+    assert q[:, 2].max() < 0.2 * 65535
+    assert q[:, 0].max() == 65535 or q[:, 1].max() == 65535
+    with pytest.raises(ValueError, match="shape"):
+        quantise_coords(coords[:, :2])
+
+
+def test_typed_array_round_trips_and_rejects_int64(rng):
+    for dtype in (np.uint8, np.uint16, np.int16, np.float32):
+        arr = (rng.random(37) * 100).astype(dtype)
+        spec = typed_array(arr)
+        assert spec["dtype"] == np.dtype(dtype).str[1:]
+        np.testing.assert_array_equal(_decode(spec, dtype), arr)
+    with pytest.raises(TypeError, match="int64"):
+        typed_array(np.arange(3, dtype=np.int64))
+
+
+def test_umap_colour_codes_match_the_palette_voxel_by_voxel(rng):
+    bins = rng.integers(-2, 4, 400).astype(np.int8)
+    visible = rng.random(400) < 0.6
+    for ns in ("faint", "hidden"):
+        codes = umap_colour_codes(bins, visible, ns)
+        for b, v, c in zip(bins, visible, codes):
+            if v and b >= 0:
+                expected = BIN_HEX[b]
+            elif v and b == -2:
+                expected = NEGATIVE_HEX
+            else:
+                expected = NS_CSS if ns == "faint" else "rgba(0,0,0,0)"
+            assert UMAP_COLOURS[c] == expected
+    assert UMAP_CODE["bin0"] + 3 == len(UMAP_COLOURS) - 1
+
+
+def test_r_scatter_codes_brute_force(rng):
+    off, on = rng.random(300) < 0.5, rng.random(300) < 0.4
+    codes = r_scatter_codes(off, on, "hidden")
+    for a, b, c in zip(off, on, codes):
+        want = "both" if a and b else "off" if a else "on" if b else "hidden"
+        assert c == R_CODE[want]
+    assert len(R_COLOURS) == len(R_CODE)
+    assert (r_scatter_codes(off, on, "faint")[~off & ~on] == R_CODE["faint"]).all()
+
+
+def test_flatmap_filter_layer_brute_force(rng):
+    n = 50
+    lookup = rng.integers(-1, n, (12, 17)).astype(np.int32)
+    base = rng.integers(-2, 4, n)
+    now = np.where(rng.random(n) < 0.3, rng.integers(-2, 4, n), base)
+    visible = (now != -1) & (rng.random(n) < 0.7)
+    layer = flatmap_filter_layer(lookup, base, now, visible)
+    from dashboard.figures import _CODE_RGBA, _VEIL_RGBA
+    for r in range(lookup.shape[0]):
+        for c in range(lookup.shape[1]):
+            v = lookup[r, c]
+            if v < 0:
+                want = np.zeros(4)
+            elif not visible[v] and base[v] != -1:
+                want = _VEIL_RGBA
+            elif visible[v] and now[v] != base[v]:
+                want = _CODE_RGBA[now[v] + 2]
+            else:
+                want = np.zeros(4)
+            np.testing.assert_array_equal(layer[r, c], want)
+
+
+def test_filter_state_query_round_trip_and_rejects_bad_values():
+    from urllib.parse import parse_qsl
+    state = FilterState(rule="q", bins=(-2, 1, 3), rois=("FFA", "V1"), hemis=("R",), threshold=0.15, ns="hidden")
+    assert FilterState.from_query(dict(parse_qsl(state.to_query()))) == state
+    assert FilterState.from_controls("q", [3, 1, -2], ["V1", "FFA"], ["R"], 0.15, "hidden") == state
+    for bad in ({"bins": "7"}, {"hemis": "X"}, {"ns": "gone"}, {"thr": "nan"}):
+        with pytest.raises(ValueError):
+            FilterState.from_query(bad)
+
+
+# ---------------------------------------------------------------------------------------------- run data
+def test_bins_under_the_run_rule_equal_the_stored_bins_and_q_bins_follow_a_reference(data, results):
+    edges = np.asarray(results.config["stats"]["bin_edges"])
+    level = results.config["stats"]["level"]
+    for m in ("off", "on"):
+        np.testing.assert_array_equal(data.bins(m, "p"), results.table[f"bin_{m}"].to_numpy())
+        # Reference: significant under FDR, then the bin by counting edges at or below r.
+        r, q = results.table[f"r_{m}"].to_numpy(), results.table[f"q_{m}"].to_numpy()
+        ref = np.full(r.size, -1)
+        for v in range(r.size):
+            if q[v] <= level:
+                k = int((edges <= r[v]).sum()) - 1
+                ref[v] = -2 if k < 0 else k
+        np.testing.assert_array_equal(data.bins(m, "q"), ref)
+    assert (data.bins("on", "q") != -1).sum() <= (data.bins("on", "p") != -1).sum()
+    assert len({*data.bins("on", "p").tolist()} & {0, 1, 2, 3}) >= 2, "fixture should span several bins"
+
+
+@pytest.mark.parametrize("state", [
+    FilterState(),
+    FilterState(rule="q", bins=(2, 3), threshold=0.3),
+    FilterState(rois=("V1", "FFA"), hemis=("L",)),
+    FilterState(bins=(-2,), ns="hidden"),
+])
+def test_visible_matches_a_pandas_query(data, results, state):
+    t = results.table
+    for m in ("off", "on"):
+        b = data.bins(m, state.rule)
+        keep = (b != -1) & t[f"r_{m}"].abs().ge(state.threshold).to_numpy() & np.isin(b, state.bins)
+        if state.rois:
+            keep &= t["roi"].isin(state.rois).to_numpy()
+        keep &= t["hemi"].isin(state.hemis).to_numpy()
+        np.testing.assert_array_equal(data.visible(m, state), keep)
+
+
+def test_run_data_indices_agree_with_the_table(data, results, rng):
+    t = results.table
+    for v in rng.choice(len(t), 25, replace=False):
+        assert data.voxel_at_ijk(int(t.i[v]), int(t.j[v]), int(t.k[v])) == v
+    assert data.voxel_at_ijk(-5, 0, 0) == -1
+    for m in ("off", "on"):
+        voxels, coords = results.umap(m)
+        view = data.umap[m]
+        np.testing.assert_array_equal(view.voxels, voxels)
+        assert (view.position[voxels] == np.arange(voxels.size)).all()
+        assert (np.delete(view.position, voxels) == -1).all()
+    fm = data.flatmap
+    lookup = np.asarray(fm.lookup)
+    for v in rng.choice(len(t), 25, replace=False):
+        rows, cols = np.nonzero(lookup == v)
+        if rows.size:
+            np.testing.assert_allclose(fm.centre[v], [cols.mean(), rows.mean()], rtol=0, atol=1e-4)
+            r, c = rows[0], cols[0]
+            assert fm.voxel_at(c, fm.height - 1 - r) == v
+        else:
+            assert np.isnan(fm.centre[v]).all()
+    assert fm.voxel_at(-3, 0) == -1
+
+
+def test_run_without_cortex_assets_says_why(tmp_path):
+    out = make_synthetic_results(tmp_path, n_voxels=300, n_test=40, k=5, with_assets=False, with_thumbnails=False)
+    d = DashboardData(open_results(out))
+    assert d.flatmap is None and d.viewer_dir is None
+    assert "no cortex assets" in d.flatmap_reason
+    assert d.thumbs is None
+
+
+def test_run_without_both_conditions_is_an_input_error(results):
+    class OneCondition:
+        def __getattr__(self, name):
+            return getattr(results, name)
+        conditions = ["on"]
+    with pytest.raises(InputError, match="compares attention off and on"):
+        DashboardData(OneCondition())
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def test_umap_figure_sends_typed_arrays_and_carries_provenance(data):
+    import plotly.io.json as pj
+    view = data.umap["off"]
+    codes = umap_colour_codes(data.bins("off", "p"), data.visible("off", FilterState()))[view.voxels]
+    fig = make_umap_figure(view.coords, codes, condition="off", run_id="run-x", simulated=True,
+                           highlight=view.coords[:1])
+    sent = json.loads(pj.to_json_plotly(fig))
+    trace = sent["data"][0]
+    for axis, col in zip("xyz", range(3)):
+        np.testing.assert_array_equal(_decode(trace[axis], "u2"), view.coords[:, col])
+    np.testing.assert_array_equal(_decode(trace["marker"]["color"], "u1"), codes)
+    assert [t["name"] for t in sent["data"][1:]] == ["selected voxel", "selected set"]
+    for axis, col in zip("xyz", range(3)):
+        np.testing.assert_array_equal(_decode(sent["data"][1][axis], "u2"), view.coords[:1, col])
+    assert sent["data"][2]["x"] == []
+    title = sent["layout"]["title"]["text"]
+    assert "attention off" in title and "run run-x" in title and "SIMULATED" in title
+    assert sent["layout"]["scene"]["xaxis"]["visible"] is False
+    # Colour scale: code c sits in the middle of its band and gets exactly UMAP_COLOURS[c].
+    scale, lo, hi = trace["marker"]["colorscale"], trace["marker"]["cmin"], trace["marker"]["cmax"]
+    for c, colour in enumerate(UMAP_COLOURS):
+        f = (c - lo) / (hi - lo)
+        band = [s for (a, s), (b, _) in zip(scale[::2], scale[1::2]) if a <= f <= b]
+        assert band == [colour]
+    # uint16 xyz + uint8 colour, base64: about 7 * 4/3 bytes per point plus a fixed overhead.
+    assert len(json.dumps(trace)) < view.voxels.size * 7 * 4 / 3 + 2000
+    with pytest.raises(ValueError, match="colour codes"):
+        make_umap_figure(view.coords, codes[:-1], condition="off", run_id="r", simulated=False)
+
+
+def test_flatmap_figure_maps_pixels_to_figure_coordinates(data):
+    fm = data.flatmap
+    fig = make_flatmap_figure(condition="on", image_url="/img.png", layer_url="/layer.png", width=fm.width,
+                              height=fm.height, rois=fm.rois, run_id="r1", simulated=False, highlight=(10.0, 20.0))
+    img = fig.layout.images[0]
+    # Pixel (column c, row r) has its centre at x = c, y = H - 1 - r: the image spans half a pixel beyond.
+    assert (img.x, img.y, img.sizex, img.sizey) == (-0.5, fm.height - 0.5, fm.width, fm.height)
+    assert (img.xanchor, img.yanchor, img.xref, img.yref) == ("left", "top", "x", "y")
+    assert fig.layout.images[1].source == "/layer.png"
+    assert tuple(fig.layout.xaxis.range) == (-0.5, fm.width - 0.5)
+    assert tuple(fig.layout.yaxis.range) == (-0.5, fm.height - 0.5)
+    assert fig.data[1].x == (10.0,) and fig.data[1].y == (fm.height - 1 - 20.0,)
+    anchors = fig.data[0]
+    assert len(anchors.x) == len(fm.rois)
+    np.testing.assert_allclose(anchors.y, [fm.height - 1 - r["label"][1] for r in fm.rois], atol=1e-3)
+    assert "attention on" in fig.layout.title.text and "run r1" in fig.layout.title.text
+    assert "SIMULATED" not in fig.layout.title.text
+
+
+def test_r_scatter_figure(data):
+    codes = r_scatter_codes(data.visible("off", FilterState()), data.visible("on", FilterState()))
+    fig = make_r_scatter_figure(data.r["off"], data.r["on"], codes, run_id="r", simulated=True)
+    np.testing.assert_array_equal(fig.data[0].x, data.r["off"].astype(np.float32))
+    np.testing.assert_array_equal(fig.data[0].y, data.r["on"].astype(np.float32))
+    np.testing.assert_array_equal(fig.data[0].marker.color, codes)
+    diag = fig.layout.shapes[0]
+    assert (diag.x0, diag.x1) == (diag.y0, diag.y1)
+    assert diag.x0 <= data.r["off"].min() and diag.x1 >= data.r["on"].max()
+    assert {t.name for t in fig.data[3:]} == {"both", "on only", "off only", "n.s. / filtered out"}
+    assert fig.layout.dragmode == "lasso"
+
+
+def test_summary_figures_show_the_numbers_they_are_given(data, results, rng):
+    counts = {m: np.array([(results.table[f"bin_{m}"] == b).sum() for b in (-2, 0, 1, 2, 3)]) for m in ("off", "on")}
+    fig = make_bin_counts_figure(counts, run_id="r", simulated=True)
+    assert [list(t.y) for t in fig.data] == [counts["off"].tolist(), counts["on"].tolist()]
+    assert fig.data[0].marker.pattern.shape == "/" and fig.data[1].marker.pattern.shape == ""
+
+    t = results.table
+    means = {m: t.groupby("roi")[f"r_{m}"].mean().reindex(SYNTHETIC_ROI_NAMES).to_numpy() for m in ("off", "on")}
+    n = t.groupby("roi").size().reindex(SYNTHETIC_ROI_NAMES).to_numpy()
+    fig = make_roi_means_figure(SYNTHETIC_ROI_NAMES, means, n, run_id="r", simulated=True)
+    np.testing.assert_allclose(fig.data[1].x, means["on"], rtol=1e-12)
+    assert list(fig.data[1].y) == SYNTHETIC_ROI_NAMES
+
+    rdms = {m: np.asarray(results.stage("rsa").arrays[f"roi_rdm_{m}"]) for m in ("off", "on")}
+    counts_roi = np.asarray(results.stage("rsa").arrays["roi_counts"]).copy()
+    counts_roi[2] = 0                                       # an empty ROI must be left out
+    fig = make_roi_rdm_figure(rdms, SYNTHETIC_ROI_NAMES, counts_roi, run_id="r", simulated=True)
+    keep = np.flatnonzero(counts_roi > 0)
+    np.testing.assert_allclose(np.asarray(fig.data[0].z, float), rdms["off"][np.ix_(keep, keep)], equal_nan=True)
+    assert SYNTHETIC_ROI_NAMES[2] not in fig.data[1].x
+    assert fig.data[0].coloraxis == fig.data[1].coloraxis == "coloraxis"
+
+    agreement = results.stage("rsa").meta["agreement"]
+    fig = make_agreement_figure(rdms, agreement, run_id="r", simulated=True)
+    iu = np.triu_indices(len(SYNTHETIC_ROI_NAMES))
+    ok = np.isfinite(rdms["off"][iu]) & np.isfinite(rdms["on"][iu])
+    np.testing.assert_allclose(fig.data[0].x, rdms["off"][iu][ok])
+    assert f"Pearson {agreement['pearson']:.3f}" in fig.layout.annotations[0].text
+
+    jac = np.asarray(results.stage("rsa").arrays["knn_jaccard"])
+    fig = make_jaccard_figure(jac, run_id="r", simulated=True)
+    np.testing.assert_array_equal(fig.data[0].y, np.histogram(jac, bins=20, range=(0, 1))[0])
+    assert f"median {np.median(jac):.2f}" in fig.layout.annotations[0].text
+
+
+def test_series_figure_keeps_the_correlation_it_reports(results):
+    from scipy.stats import pearsonr
+    v = int(np.argmax(results.table["r_on"]))
+    measured = results.measured(v)
+    pred = {m: results.predicted(m, v) for m in ("off", "on")}
+    r = {m: float(results.table[f"r_{m}"][v]) for m in ("off", "on")}
+    fig = make_series_figure(measured, pred, r, voxel=v, run_id="r", simulated=True)
+    # Drawn z-scored (float32): mean 0, SD 1, and an exact affine image of the measured series.
+    y = np.asarray(fig.data[0].y, dtype=np.float64)
+    assert abs(y.mean()) < 1e-5 and abs(y.std() - 1) < 1e-5
+    np.testing.assert_allclose(y * measured.std() + measured.mean(), measured, rtol=1e-5, atol=1e-5)
+    for trace, m in zip(fig.data[1:], ("off", "on")):
+        # z-scoring is affine, so each drawn series has the test r of the stored one: float32 series,
+        # agreement to ~1e-5 (scipy's pearsonr is the independent reference).
+        assert abs(pearsonr(trace.y, fig.data[0].y)[0] - r[m]) < 1e-4
+        assert f"r = {r[m]:.3f}" in trace.name
+
+
+def test_provenance_names_run_condition_and_simulation():
+    assert provenance("abc", True, "on") == "attention on · run abc · SIMULATED data"
+    assert provenance("abc", False) == "run abc"
