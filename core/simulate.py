@@ -24,7 +24,7 @@ from .cortex import EARLY_VISUAL, OBJECT_SCENE, VoxelGeometry
 __all__ = ["SHAPE_CLASSES", "make_scenes", "smooth_fields", "plant_responses", "PlantedResponses",
            "write_simulated_dataset", "SIM_FORMAT_VERSION"]
 
-SIM_FORMAT_VERSION = 2
+SIM_FORMAT_VERSION = 4
 SHAPE_CLASSES = ("disk", "square", "triangle", "star", "cross", "ring", "hexagon", "bar")
 
 
@@ -167,7 +167,7 @@ def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: Vox
     ``n_latent`` random projections of feature set ``m`` (unit variance; each feature channel weighted by how
     much attention changes it, ``1 - corr(on, off)`` over the training stimuli), ``c_v``, ``c'_v`` are smooth
     fields over the flatmap (unit norm per voxel), and ``a_v`` is the attention-on share (0.9 in object/scene
-    ROIs, 0.1 in V1-V3, a smooth +-0.45 around 0.5 elsewhere). The response is
+    ROIs, 0.1 in V1-V3, elsewhere a smooth field pushed towards 0.05 or 0.95 by a tanh). The response is
     ``sqrt(rho_v) s_v + sqrt(1 - rho_v) noise`` with ``rho_v`` the planted signal fraction of one trial:
     highest in visual ROIs and decaying with flatmap distance from them; a ``null_fraction`` share of the
     far cortex has ``rho_v = 0`` exactly. Test responses are ``n_repeats`` noisy repeats of the same signal.
@@ -197,7 +197,7 @@ def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: Vox
 
     early = geometry.roi_mask(EARLY_VISUAL)
     objects = geometry.roi_mask(OBJECT_SCENE)
-    share = 0.5 + 0.45 * np.tanh(3 * fields[:, -2])
+    share = 0.5 + 0.45 * np.tanh(6 * fields[:, -2])
     share[objects] = 0.9
     share[early] = 0.1
 
@@ -207,7 +207,8 @@ def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: Vox
     rho = np.zeros(n_vox)
     if visual.any():
         dist, _ = cKDTree(xy[visual]).query(xy)
-        rho = 0.05 + 0.25 * np.exp(-dist / (length_scale * 3))
+        # Far cortex near zero: outside the visual ROIs the signal fades with distance along the surface.
+        rho = 0.005 + 0.3 * np.exp(-dist / (length_scale * 3))
     rho[early] = 0.35
     rho[objects] = 0.3
     rho *= np.exp(0.25 * fields[:, -1])          # smooth local variation, stays positive

@@ -1,0 +1,408 @@
+"""3-D UMAP embedding of voxels from their precomputed exact kNN graph, optionally aligned across conditions.
+
+UMAP's numba kernels are compiled on first use (tens of seconds); this module keeps them in an on-disk cache
+so a fresh process reuses them. Call :func:`configure_numba_cache` before anything imports ``umap`` or
+``pynndescent`` (this module imports them lazily, inside its functions, and configures the cache itself
+when nobody did).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import InputError, check_finite, check_ndim, check_positive_int
+
+__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "embed_umap", "embed_aligned"]
+
+DEFAULT_NUMBA_CACHE = Path("~/.cache/attnbrain/numba")
+"""Where numba keeps compiled kernels unless ``NUMBA_CACHE_DIR`` or an explicit path says otherwise."""
+
+# umap-learn 0.5 compiles these modules' kernels without cache=True; caching them is what saves the
+# per-process compilation (pynndescent already caches its own).
+_KERNEL_MODULES = ("umap.distances", "umap.utils", "umap.sparse", "umap.layouts", "umap.spectral", "umap.umap_",
+                   "umap.aligned_umap")
+# Warnings UMAP raises for choices made here on purpose: a seed makes it single-threaded, the precomputed
+# graph comes without a search index (we never call transform), and graph-only fits.
+_EXPECTED_WARNINGS = (r"n_jobs value .* overridden", r"precomputed_knn\[2\]", r".*transform_mode.*")
+# Features of the random stand-in data UMAP is fitted on when no series is given (see embed_umap).
+_STAND_IN_FEATURES = 8
+
+
+# ------------------------------------------------------------------------------------------ numba cache
+def configure_numba_cache(path: str | os.PathLike | None = None) -> Path:
+    """Point numba's on-disk cache of compiled kernels at a writable folder.
+
+    Call it before ``umap`` or ``pynndescent`` is imported: numba fixes a kernel's cache location when
+    the kernel is defined, i.e. at import. If numba itself was already imported, its configuration is
+    reloaded so kernels defined from now on use the folder.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        Cache folder. Default: ``$NUMBA_CACHE_DIR`` if set, else ``~/.cache/attnbrain/numba``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder in use (created if missing).
+    """
+    chosen = Path(path) if path is not None else Path(os.environ.get("NUMBA_CACHE_DIR") or DEFAULT_NUMBA_CACHE)
+    chosen = chosen.expanduser().resolve()
+    try:
+        chosen.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the numba cache folder {chosen} ({exc}); pass a writable folder",
+                         field="numba_cache_dir") from exc
+    if not os.access(chosen, os.W_OK | os.X_OK):
+        raise InputError(f"the numba cache folder {chosen} is not writable; pass a writable folder",
+                         field="numba_cache_dir")
+    os.environ["NUMBA_CACHE_DIR"] = str(chosen)
+    if "numba" in sys.modules:
+        from numba.core import config
+        config.reload_config()
+    return chosen
+
+
+def _import_umap():
+    """Import umap after the cache is configured, with its kernels set to cache on disk."""
+    if "umap" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
+        configure_numba_cache()
+    import umap
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    kernels: dict[int, list] = {}
+    for name in _KERNEL_MODULES:
+        for kernel in vars(importlib.import_module(name)).values():
+            if isinstance(kernel, Dispatcher):
+                group = kernels.setdefault(id(kernel.py_func), [])
+                if all(kernel is not other for other in group):
+                    group.append(kernel)
+    for group in kernels.values():
+        # numba's cache key ignores compile options, so of several kernels built from one Python function
+        # (umap's epoch loop exists serial and parallel) only the serial one may cache: otherwise a seeded
+        # run could load the parallel build written by an unseeded one.
+        serial = [k for k in group if not k.targetoptions.get("parallel")]
+        if len(group) > 1 and len(serial) != 1:
+            continue
+        kernel = serial[0] if len(group) > 1 else group[0]
+        # enable_caching() is what @njit(cache=True) calls at definition time. Kernels compiled earlier in
+        # this process keep their in-memory code; new signatures are cached from now on.
+        if isinstance(getattr(kernel, "_cache", None), NullCache):
+            kernel.enable_caching()
+    return umap
+
+
+@contextmanager
+def _expected_umap_warnings():
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _check_graph(indices, distances, n_neighbors, *, which: str = "") -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate a kNN graph and return int64/float32 copies pruned to ``n_neighbors`` columns."""
+    idx, dist = np.asarray(indices), np.asarray(distances)
+    f_idx, f_dist = f"indices{which}", f"distances{which}"
+    check_ndim(idx, (2,), source="embedding", field=f_idx, layout="of shape (n_voxels, k)")
+    check_ndim(dist, (2,), source="embedding", field=f_dist, layout="of shape (n_voxels, k)")
+    if idx.shape != dist.shape:
+        raise InputError(f"expected distances of the same shape as indices {idx.shape}, found {dist.shape}",
+                         source="embedding", field=f_dist)
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise InputError(f"expected integer voxel indices, found dtype {idx.dtype}", source="embedding", field=f_idx)
+    check_finite(dist, source="embedding", field=f_dist)
+    n_voxels, k = idx.shape
+    if idx.min() < 0 or idx.max() >= n_voxels:
+        raise InputError(f"expected indices in [0, {n_voxels}), found [{idx.min()}, {idx.max()}]",
+                         source="embedding", field=f_idx)
+    if not np.array_equal(idx[:, 0], np.arange(n_voxels)) or np.any(dist[:, 0] != 0) or np.any(dist < 0):
+        raise InputError("expected each voxel to be its own first neighbour at distance 0 and all distances "
+                         ">= 0 (the layout of rsa.knn_correlation)", source="embedding", field=f_idx)
+    n_neighbors = k if n_neighbors is None else check_positive_int(n_neighbors, field="n_neighbors",
+                                                                 source="embedding")
+    if not 2 <= n_neighbors <= k:
+        raise InputError(f"expected 2 <= n_neighbors <= k = {k} (the graph's columns, self included), "
+                         f"found {n_neighbors}", source="embedding", field="n_neighbors")
+    if n_voxels <= n_neighbors:
+        raise InputError(f"expected more voxels than n_neighbors = {n_neighbors}, found {n_voxels}",
+                         source="embedding", field=f_idx)
+    # UMAP marks disconnected edges in place on the arrays it is given: hand it copies.
+    return (np.ascontiguousarray(idx[:, :n_neighbors], dtype=np.int64).copy(),
+            np.ascontiguousarray(dist[:, :n_neighbors], dtype=np.float32).copy(), n_neighbors)
+
+
+def _fit_data(series, n_voxels: int, random_state) -> np.ndarray:
+    """The data matrix UMAP is fitted on, of shape (n_voxels, n_features).
+
+    With a precomputed graph, UMAP reads the data only to place connected components of the graph relative
+    to each other (correlation between component centroids). The z-scored series give that placement its
+    meaning; without them a seeded random stand-in places components arbitrarily, as UMAP itself does
+    when it has no data.
+    """
+    if series is None:
+        seed = 0 if random_state is None else random_state
+        return np.random.default_rng(seed).standard_normal((n_voxels, _STAND_IN_FEATURES)).astype(np.float32)
+    from .rsa import zscore_series
+    z = zscore_series(series)
+    if z.shape[1] != n_voxels:
+        raise InputError(f"expected series of shape (n_samples, {n_voxels}) matching the graph, found "
+                         f"{z.shape}", source="embedding", field="series")
+    return np.ascontiguousarray(z.T)
+
+
+def _check_seed(random_state):
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer))
+                                     or random_state < 0):
+        raise InputError(f"expected a non-negative integer seed or None, found {random_state!r}",
+                         source="embedding", field="random_state")
+
+
+def _mapper(umap, idx, dist, n_components, min_dist, random_state, n_epochs, verbose, **extra):
+    return umap.UMAP(
+        n_components=n_components, n_neighbors=idx.shape[1], min_dist=min_dist, metric="correlation",
+        precomputed_knn=(idx, dist), random_state=random_state, n_epochs=n_epochs, verbose=verbose,
+        n_jobs=1 if random_state is not None else -1, **extra)
+
+
+def _relations(voxels: Sequence[np.ndarray], window: int) -> np.ndarray:
+    """Where each voxel sits in the other conditions, in AlignedUMAP's layout.
+
+    ``out[c, window + o, v]`` is the row of voxel ``v`` of condition ``c`` in condition ``c + o`` (same
+    global id), -1 if it has none there; offsets ``o`` run over ``-window..window``, 0 left at -1. umap's
+    own ``expand_relations`` drops the forward relation into the last condition (with two conditions
+    only "on" would be pulled towards "off") and sizes the array by the largest related row, which the
+    optimiser then reads past; building it here avoids both.
+
+    Parameters
+    ----------
+    voxels : sequence of int arrays of shape (n_voxels_c,)
+        Global voxel ids of each condition's rows, unique within a condition.
+    window : int
+        Largest condition offset related.
+
+    Returns
+    -------
+    int32 array of shape (n_conditions, 2 * window + 1, max(n_voxels_c))
+    """
+    n_slices, width = len(voxels), max(len(v) for v in voxels)
+    out = np.full((n_slices, 2 * window + 1, width), -1, dtype=np.int32)
+    for c in range(n_slices):
+        for o in range(-window, window + 1):
+            if o == 0 or not 0 <= c + o < n_slices:
+                continue
+            _, here, there = np.intersect1d(voxels[c], voxels[c + o], assume_unique=True, return_indices=True)
+            out[c, window + o, here] = there
+    return out
+
+
+def _neighbourhood_similarities(graphs, relations: np.ndarray) -> np.ndarray:
+    """Alignment weights: Jaccard overlap of a voxel's graph neighbourhood with its counterpart's.
+
+    Same definition as umap-learn's ``aligned_umap.build_neighborhood_similarities`` (which the tests use as
+    the reference), computed with sparse products in O(edges) instead of its O(n_voxels^2) loop, so it
+    scales to 80k voxels. For slice ``i``, relation offset ``j`` (compared slice ``c``) and voxel ``v`` with
+    counterpart ``M[v]``: the overlap of ``{M[u] : u neighbour of v}`` and the neighbours of ``M[v]`` in
+    ``c`` that have a counterpart in ``i``; 1 when both are empty, 0 for voxels without counterpart.
+
+    Parameters
+    ----------
+    graphs : list of scipy sparse matrices of shape (n_voxels_c, n_voxels_c)
+        UMAP fuzzy graphs (only their sparsity pattern is used).
+    relations : int array of shape (n_slices, 2 * window + 1, n_related)
+        As from :func:`_relations`; -1 where a voxel has no counterpart.
+
+    Returns
+    -------
+    float32 array of the shape of ``relations``
+    """
+    from scipy.sparse import csr_matrix, diags
+
+    n_slices, n_offsets, n_related = relations.shape
+    window = (n_offsets - 1) // 2
+    pattern = [csr_matrix((np.ones(g.nnz), g.indices, g.indptr), shape=g.shape) for g in graphs]
+    out = np.zeros(relations.shape, dtype=np.float32)
+    for i in range(n_slices):
+        n_i = graphs[i].shape[0]
+        for j in range(n_offsets):
+            c = i + j - window
+            if j == window or not 0 <= c < n_slices:
+                continue
+            n_c = graphs[c].shape[0]
+            mapping = np.full(n_i, -1, dtype=np.int64)
+            m = min(n_i, n_related)
+            mapping[:m] = relations[i, j, :m]
+            src = np.flatnonzero(mapping >= 0)
+            to_c = csr_matrix((np.ones(src.size), (src, mapping[src])), shape=(n_i, n_c))
+            has_counterpart = np.zeros(n_c)
+            has_counterpart[mapping[src]] = 1.0
+            mapped = (pattern[i] @ to_c).astype(bool)                                  # M(N_i(v))
+            counterpart = (to_c @ (pattern[c] @ diags(has_counterpart))).astype(bool)  # N_c(M[v]) restricted
+            shared = np.asarray(mapped.multiply(counterpart).sum(axis=1)).ravel()
+            union = np.diff(mapped.indptr) + np.diff(counterpart.indptr) - shared
+            weight = np.where(union > 0, shared / np.maximum(union, 1), 1.0)
+            weight[mapping < 0] = 0.0
+            out[i, j, :m] = weight[:m]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- embedding
+def embed_umap(indices, distances, *, n_components: int = 3, n_neighbors: int | None = None,
+               min_dist: float = 0.1, random_state: int | None = 0, n_epochs: int | None = None,
+               verbose: bool = False, series=None) -> np.ndarray:
+    """UMAP embedding of voxels from their precomputed kNN graph under correlation distance.
+
+    Parameters
+    ----------
+    indices : int array of shape (n_voxels, k)
+        Neighbours of each voxel, itself first (as returned by :func:`core.rsa.knn_correlation`).
+    distances : float array of shape (n_voxels, k)
+        Correlation distances ``1 - r`` to those neighbours, 0 first.
+    n_components : int
+        Embedding dimensions (3 for the study's views).
+    n_neighbors : int, optional
+        Neighbours UMAP uses, self included, ``2 <= n_neighbors <= k``; default ``k``.
+    min_dist : float
+        UMAP's minimum distance between embedded points.
+    random_state : int or None
+        Seed; a seed makes UMAP single-threaded and reproducible. ``None`` runs unseeded and parallel.
+    n_epochs : int, optional
+        Optimisation epochs; default UMAP's (500 below 10,000 voxels, 200 above).
+    verbose : bool
+        Print UMAP's progress.
+    series : array of shape (n_samples, n_voxels), optional
+        The predicted series the graph was built from. UMAP uses them only to place disconnected parts of
+        the graph relative to each other; without them those parts are placed arbitrarily (seeded).
+
+    Returns
+    -------
+    embedding : float32 array of shape (n_voxels, n_components)
+    """
+    _check_seed(random_state)
+    n_components = check_positive_int(n_components, field="n_components", source="embedding")
+    if n_epochs is not None:
+        n_epochs = check_positive_int(n_epochs, field="n_epochs", source="embedding")
+    idx, dist, _ = _check_graph(indices, distances, n_neighbors)
+    data = _fit_data(series, idx.shape[0], random_state)
+    umap = _import_umap()
+    with _expected_umap_warnings():
+        mapper = _mapper(umap, idx, dist, n_components, min_dist, random_state, n_epochs, verbose)
+        embedding = mapper.fit_transform(data)
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def embed_aligned(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, voxels: Sequence[np.ndarray] | None = None,
+                  n_components: int = 3, n_neighbors: int | None = None, min_dist: float = 0.1,
+                  random_state: int | None = 0, n_epochs: int = 200, alignment_regularisation: float = 1e-2,
+                  series: Sequence[np.ndarray] | None = None, verbose: bool = False) -> list[np.ndarray]:
+    """Jointly embed several conditions (e.g. off, on) so the same voxel lands in comparable places.
+
+    This is umap-learn's AlignedUMAP driven by our exact kNN graphs instead of its own neighbour search:
+    each condition's fuzzy graph comes from UMAP with ``precomputed_knn``; conditions are related by
+    identity on their shared voxels (in both directions: umap 0.5's own relation builder only pulls a
+    condition towards the one before it); the layouts are initialised spectrally, Procrustes-aligned on
+    the shared voxels, then optimised together with umap's aligned optimiser, whose penalty
+    (``alignment_regularisation``, weighted by how similar a voxel's neighbourhoods are in the two
+    conditions) pulls a voxel's positions in neighbouring conditions together. The unaligned
+    :func:`embed_umap` stays the default view because it is what the study shows.
+
+    Parameters
+    ----------
+    graphs : sequence of (indices, distances)
+        One kNN graph per condition, as for :func:`embed_umap`, in the order to align.
+    voxels : sequence of int arrays of shape (n_voxels_c,), optional
+        Global voxel ids of each graph's rows; voxels with the same id are related. Default: all graphs
+        hold the same voxels in the same order.
+    n_components, n_neighbors, min_dist, random_state, verbose
+        As for :func:`embed_umap`. The joint optimisation is single-threaded either way (umap-learn's
+        aligned epoch loop is serial); ``None`` seeds it from numpy's global state.
+    n_epochs : int
+        Epochs of the joint optimisation (AlignedUMAP's default, 200).
+    alignment_regularisation : float
+        Weight of the alignment penalty (AlignedUMAP's default, 0.01).
+    series : sequence of arrays of shape (n_samples, n_voxels_c), optional
+        Per condition, as ``series`` in :func:`embed_umap`.
+
+    Returns
+    -------
+    list of float32 arrays of shape (n_voxels_c, n_components)
+        One embedding per condition, in the order of ``graphs``.
+    """
+    _check_seed(random_state)
+    n_components = check_positive_int(n_components, field="n_components", source="embedding")
+    n_epochs = check_positive_int(n_epochs, field="n_epochs", source="embedding")
+    if len(graphs) < 2:
+        raise InputError(f"expected at least two graphs to align, found {len(graphs)}", source="embedding",
+                         field="graphs")
+    checked = [_check_graph(i, d, n_neighbors, which=f"[{c}]") for c, (i, d) in enumerate(graphs)]
+    sizes = [g[0].shape[0] for g in checked]
+    if voxels is None:
+        if len(set(sizes)) > 1:
+            raise InputError(f"graphs hold different voxel counts {sizes}; pass voxels= (global ids per graph)",
+                             source="embedding", field="voxels")
+        voxels = [np.arange(sizes[0])] * len(graphs)
+    if len(voxels) != len(graphs) or any(np.asarray(v).shape != (n,) for v, n in zip(voxels, sizes)):
+        raise InputError(f"expected one id array per graph with {sizes} entries", source="embedding", field="voxels")
+    voxels = [np.asarray(v) for v in voxels]
+    for c in range(len(graphs)):
+        if np.unique(voxels[c]).size != sizes[c]:
+            raise InputError(f"voxel ids of graph {c} repeat; expected one row per voxel", source="embedding",
+                             field="voxels")
+        if c and np.intersect1d(voxels[c - 1], voxels[c]).size < n_components + 1:
+            raise InputError(f"conditions {c - 1} and {c} share fewer than {n_components + 1} voxels; "
+                             "nothing to align on", source="embedding", field="voxels")
+    series = [None] * len(graphs) if series is None else list(series)
+
+    umap = _import_umap()
+    import numba
+    from umap.aligned_umap import procrustes_align
+    from umap.layouts import optimize_layout_aligned_euclidean
+    from umap.spectral import spectral_layout
+    from umap.umap_ import find_ab_params, make_epochs_per_sample
+
+    data = [_fit_data(s, idx.shape[0], random_state) for (idx, _, _), s in zip(checked, series)]
+    with _expected_umap_warnings():
+        mappers = [_mapper(umap, idx, dist, n_components, min_dist, random_state, None, verbose,
+                           transform_mode="graph").fit(x) for (idx, dist, _), x in zip(checked, data)]
+    window = 3  # AlignedUMAP's alignment_window_size
+    rel = _relations(voxels, window)
+    heads = numba.typed.List.empty_list(numba.types.int32[::1])
+    tails = numba.typed.List.empty_list(numba.types.int32[::1])
+    epochs_per_sample = numba.typed.List.empty_list(numba.types.float64[::1])
+    for m in mappers:
+        coo = m.graph_.tocoo()
+        heads.append(coo.row.astype(np.int32))
+        tails.append(coo.col.astype(np.int32))
+        epochs_per_sample.append(make_epochs_per_sample(coo.data, n_epochs))
+    weights = _neighbourhood_similarities([m.graph_ for m in mappers], rel)
+
+    rng = np.random.RandomState(random_state)
+    layouts = numba.typed.List.empty_list(numba.types.float32[:, ::1])
+    for c, (m, x) in enumerate(zip(mappers, data)):
+        init = spectral_layout(x, m.graph_, n_components, rng)
+        init = np.ascontiguousarray(init * (10.0 / np.abs(init).max()), dtype=np.float32)
+        if c:
+            anchors = rel[c][window - 1]  # row positions in condition c-1 of condition c's voxels
+            init = procrustes_align(layouts[-1], init, np.vstack([anchors[anchors >= 0], np.flatnonzero(anchors >= 0)]))
+        layouts.append(np.ascontiguousarray(init, dtype=np.float32))
+    a, b = find_ab_params(1.0, min_dist)  # UMAP's curve for spread 1 (AlignedUMAP would ignore min_dist)
+    seed = rng.randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3).astype(np.int64)
+    out = optimize_layout_aligned_euclidean(
+        layouts, layouts, heads, tails, n_epochs, epochs_per_sample, weights, rel, seed,
+        a=float(a), b=float(b), lambda_=alignment_regularisation, move_other=True,
+        parallel=False, verbose=verbose)  # its epoch loop has no prange: parallel would only add compile time
+    result = []
+    for m, emb in zip(mappers, out):
+        emb = np.asarray(emb, dtype=np.float32)
+        emb[np.asarray(m.graph_.sum(axis=1)).ravel() == 0] = np.nan  # voxels the graph left unconnected
+        result.append(emb)
+    return result

@@ -1,0 +1,659 @@
+"""Voxelwise ridge encoding models: features -> BOLD, one regularisation per voxel chosen by cross-validation.
+
+One torch code path runs on CPU and CUDA. The regression is solved in an eigenbasis computed once per fold
+(primal ``"eigh"``: the p x p Gram matrix; dual ``"kernel"``: the n x n kernel), so every alpha and every voxel
+reuses the same decomposition, and voxels are processed in batches that keep memory bounded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._validation import InputError, check_ndim
+from .device import resolve_device
+
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "SOLVERS",
+    "VoxelRidgeCV",
+    "fit_predict",
+    "make_delayed",
+    "make_folds",
+]
+
+#: Default alpha grid: 21 values, half a decade apart, from 1e-2 to 1e8. With z-scored features the
+#: eigenvalues of X^T X sum to n_samples * n_features (1.5e7 for 7,200 x 2,048) and spread over many decades
+#: for correlated CNN features, so the grid spans "almost no shrinkage" (high-SNR voxels) to "everything
+#: shrunk to ~0" (noise voxels).
+DEFAULT_ALPHAS = np.logspace(-2, 8, 21)
+
+# Scores are averaged over folds in float64, and ties are broken towards the larger alpha with the same
+# tiny log-alpha slope himalaya uses, so that both pick the same alpha on flat score curves.
+_TIE_SLOPE = 1e-10
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Folds and delays
+# --------------------------------------------------------------------------------------------------------------
+
+def _check_onsets(run_onsets, n_samples: int, *, field: str = "run_onsets") -> np.ndarray | None:
+    """Validate run start indices (0 first, strictly increasing, below n_samples); return them as int64."""
+    if run_onsets is None:
+        return None
+    onsets = np.asarray(run_onsets.cpu() if isinstance(run_onsets, torch.Tensor) else run_onsets)
+    if onsets.ndim != 1 or onsets.size == 0 or not np.issubdtype(onsets.dtype, np.integer):
+        raise InputError(f"expected a non-empty 1-D array of integer run start indices, found dtype {onsets.dtype} "
+                         f"and shape {onsets.shape}", field=field)
+    onsets = onsets.astype(np.int64)
+    if onsets[0] != 0 or np.any(np.diff(onsets) <= 0) or onsets[-1] >= n_samples:
+        raise InputError(f"expected strictly increasing run starts beginning at 0 and below n_samples = "
+                         f"{n_samples}, found {onsets[:10].tolist()}", field=field)
+    return onsets
+
+
+def _run_slices(onsets: np.ndarray | None, n_samples: int) -> list[slice]:
+    if onsets is None:
+        return [slice(0, n_samples)]
+    ends = np.append(onsets[1:], n_samples)
+    return [slice(int(a), int(b)) for a, b in zip(onsets, ends)]
+
+
+def make_folds(n_samples: int, n_folds: int = 5, run_onsets=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation folds that respect the time structure of fMRI data (never shuffled).
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of training samples.
+    n_folds : int
+        Number of contiguous blocks when no runs are given. The first ``n_samples % n_folds`` blocks hold one
+        sample more, exactly as ``sklearn.model_selection.KFold(n_folds)`` (and hence himalaya with ``cv=int``).
+    run_onsets : array of shape (n_runs,) or None
+        Start index of each run. With two or more runs, each run is one validation fold (leave-one-run-out)
+        and ``n_folds`` is ignored; a single run falls back to contiguous blocks.
+
+    Returns
+    -------
+    folds : list of (train_idx, val_idx)
+        int64 index arrays; each sample is in exactly one validation set.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
+        raise InputError(f"expected an integer number of samples >= 2, found {n_samples!r}", field="n_samples")
+    onsets = _check_onsets(run_onsets, int(n_samples))
+    all_idx = np.arange(n_samples, dtype=np.int64)
+    if onsets is not None and onsets.size >= 2:
+        blocks = [all_idx[s] for s in _run_slices(onsets, n_samples)]
+    else:
+        if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+            raise InputError(f"expected an integer number of folds >= 2, found {n_folds!r}", field="n_folds")
+        if n_samples < 2 * n_folds:
+            raise InputError(f"{n_samples} samples are too few for {n_folds} folds: each validation block needs at "
+                             f"least 2 samples (n_samples >= {2 * n_folds}); lower n_folds or add samples",
+                             field="n_samples")
+        blocks = np.array_split(all_idx, n_folds)
+    folds = []
+    for block in blocks:
+        keep = np.ones(n_samples, bool)
+        keep[block] = False
+        folds.append((all_idx[keep], block))
+    return folds
+
+
+def make_delayed(X, delays, run_onsets=None):
+    """Stack time-shifted copies of the features (finite impulse response model of the haemodynamics).
+
+    Parameters
+    ----------
+    X : array or tensor of shape (n_samples, n_features)
+        Features, one row per time point.
+    delays : sequence of int
+        Shifts in samples; ``d > 0`` uses the features ``d`` samples in the past (``out[t] = X[t - d]``),
+        ``d < 0`` the future, ``0`` the present.
+    run_onsets : array of shape (n_runs,) or None
+        Start index of each run. Shifts never cross a run boundary: samples whose source lies in another run
+        (or before the start / after the end) are zero.
+
+    Returns
+    -------
+    X_delayed : array or tensor of shape (n_samples, n_features * n_delays)
+        Same type (numpy or torch), dtype and device as ``X``. Block ``i`` of ``n_features`` columns is ``X``
+        shifted by ``delays[i]`` (delay-major order, like the Gallant lab's ``Delayer``).
+    """
+    is_torch = isinstance(X, torch.Tensor)
+    if not is_torch:
+        X = np.asarray(X)
+    check_ndim(X, (2,), source="make_delayed", field="X", layout="(n_samples, n_features)")
+    delays = _check_delays(delays)
+    n, p = X.shape
+    onsets = _check_onsets(run_onsets, n)
+    out = (torch.zeros((n, p * len(delays)), dtype=X.dtype, device=X.device) if is_torch
+           else np.zeros((n, p * len(delays)), dtype=X.dtype))
+    for i, d in enumerate(delays):
+        cols = slice(i * p, (i + 1) * p)
+        for run in _run_slices(onsets, n):
+            length = run.stop - run.start
+            if abs(d) >= length:
+                continue
+            if d >= 0:
+                out[run.start + d:run.stop, cols] = X[run.start:run.stop - d]
+            else:
+                out[run.start:run.stop + d, cols] = X[run.start - d:run.stop]
+    return out
+
+
+def _check_delays(delays) -> list[int]:
+    values = list(np.atleast_1d(np.asarray(delays)).tolist()) if delays is not None else []
+    if not values or not all(isinstance(d, int) and not isinstance(d, bool) for d in values):
+        raise InputError(f"expected a non-empty sequence of integer delays in samples (e.g. [1, 2, 3, 4]), "
+                         f"found {delays!r}", field="delays")
+    if len(set(values)) != len(values):
+        raise InputError(f"expected distinct delays, found duplicates in {values}", field="delays")
+    return values
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Solvers: one eigendecomposition per fold, shared by every alpha and every voxel
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Fold:
+    """What the alpha loop of one fold needs: validation rows projected on the fold's eigenbasis."""
+    train: torch.Tensor          # (n_train,) indices
+    val: torch.Tensor            # (n_val,) indices
+    A_val: torch.Tensor          # (n_val, rank) validation design (centred on the training mean) in the eigenbasis
+    eigvals: torch.Tensor        # (rank,) float64, the numerically non-zero eigenvalues
+    basis: torch.Tensor          # (p, rank) primal or (n_train, rank) dual eigenvectors
+    x_train_mean: torch.Tensor   # (p,) mean of the training rows of the design
+
+
+def _eigh(matrix64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a PSD Gram/kernel matrix, keeping only the numerically non-zero ones.
+
+    Directions with eigenvalue ~0 contribute exactly nothing to ridge predictions (the right-hand side or the
+    design is orthogonal to them), but in finite precision they would be amplified by 1 / alpha for small
+    alphas; dropping them (threshold as in ``numpy.linalg.matrix_rank``) is exact and also lowers the rank.
+    """
+    w, U = torch.linalg.eigh(matrix64)
+    keep = w > w[-1].clamp_min(0) * matrix64.shape[0] * torch.finfo(matrix64.dtype).eps
+    return w[keep], U[:, keep]
+
+
+class _PrimalSolver:
+    """Primal ridge in the eigenbasis of the p x p Gram matrix X^T X.
+
+    For fold k the training Gram matrix is the full one minus the validation rows (with the rank-one
+    correction for centring on the training mean), so no SVD of the tall design is needed. The training
+    right-hand side X_T^T Y_T is likewise the full X^T Y minus the validation part.
+    """
+
+    name = "eigh"
+
+    def __init__(self, D: torch.Tensor, folds: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype,
+                 center: bool = True):
+        # Decompositions in float64: eigendecomposing a Gram matrix squares its condition number.
+        D64 = D.to(torch.float64)
+        gram = D64.T @ D64
+        self.D = D
+        self.folds = []
+        for train, val in folds:
+            tr = torch.as_tensor(train, device=D.device)
+            va = torch.as_tensor(val, device=D.device)
+            Dv = D64[va]
+            m = D64[tr].mean(0) if center else torch.zeros_like(D64[0])
+            gram_k = gram - Dv.T @ Dv - len(train) * torch.outer(m, m)
+            w, U = _eigh(gram_k)
+            A_val = ((Dv - m) @ U).to(dtype)
+            self.folds.append(_Fold(tr, va, A_val, w, U.to(dtype), m.to(dtype)))
+        self.eigvals, U = _eigh(gram)
+        self.basis = U.to(dtype)
+
+    def rank(self) -> int:
+        return max(f.eigvals.numel() for f in self.folds)
+
+    def batch_state(self, Yc: torch.Tensor) -> torch.Tensor:
+        return self.D.T @ Yc
+
+    def fold_coordinates(self, fold: _Fold, Yc: torch.Tensor, XtY: torch.Tensor,
+                         y_train_mean: torch.Tensor) -> torch.Tensor:
+        n_train = fold.train.numel()
+        rhs = XtY - self.D[fold.val].T @ Yc[fold.val] - n_train * torch.outer(fold.x_train_mean, y_train_mean)
+        return fold.basis.T @ rhs
+
+    def refit(self, Yc: torch.Tensor, XtY: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        shrink = (1.0 / (self.eigvals[:, None] + alphas[None, :])).to(Yc.dtype)
+        return self.basis @ ((self.basis.T @ XtY) * shrink)
+
+
+class _KernelSolver:
+    """Dual (kernel) ridge in the eigenbasis of the n_train x n_train linear kernel X X^T.
+
+    Cheaper than the primal form when samples are fewer than features (small presets, many delays).
+    The primal weights are recovered as X^T (dual coefficients), so prediction is the same for both solvers.
+    """
+
+    name = "kernel"
+
+    def __init__(self, D: torch.Tensor, folds: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype,
+                 center: bool = True):
+        D64 = D.to(torch.float64)
+        self.folds = []
+        for train, val in folds:
+            tr = torch.as_tensor(train, device=D.device)
+            va = torch.as_tensor(val, device=D.device)
+            m = D64[tr].mean(0) if center else torch.zeros_like(D64[0])
+            Dt = D64[tr] - m
+            w, U = _eigh(Dt @ Dt.T)
+            A_val = ((D64[va] - m) @ Dt.T @ U).to(dtype)
+            self.folds.append(_Fold(tr, va, A_val, w, U.to(dtype), m.to(dtype)))
+        self.eigvals, U = _eigh(D64 @ D64.T)
+        self.basis = U.to(dtype)
+        # X^T U formed in float64: the refit weights are X^T U diag(1 / (w + alpha)) U^T Y.
+        self.design_basis = (D64.T @ U).to(dtype)
+
+    def rank(self) -> int:
+        return max(f.eigvals.numel() for f in self.folds)
+
+    def batch_state(self, Yc: torch.Tensor) -> None:
+        return None
+
+    def fold_coordinates(self, fold: _Fold, Yc: torch.Tensor, XtY, y_train_mean: torch.Tensor) -> torch.Tensor:
+        return fold.basis.T @ (Yc[fold.train] - y_train_mean)
+
+    def refit(self, Yc: torch.Tensor, XtY, alphas: torch.Tensor) -> torch.Tensor:
+        shrink = (1.0 / (self.eigvals[:, None] + alphas[None, :])).to(Yc.dtype)
+        return self.design_basis @ ((self.basis.T @ Yc) * shrink)
+
+
+#: Ridge solvers by name. Both choose the same alphas and give the same weights (up to rounding);
+#: ``"eigh"`` costs O(p^3) per fold, ``"kernel"`` O(n^3).
+SOLVERS = {"eigh": _PrimalSolver, "kernel": _KernelSolver}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The estimator
+# --------------------------------------------------------------------------------------------------------------
+
+def _as_2d(arr, field: str, layout: str):
+    """numpy or torch -> the same kind, checked 2-D and numeric (torch tensors stay where they are)."""
+    if isinstance(arr, torch.Tensor):
+        a = arr.detach()
+        ok = a.is_floating_point() or not (a.is_complex() or a.dtype == torch.bool)
+    else:
+        a = np.asarray(arr)
+        ok = np.issubdtype(a.dtype, np.number) and not np.issubdtype(a.dtype, np.complexfloating)
+    if not ok:
+        raise InputError(f"expected a real numeric array {layout}, found dtype {a.dtype}",
+                         source="VoxelRidgeCV", field=field)
+    check_ndim(a, (2,), source="VoxelRidgeCV", field=field, layout=layout)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"expected a non-empty array {layout}, found shape {tuple(a.shape)}",
+                         source="VoxelRidgeCV", field=field)
+    return a
+
+
+def _column_block(Y, cols: slice, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Columns ``cols`` of Y as a fresh contiguous tensor on ``device`` (it is centred in place afterwards).
+
+    The only copies of Y ever made are per batch; a batch never aliases the caller's array.
+    """
+    if isinstance(Y, torch.Tensor):
+        return Y[:, cols].to(device=device, dtype=dtype, memory_format=torch.contiguous_format, copy=True)
+    block = np.ascontiguousarray(Y[:, cols])
+    return torch.from_numpy(block).to(device=device, dtype=dtype, copy=np.shares_memory(block, Y))
+
+
+def _check_all_finite(Y, field: str, chunk: int = 4096) -> None:
+    """Column-chunked finiteness check (no full-size boolean copy of a multi-GB response matrix)."""
+    for start in range(0, Y.shape[1], chunk):
+        block = Y[:, start:start + chunk]
+        bad = ~torch.isfinite(block) if isinstance(Y, torch.Tensor) else ~np.isfinite(block)
+        if bad.any():
+            t, v = (int(i) for i in (bad.nonzero()[0] if isinstance(Y, torch.Tensor) else np.argwhere(bad)[0]))
+            n_bad = int(bad.sum())
+            raise InputError(f"found NaN/inf values (at least {n_bad}; first at sample {t}, voxel {start + v}); "
+                             "expected finite numbers. Remove or impute those voxels before fitting.",
+                             source="VoxelRidgeCV", field=field)
+
+
+def _center_responses(Yb: torch.Tensor, runs: list[slice], standardize: bool, fit_intercept: bool) -> torch.Tensor:
+    """In place: z-score each run of each voxel (if ``standardize``), then subtract the voxel mean (if
+    ``fit_intercept``). Returns the subtracted mean, shape (n_voxels,) float64."""
+    if standardize:
+        for run in runs:
+            seg = Yb[run]
+            mu = seg.mean(0)
+            sd = seg.std(0, correction=0)
+            Yb[run] = (seg - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
+    if not fit_intercept:
+        return torch.zeros(Yb.shape[1], dtype=torch.float64, device=Yb.device)
+    # Reductions in the working dtype (torch sums cascade, accurate to its rounding); casting a whole batch
+    # to float64 for them would cost more than a third of a GEMM.
+    y_mean = Yb.mean(0)
+    Yb -= y_mean
+    return y_mean.double()
+
+
+def _cv_scores(solver, inv_shrink: list[torch.Tensor], Yc: torch.Tensor, XtY, fit_intercept: bool) -> torch.Tensor:
+    """Validation R^2 averaged over folds for every alpha, shape (n_alphas, n_voxels) float64.
+
+    R^2 = 1 - SSE / SST on each validation fold (SST around the validation mean; R^2 := 0 for a constant
+    validation series, himalaya's convention), with predictions centred on the training-fold means.
+    """
+    n_alphas = inv_shrink[0].shape[0]
+    scores = torch.zeros((n_alphas, Yc.shape[1]), dtype=torch.float64, device=Yc.device)
+    y_sum = Yc.sum(0).double()
+    for fold, inv in zip(solver.folds, inv_shrink):
+        Yv = Yc[fold.val]  # an index gather, hence a copy: it becomes the validation target below
+        # Training-fold mean of the responses (himalaya centres each fold on its training rows).
+        y_train_mean = ((y_sum - Yv.sum(0).double()) / fold.train.numel() if fit_intercept
+                        else torch.zeros_like(y_sum)).to(Yc.dtype)
+        coords = solver.fold_coordinates(fold, Yc, XtY, y_train_mean)
+        sst = ((Yv - Yv.mean(0, keepdim=True)) ** 2).sum(0).double()
+        has_var = sst > 0
+        inv_sst = torch.where(has_var, 1.0 / torch.where(has_var, sst, 1.0), 0.0)
+        Yv -= y_train_mean
+        resid = torch.empty_like(Yv)
+        for a in range(n_alphas):
+            # Scaling the small (n_val, rank) matrix rather than the (rank, n_voxels) coordinates leaves one
+            # GEMM and two in-place passes over the residuals per alpha.
+            torch.matmul(fold.A_val * inv[a], coords, out=resid)
+            resid -= Yv
+            sse = resid.square_().sum(0).double()
+            scores[a] += torch.where(has_var, 1.0 - sse * inv_sst, 0.0)
+    return scores / len(solver.folds)
+
+
+class VoxelRidgeCV:
+    """Ridge regression from features to every voxel, with alpha chosen per voxel by cross-validation.
+
+    For each fold the training Gram (primal) or kernel (dual) matrix is eigendecomposed once; the validation
+    predictions for every alpha are ``(X_val U) diag(1 / (w + alpha)) (U^T X_train^T Y_train)``. Each voxel
+    gets the alpha with the best validation R^2 averaged over folds (the criterion of himalaya's ``RidgeCV``
+    with ``score_func=r2_score``; ties go to the larger alpha), then is refit on all training samples.
+
+    Parameters
+    ----------
+    alphas : array of shape (n_alphas,)
+        Positive regularisation strengths to try. Default :data:`DEFAULT_ALPHAS` (logspace 1e-2 .. 1e8,
+        21 values).
+    n_folds : int
+        Contiguous folds when ``run_onsets`` is None (time series are autocorrelated: never shuffled).
+    run_onsets : array of shape (n_runs,) or None
+        Start index of each training run. With two or more runs: leave-one-run-out folds, delays that do not
+        cross run boundaries and (with ``standardize_Y``) per-run z-scoring.
+    delays : sequence of int or None
+        FIR delays in samples (see :func:`make_delayed`), applied after feature standardisation.
+        None means no delays (equivalent to ``[0]``).
+    device : str or torch.device
+        Where the work runs ("cpu", "cuda", "cuda:1"; "auto" picks CUDA when present).
+    dtype : torch.dtype
+        ``torch.float32`` (default) or ``torch.float64`` for reference checks. The per-fold
+        eigendecompositions always run in float64.
+    voxel_batch : int or None
+        Voxels per batch; None derives it from ``memory_budget_gb``.
+    solver : {"auto", "eigh", "kernel"}
+        "eigh" = primal, "kernel" = dual; "auto" uses the dual when n_samples < n_features * n_delays.
+    standardize_X : bool
+        z-score each feature with the mean and standard deviation (ddof=0) of the training samples.
+    standardize_Y : bool
+        z-score each voxel's training series (per run when runs are known). Predictions are then in those
+        z-units (per-run statistics cannot be applied to unseen test runs).
+    memory_budget_gb : float
+        Working memory allowed for the batch-wise computations (on ``device``); the fold decompositions,
+        the design matrix and the fitted weights come on top.
+    progress : bool
+        Show a progress bar over voxel batches.
+    fit_intercept : bool
+        Centre the design and the responses (per fold on the training samples, exactly as himalaya's
+        ``fit_intercept=True``) so that each voxel gets an intercept. If False, the data must be zero-mean.
+
+    Attributes
+    ----------
+    best_alphas_ : ndarray of shape (n_voxels,)
+        Chosen alpha per voxel (float64).
+    cv_scores_ : ndarray of shape (n_voxels,)
+        Validation R^2 (1 - SSE / SST on each validation fold, 0 for a constant validation series) averaged
+        over folds, at the chosen alpha (float64).
+    cv_curves_ : ndarray of shape (n_alphas, n_voxels)
+        float32 mean validation R^2 for every alpha (the whole CV curve, e.g. to see how flat it is).
+    coef_ : ndarray of shape (n_features * n_delays, n_voxels)
+        float32 weights on the standardised, delayed, centred design.
+    intercept_ : ndarray of shape (n_voxels,)
+        Mean training response (in the units after ``standardize_Y``).
+    n_features_in_ : int
+        Number of raw features seen by ``fit``.
+    folds_ : list of (train_idx, val_idx)
+        The cross-validation folds used.
+    solver_ : str
+        The solver actually used ("eigh" or "kernel").
+    voxel_batch_ : int
+        Voxels per batch actually used.
+    """
+
+    def __init__(self, alphas=DEFAULT_ALPHAS, *, n_folds=5, run_onsets=None, delays=None, device="cpu",
+                 dtype=torch.float32, voxel_batch=None, solver="auto", standardize_X=True, standardize_Y=False,
+                 memory_budget_gb=2.0, progress=False, fit_intercept=True):
+        self.alphas = alphas
+        self.n_folds = n_folds
+        self.run_onsets = run_onsets
+        self.delays = delays
+        self.device = device
+        self.dtype = dtype
+        self.voxel_batch = voxel_batch
+        self.solver = solver
+        self.standardize_X = standardize_X
+        self.standardize_Y = standardize_Y
+        self.memory_budget_gb = memory_budget_gb
+        self.progress = progress
+        self.fit_intercept = fit_intercept
+
+    # ---------------------------------------------------------------------------------------------- checks
+    def _check_params(self) -> tuple[np.ndarray, list[int], torch.device, torch.dtype]:
+        try:
+            alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
+        except (TypeError, ValueError):
+            alphas = np.array([np.nan])
+        if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)) or np.any(alphas <= 0):
+            raise InputError(f"expected a 1-D array of positive finite alphas, found {self.alphas!r}",
+                             source="VoxelRidgeCV", field="alphas")
+        if np.unique(alphas).size != alphas.size:
+            raise InputError(f"expected distinct alphas, found duplicates in {alphas.tolist()}",
+                             source="VoxelRidgeCV", field="alphas")
+        delays = [0] if self.delays is None else _check_delays(self.delays)
+        if self.dtype not in (torch.float32, torch.float64):
+            raise InputError(f"expected torch.float32 or torch.float64, found {self.dtype!r}",
+                             source="VoxelRidgeCV", field="dtype")
+        if self.solver not in ("auto", *SOLVERS):
+            raise InputError(f"expected one of {['auto', *SOLVERS]}, found {self.solver!r}",
+                             source="VoxelRidgeCV", field="solver")
+        if self.voxel_batch is not None and (isinstance(self.voxel_batch, bool) or
+                                             not isinstance(self.voxel_batch, (int, np.integer))
+                                             or self.voxel_batch <= 0):
+            raise InputError(f"expected a positive integer or None, found {self.voxel_batch!r}",
+                             source="VoxelRidgeCV", field="voxel_batch")
+        if not (isinstance(self.memory_budget_gb, (int, float)) and self.memory_budget_gb > 0):
+            raise InputError(f"expected a positive number of GB, found {self.memory_budget_gb!r}",
+                             source="VoxelRidgeCV", field="memory_budget_gb")
+        return alphas, delays, resolve_device(self.device), self.dtype
+
+    # ------------------------------------------------------------------------------------------- design
+    def _design(self, X, run_onsets, device: torch.device) -> torch.Tensor:
+        """Raw features -> standardised, delayed, centred float64 design on ``device``."""
+        Xt = torch.as_tensor(X, device=device).to(torch.float64)
+        Xt = (Xt - self._x_mean) / self._x_scale
+        if self.delays_ != [0]:
+            Xt = make_delayed(Xt, self.delays_, run_onsets)
+        return Xt - self._design_mean
+
+    def _auto_batch(self, n_samples: int, rank: int, n_features: int, n_val_max: int, n_alphas: int,
+                    itemsize: int) -> int:
+        # Per-voxel working set of one batch: Y (n), X^T Y and the refit temporaries (3 p), fold coordinates and
+        # the refit's (2 rank), validation target, residual buffer and SST temporary (3 n_val), float64 scores.
+        per_voxel = itemsize * (n_samples + 3 * n_features + 2 * rank + 3 * n_val_max) + 16 * n_alphas
+        return max(1, int(self.memory_budget_gb * 1024 ** 3 // per_voxel))
+
+    # ---------------------------------------------------------------------------------------------- fit
+    def fit(self, X, Y) -> "VoxelRidgeCV":
+        """Choose alpha per voxel by cross-validation, then refit every voxel on all training samples.
+
+        Parameters
+        ----------
+        X : array or tensor of shape (n_samples, n_features)
+            Training features (one row per stimulus / time point).
+        Y : array or tensor of shape (n_samples, n_voxels)
+            Training responses. Read in column batches: it is never copied whole.
+
+        Returns
+        -------
+        self : VoxelRidgeCV
+        """
+        alphas_np, delays, device, dtype = self._check_params()
+        X = _as_2d(X, "X", "(n_samples, n_features)")
+        Y = _as_2d(Y, "Y", "(n_samples, n_voxels)")
+        n, p = X.shape
+        if Y.shape[0] != n:
+            raise InputError(f"X has {n} samples but Y has {Y.shape[0]}; rows of X and Y must be the same "
+                             "stimuli in the same order", source="VoxelRidgeCV", field="Y")
+        _check_all_finite(X, "X")
+        _check_all_finite(Y, "Y")
+        onsets = _check_onsets(self.run_onsets, n)
+        folds = make_folds(n, self.n_folds, onsets)
+        if min(len(v) for _, v in folds) < 2:
+            raise InputError("every run needs at least 2 samples to serve as a validation fold, found run "
+                             f"lengths {[len(v) for _, v in folds]}", source="VoxelRidgeCV", field="run_onsets")
+        n_voxels = Y.shape[1]
+        self.delays_ = delays
+        self.n_features_in_ = p
+        self.run_onsets_ = onsets
+        self.folds_ = folds
+        q = p * len(delays)
+        solver = self.solver
+        if solver == "auto":
+            solver = "kernel" if n < q else "eigh"
+        self.solver_ = solver
+
+        # Feature standardisation with training statistics (ddof=0, like StandardScaler); a constant feature
+        # keeps scale 1 (it is all zeros after centring and gets zero weight).
+        X64 = torch.as_tensor(X, device=device).to(torch.float64)
+        if self.standardize_X:
+            self._x_mean = X64.mean(0)
+            std = X64.std(0, correction=0)
+            self._x_scale = torch.where(std > 0, std, torch.ones_like(std))
+        else:
+            self._x_mean = torch.zeros(p, dtype=torch.float64, device=device)
+            self._x_scale = torch.ones(p, dtype=torch.float64, device=device)
+        self._design_mean = torch.zeros(q, dtype=torch.float64, device=device)
+        D64 = self._design(X64, onsets, device)
+        if self.fit_intercept:
+            self._design_mean = D64.mean(0)
+            D64 = D64 - self._design_mean
+        del X64
+
+        solver_obj = SOLVERS[solver](D64.to(dtype), folds, dtype, center=self.fit_intercept)
+        del D64
+        rank = solver_obj.rank()
+        alphas = torch.as_tensor(alphas_np, dtype=torch.float64, device=device)
+        # 1 / (w + alpha) per fold and alpha, formed in float64 then cast once.
+        inv_shrink = [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype) for f in solver_obj.folds]
+        n_val_max = max(len(v) for _, v in folds)
+        batch = int(self.voxel_batch) if self.voxel_batch is not None else self._auto_batch(
+            n, rank, q, n_val_max, len(alphas_np), torch.finfo(dtype).bits // 8)
+        self.voxel_batch_ = min(batch, n_voxels)
+
+        coef = np.empty((q, n_voxels), dtype=np.float32)
+        best_alphas = np.empty(n_voxels, dtype=np.float64)
+        cv_scores = np.empty(n_voxels, dtype=np.float64)
+        cv_curves = np.empty((len(alphas_np), n_voxels), dtype=np.float32)
+        intercept = np.empty(n_voxels, dtype=np.float64)
+        tie_break = torch.log(alphas) * _TIE_SLOPE
+        runs = _run_slices(onsets, n)
+
+        starts = range(0, n_voxels, self.voxel_batch_)
+        if self.progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc=f"ridge ({solver}, {len(folds)} folds)", unit="batch")
+        for start in starts:
+            cols = slice(start, min(start + self.voxel_batch_, n_voxels))
+            Yb = _column_block(Y, cols, device, dtype)
+            y_mean = _center_responses(Yb, runs, self.standardize_Y, self.fit_intercept)
+            XtY = solver_obj.batch_state(Yb)
+            scores = _cv_scores(solver_obj, inv_shrink, Yb, XtY, self.fit_intercept)
+            best = torch.argmax(scores + tie_break[:, None], dim=0)
+            chosen = alphas[best]
+            W = solver_obj.refit(Yb, XtY, chosen)
+            coef[:, cols] = W.to(torch.float32).cpu().numpy()
+            best_alphas[cols] = chosen.cpu().numpy()
+            cv_scores[cols] = scores.gather(0, best[None, :])[0].cpu().numpy()
+            cv_curves[:, cols] = scores.to(torch.float32).cpu().numpy()
+            intercept[cols] = y_mean.cpu().numpy()
+            del Yb, XtY, W, scores
+
+        self.coef_ = coef
+        self.best_alphas_ = best_alphas
+        self.cv_scores_ = cv_scores
+        self.cv_curves_ = cv_curves
+        self.intercept_ = intercept
+        self.alphas_ = alphas_np
+        self._device = device
+        return self
+
+    # ------------------------------------------------------------------------------------------ predict
+    def predict(self, X, run_onsets=None) -> np.ndarray:
+        """Predict responses for new stimuli with the standardisation and delays learnt in ``fit``.
+
+        Parameters
+        ----------
+        X : array or tensor of shape (n_test, n_features)
+            Test features, same columns as in ``fit``.
+        run_onsets : array of shape (n_test_runs,) or None
+            Start index of each test run, so that delays do not cross test run boundaries.
+
+        Returns
+        -------
+        pred : ndarray of shape (n_test, n_voxels), float32
+        """
+        if not hasattr(self, "coef_"):
+            raise InputError("this VoxelRidgeCV is not fitted yet; call fit(X, Y) first", source="VoxelRidgeCV")
+        X = _as_2d(X, "X", "(n_test, n_features)")
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}; "
+                             "use the same feature extraction for train and test", source="VoxelRidgeCV",
+                             field="X")
+        _check_all_finite(X, "X")
+        onsets = _check_onsets(run_onsets, X.shape[0], field="run_onsets (test)")
+        device, dtype = self._device, self.dtype
+        D = self._design(X, onsets, device).to(dtype)
+        n_test, n_voxels = X.shape[0], self.coef_.shape[1]
+        out = np.empty((n_test, n_voxels), dtype=np.float32)
+        step = self.voxel_batch_
+        for start in range(0, n_voxels, step):
+            cols = slice(start, min(start + step, n_voxels))
+            W = torch.from_numpy(self.coef_[:, cols]).to(device=device, dtype=dtype)
+            b = torch.as_tensor(self.intercept_[cols], device=device, dtype=dtype)
+            out[:, cols] = (D @ W + b).to(torch.float32).cpu().numpy()
+        return out
+
+
+def fit_predict(X_train, Y_train, X_test, **kwargs) -> tuple[np.ndarray, VoxelRidgeCV]:
+    """Fit :class:`VoxelRidgeCV` on the training set and predict the test set.
+
+    Parameters
+    ----------
+    X_train : array of shape (n_train, n_features)
+    Y_train : array of shape (n_train, n_voxels)
+    X_test : array of shape (n_test, n_features)
+    **kwargs
+        Constructor arguments of :class:`VoxelRidgeCV`, plus ``test_run_onsets`` (start of each test run,
+        for delays).
+
+    Returns
+    -------
+    pred : ndarray of shape (n_test, n_voxels), float32
+    model : VoxelRidgeCV
+        The fitted model.
+    """
+    test_onsets = kwargs.pop("test_run_onsets", None)
+    model = VoxelRidgeCV(**kwargs).fit(X_train, Y_train)
+    return model.predict(X_test, run_onsets=test_onsets), model

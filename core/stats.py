@@ -1,0 +1,482 @@
+"""Voxelwise test statistics of encoding-model predictions: Pearson r, parametric and block-permutation p,
+Benjamini-Hochberg q, the noise ceiling from test repeats, and the study's correlation bins.
+
+Voxels whose correlation is undefined (a constant or non-finite measured or predicted series) are excluded:
+:func:`voxel_stats` flags them in ``valid``, counts them in ``n_invalid`` and gives them neutral values
+(r = 0, p = q = 1, bin = -1), so no output the dashboard reads ever holds NaN.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import special
+
+from ._validation import InputError, check_ndim
+from .device import resolve_device
+
+__all__ = [
+    "BIN_EDGES",
+    "EXCLUDED_BIN",
+    "NEGATIVE_BIN",
+    "block_permutation_p",
+    "correlation_bins",
+    "fdr_bh",
+    "noise_ceiling",
+    "pearson_r",
+    "pvalues_t",
+    "significance_mask",
+    "voxel_stats",
+]
+
+#: Lower edges of the study's correlation bins: 0-0.1, 0.1-0.2, 0.2-0.3 and >= 0.3 (Fig. 3).
+BIN_EDGES = (0.0, 0.1, 0.2, 0.3)
+#: Bin code of voxels that are not significant or have no defined correlation.
+EXCLUDED_BIN = -1
+#: Bin code of significant voxels with r below the first edge (significantly negative correlations);
+#: the study's bins start at 0, so these get their own code instead of being dropped silently.
+NEGATIVE_BIN = -2
+
+_RULES = ("p", "q", "perm")
+_CHUNK = 8192  # voxels per chunk for the float64 passes over (n_samples, n_voxels) arrays
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------------------------
+
+def _to_numpy(a, field: str, source: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"expected a real numeric array, found dtype {a.dtype}", source=source, field=field)
+    return a
+
+
+def _pair(pred, Y, source: str) -> tuple[np.ndarray, np.ndarray]:
+    pred = _to_numpy(pred, "pred", source)
+    Y = _to_numpy(Y, "Y", source)
+    check_ndim(pred, (2,), source=source, field="pred", layout="(n_samples, n_voxels)")
+    check_ndim(Y, (2,), source=source, field="Y", layout="(n_samples, n_voxels)")
+    if pred.shape != Y.shape:
+        raise InputError(f"pred has shape {pred.shape} but Y has shape {Y.shape}; predictions and measured "
+                         "responses must cover the same test samples (rows) and voxels (columns)",
+                         source=source, field="pred")
+    if pred.shape[0] < 3:
+        raise InputError(f"a correlation test needs at least 3 samples, found {pred.shape[0]}",
+                         source=source, field="pred")
+    return pred, Y
+
+
+def _check_level(level, field: str = "level") -> float:
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
+        raise InputError(f"expected a level strictly between 0 and 1, found {level!r}", source="stats",
+                         field=field)
+    return float(level)
+
+
+def _check_edges(edges) -> np.ndarray:
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size == 0 or not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
+        raise InputError(f"expected a non-empty, strictly increasing sequence of bin edges, found {edges!r}",
+                         source="stats", field="edges")
+    if e.size > 127:
+        raise InputError(f"at most 127 bins fit the int8 bin codes, found {e.size} edges", source="stats",
+                         field="edges")
+    return e
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Correlation and its parametric test
+# --------------------------------------------------------------------------------------------------------------
+
+def _defined(a: np.ndarray) -> np.ndarray:
+    """Columns with a defined correlation: all finite and not constant (max > min)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(a).all(0) & (a.max(0) > a.min(0))
+
+
+def pearson_r(pred, Y) -> np.ndarray:
+    """Pearson correlation between predicted and measured series, voxel by voxel.
+
+    Parameters
+    ----------
+    pred : array of shape (n_samples, n_voxels)
+        Predicted responses.
+    Y : array of shape (n_samples, n_voxels)
+        Measured responses.
+
+    Returns
+    -------
+    r : ndarray of shape (n_voxels,), float64
+        NaN where the correlation is undefined (either series constant or holding NaN/inf), like
+        ``scipy.stats.pearsonr``; :func:`voxel_stats` turns those into an explicit ``valid`` mask.
+    """
+    pred, Y = _pair(pred, Y, "pearson_r")
+    r = np.full(pred.shape[1], np.nan)
+    for start in range(0, pred.shape[1], _CHUNK):
+        cols = slice(start, start + _CHUNK)
+        a = pred[:, cols].astype(np.float64)
+        b = Y[:, cols].astype(np.float64)
+        ok = _defined(a) & _defined(b)
+        a = a[:, ok] - a[:, ok].mean(0)
+        b = b[:, ok] - b[:, ok].mean(0)
+        num = np.einsum("ij,ij->j", a, b)
+        den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
+        r[np.arange(start, start + ok.size)[ok]] = np.clip(num / den, -1.0, 1.0)
+    return r
+
+
+def pvalues_t(r, n_samples: int) -> np.ndarray:
+    """Two-sided p-value of Pearson r under H0: rho = 0 (t distribution with n - 2 degrees of freedom).
+
+    With t = r sqrt(df / (1 - r^2)), the two-sided p is the regularised incomplete beta function
+    I_{1 - r^2}(df / 2, 1 / 2); computing it this way stays accurate for |r| close to 1.
+
+    Parameters
+    ----------
+    r : array of shape (n_voxels,)
+        Correlations; NaN stays NaN.
+    n_samples : int
+        Number of samples each r was computed from (>= 3).
+
+    Returns
+    -------
+    p : ndarray of shape (n_voxels,), float64
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 3:
+        raise InputError(f"expected an integer number of samples >= 3, found {n_samples!r}", source="pvalues_t",
+                         field="n_samples")
+    r = np.asarray(r, dtype=np.float64)
+    df = n_samples - 2
+    a = np.clip(np.abs(r), 0.0, 1.0)
+    return np.clip(special.betainc(df / 2.0, 0.5, (1.0 - a) * (1.0 + a)), 0.0, 1.0)
+
+
+def fdr_bh(p) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values).
+
+    Parameters
+    ----------
+    p : array of shape (n_tests,)
+        p-values in [0, 1]; NaN entries are not tests (they do not count in the number of tests) and get
+        NaN back.
+
+    Returns
+    -------
+    q : ndarray of shape (n_tests,), float64
+        ``q_(i) = min_{j >= i} p_(j) m / j`` over the sorted finite p-values, capped at 1.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1:
+        raise InputError(f"expected a 1-D array of p-values, found shape {p.shape}", source="fdr_bh", field="p")
+    finite = np.isfinite(p)
+    if np.any((p[finite] < 0) | (p[finite] > 1)):
+        raise InputError("expected p-values in [0, 1], found values outside", source="fdr_bh", field="p")
+    q = np.full_like(p, np.nan)
+    pf = p[finite]
+    m = pf.size
+    if m:
+        order = np.argsort(pf, kind="stable")
+        ranked = pf[order] * m / np.arange(1, m + 1)
+        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+        out = np.empty(m)
+        out[order] = np.minimum(ranked, 1.0)
+        q[finite] = out
+    return q
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Block permutation test
+# --------------------------------------------------------------------------------------------------------------
+
+def _zscore64(a: torch.Tensor) -> torch.Tensor:
+    a = a - a.mean(0)
+    sd = torch.sqrt((a * a).mean(0))
+    return a / torch.where(sd > 0, sd, torch.ones_like(sd))
+
+
+def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: int = 0, device="cpu",
+                        memory_budget_gb: float = 0.5) -> np.ndarray:
+    """Two-sided p-value of Pearson r by permuting blocks of the measured series.
+
+    fMRI noise is autocorrelated, so neighbouring samples are not exchangeable and the parametric t-test is
+    anti-conservative. Permuting whole blocks of ``block`` consecutive samples keeps the autocorrelation
+    within blocks; the test is calibrated when the autocorrelation has died out within about one block.
+    The same permutations are used for every voxel. The last ``n_samples % block`` samples stay in place.
+
+    The block cross-products ``M[i, j] = sum_s pred[i*block + s] Y[j*block + s]`` are formed once per voxel;
+    each permutation pi then costs only ``sum_i M[i, pi(i)]``.
+
+    Parameters
+    ----------
+    pred : array of shape (n_samples, n_voxels)
+        Predicted responses.
+    Y : array of shape (n_samples, n_voxels)
+        Measured responses.
+    n_perm : int
+        Number of random block permutations.
+    block : int
+        Block length in samples (at least 2 full blocks are needed).
+    seed : int
+        Seed of the permutations (``torch.Generator`` on CPU, identical on every device).
+    device : str or torch.device
+        Where the work runs.
+    memory_budget_gb : float
+        Working memory for the per-voxel block cross-products.
+
+    Returns
+    -------
+    p : ndarray of shape (n_voxels,), float64
+        ``(1 + #{|r_perm| >= |r_obs|}) / (1 + n_perm)``; NaN where r is undefined.
+    """
+    pred, Y = _pair(pred, Y, "block_permutation_p")
+    for name, value in (("n_perm", n_perm), ("block", block)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"expected a positive integer, found {value!r}", source="block_permutation_p",
+                             field=name)
+    n, n_voxels = pred.shape
+    n_blocks = n // block
+    if n_blocks < 2:
+        raise InputError(f"{n} samples hold fewer than 2 blocks of {block}; use a shorter block",
+                         source="block_permutation_p", field="block")
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(int(seed))
+    perms = torch.stack([torch.randperm(n_blocks, generator=gen) for _ in range(n_perm)])
+    flat = (torch.arange(n_blocks) * n_blocks + perms).to(dev)  # (n_perm, n_blocks) indices into M
+
+    full = n_blocks * block
+    budget = memory_budget_gb * 1024 ** 3
+    v_chunk = max(1, int(budget // (8 * n_blocks * n_blocks * 2)))
+    p_out = np.full(n_voxels, np.nan)
+    defined = _defined(pred) & _defined(Y)
+    for start in range(0, n_voxels, v_chunk):
+        cols = np.arange(start, min(start + v_chunk, n_voxels))
+        cols = cols[defined[cols]]
+        if cols.size == 0:
+            continue
+        zp = _zscore64(torch.as_tensor(pred[:, cols], device=dev, dtype=torch.float64))
+        zy = _zscore64(torch.as_tensor(Y[:, cols], device=dev, dtype=torch.float64))
+        tail = (zp[full:] * zy[full:]).sum(0)
+        bp = zp[:full].reshape(n_blocks, block, -1).permute(2, 0, 1)   # (v, n_blocks, block)
+        by = zy[:full].reshape(n_blocks, block, -1).permute(2, 1, 0)   # (v, block, n_blocks)
+        M = torch.bmm(bp, by).reshape(cols.size, -1).T.contiguous()    # (n_blocks^2, v)
+        del bp, by
+        r_obs = (M[torch.arange(n_blocks, device=dev) * (n_blocks + 1)].sum(0) + tail) / n
+        exceed = torch.zeros(cols.size, dtype=torch.int64, device=dev)
+        # Count ties as exceedances (conservative); the tolerance absorbs summation-order rounding.
+        threshold = r_obs.abs() - 1e-12
+        p_chunk = max(1, int(budget // (8 * n_blocks * cols.size)))
+        for ps in range(0, n_perm, p_chunk):
+            idx = flat[ps:ps + p_chunk]
+            r_perm = (M[idx.reshape(-1)].reshape(idx.shape[0], n_blocks, -1).sum(1) + tail) / n
+            exceed += (r_perm.abs() >= threshold).sum(0)
+        p_out[cols] = ((exceed + 1).double() / (n_perm + 1)).cpu().numpy()
+    return p_out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Noise ceiling
+# --------------------------------------------------------------------------------------------------------------
+
+def noise_ceiling(Y_repeats) -> dict:
+    """Explainable variance and the correlation ceiling from repeated presentations of the test set.
+
+    With N repeats y_1..y_N of a voxel's test series, their mean y_bar, total power TP = mean_r Var(y_r) and
+    signal power SP = (N Var(y_bar) - TP) / (N - 1) (Sahani & Linden 2003; unbiased for the variance of the
+    repeatable signal):
+
+    - ``ev = SP / TP``: the bias-corrected explainable-variance fraction (identical to the Gallant lab's
+      ``explainable_variance(..., bias_correction=True)``: ev_raw - (1 - ev_raw) / (N - 1) with
+      ev_raw = Var(y_bar) / TP). It can be slightly negative for voxels without repeatable signal.
+    - ``cc_max = sqrt(SP / Var(y_bar))``: the largest correlation that a perfect (noise-free) prediction can
+      reach against the repeat-averaged response (Hsu, Borst & Theunissen 2004; Schoppe et al. 2016, where
+      CC_norm = CC_abs / CC_max). NaN where SP <= 0.
+
+    Variances use ddof=1; both ratios do not depend on that choice.
+
+    Parameters
+    ----------
+    Y_repeats : array of shape (n_repeats, n_samples, n_voxels)
+        Test responses, one slice per repeat (n_repeats >= 2).
+
+    Returns
+    -------
+    ceiling : dict
+        ``ev`` and ``cc_max``, ndarrays of shape (n_voxels,) float64 (NaN for constant or non-finite voxels),
+        and ``n_repeats`` (int).
+    """
+    R = _to_numpy(Y_repeats, "Y_repeats", "noise_ceiling")
+    check_ndim(R, (3,), source="noise_ceiling", field="Y_repeats", layout="(n_repeats, n_samples, n_voxels)")
+    n_rep, n, n_voxels = R.shape
+    if n_rep < 2 or n < 2:
+        raise InputError(f"expected at least 2 repeats of at least 2 samples, found shape {R.shape}",
+                         source="noise_ceiling", field="Y_repeats")
+    ev = np.full(n_voxels, np.nan)
+    cc = np.full(n_voxels, np.nan)
+    for start in range(0, n_voxels, _CHUNK):
+        cols = slice(start, start + _CHUNK)
+        block = R[:, :, cols].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            total = block.var(axis=1, ddof=1).mean(0)
+            var_mean = block.mean(0).var(axis=0, ddof=1)
+            signal = (n_rep * var_mean - total) / (n_rep - 1)
+            ok = np.isfinite(total) & (total > 0)
+            ev[cols] = np.where(ok, signal / np.where(ok, total, 1.0), np.nan)
+            has_signal = ok & (signal > 0) & (var_mean > 0)
+            cc[cols] = np.where(has_signal, np.sqrt(np.clip(signal / np.where(has_signal, var_mean, 1.0), 0, 1)),
+                                np.nan)
+    return {"ev": ev, "cc_max": cc, "n_repeats": int(n_rep)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Significance and bins
+# --------------------------------------------------------------------------------------------------------------
+
+def significance_mask(p, q=None, rule: str = "p", level: float = 0.01) -> np.ndarray:
+    """Which voxels count as significant.
+
+    Parameters
+    ----------
+    p : array of shape (n_voxels,)
+        p-values (parametric or permutation).
+    q : array of shape (n_voxels,) or None
+        BH q-values; required for ``rule="q"``.
+    rule : {"p", "q"}
+        "p": p <= level, uncorrected (the study's rule, level 0.01); "q": BH-FDR q <= level.
+    level : float
+        Threshold in (0, 1).
+
+    Returns
+    -------
+    significant : ndarray of shape (n_voxels,), bool
+        NaN p or q counts as not significant.
+    """
+    level = _check_level(level)
+    if rule == "p":
+        values = p
+    elif rule == "q":
+        if q is None:
+            raise InputError("rule 'q' needs the q-values; pass q=fdr_bh(p)", source="significance_mask",
+                             field="q")
+        values = q
+    else:
+        raise InputError(f"expected rule 'p' (uncorrected) or 'q' (FDR), found {rule!r}",
+                         source="significance_mask", field="rule")
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values <= level)
+
+
+def correlation_bins(r, significant, edges=BIN_EDGES) -> np.ndarray:
+    """Bin significant voxels by correlation, as in the study's Fig. 3.
+
+    Parameters
+    ----------
+    r : array of shape (n_voxels,)
+        Correlations.
+    significant : array of shape (n_voxels,), bool
+        Which voxels are significant.
+    edges : sequence of float
+        Strictly increasing lower bin edges; bin k holds ``edges[k] <= r < edges[k + 1]``, the last bin
+        ``r >= edges[-1]``. Default :data:`BIN_EDGES` = 0-0.1, 0.1-0.2, 0.2-0.3, >= 0.3.
+
+    Returns
+    -------
+    bins : ndarray of shape (n_voxels,), int8
+        0..len(edges)-1 for significant voxels; :data:`NEGATIVE_BIN` (-2) for significant voxels with
+        r < edges[0]; :data:`EXCLUDED_BIN` (-1) for voxels that are not significant or have NaN r.
+    """
+    e = _check_edges(edges)
+    r = np.asarray(r, dtype=np.float64)
+    significant = np.asarray(significant)
+    if significant.shape != r.shape or significant.dtype != bool:
+        raise InputError(f"expected a boolean array of shape {r.shape}, found dtype {significant.dtype} shape "
+                         f"{significant.shape}", source="correlation_bins", field="significant")
+    bins = np.full(r.shape, EXCLUDED_BIN, dtype=np.int8)
+    use = significant & np.isfinite(r)
+    k = np.searchsorted(e, r[use], side="right") - 1
+    bins[use] = np.where(k < 0, NEGATIVE_BIN, k).astype(np.int8)
+    return bins
+
+
+def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN_EDGES, Y_test_repeats=None,
+                n_perm: int = 0, block: int = 10, seed: int = 0, device="cpu") -> dict:
+    """Every per-voxel statistic the results store and the dashboard need, with no NaN in the outputs.
+
+    Parameters
+    ----------
+    pred : array of shape (n_test, n_voxels)
+        Predicted test responses.
+    Y_test : array of shape (n_test, n_voxels)
+        Measured test responses (the repeat average when there are repeats).
+    rule : {"p", "q", "perm"}
+        Significance: "p" = parametric p <= level uncorrected (the study), "q" = BH q <= level,
+        "perm" = block-permutation p <= level (needs ``n_perm > 0``).
+    level : float
+        Significance level in (0, 1).
+    edges : sequence of float
+        Correlation bin edges (see :func:`correlation_bins`).
+    Y_test_repeats : array of shape (n_repeats, n_test, n_voxels) or None
+        Single-repeat test responses, for the noise ceiling.
+    n_perm : int
+        Number of block permutations (0 = no permutation test).
+    block, seed : int
+        Block length and seed of the permutation test.
+    device : str or torch.device
+        Where the permutation test runs.
+
+    Returns
+    -------
+    stats : dict
+        Arrays of shape (n_voxels,): ``r`` (float64), ``p`` (parametric, float64), ``q`` (BH over the valid
+        voxels), ``significant`` (bool), ``bin`` (int8), ``valid`` (bool); with ``n_perm > 0`` also ``p_perm``
+        and ``q_perm``; with repeats ``ev``, ``cc_max`` (0 where undefined), ``r_norm`` = r / cc_max (0 where
+        undefined) and ``ceiling_valid`` (bool). Scalars: ``n_voxels``, ``n_invalid``, ``n_significant``,
+        ``rule``, ``level``, ``edges``. Invalid voxels (undefined r) get r = 0, p = q = 1, significant False,
+        bin -1.
+    """
+    if rule not in _RULES:
+        raise InputError(f"expected rule 'p' (uncorrected), 'q' (FDR) or 'perm' (block permutation), "
+                         f"found {rule!r}", source="voxel_stats", field="rule")
+    level = _check_level(level)
+    e = _check_edges(edges)
+    if rule == "perm" and not n_perm:
+        raise InputError("rule 'perm' needs permutations; set n_perm > 0 (e.g. 1000)", source="voxel_stats",
+                         field="n_perm")
+    pred, Y_test = _pair(pred, Y_test, "voxel_stats")
+    n, n_voxels = Y_test.shape
+
+    r = pearson_r(pred, Y_test)
+    valid = np.isfinite(r)
+    p = pvalues_t(r, n)
+    q = fdr_bh(p)
+    out = {"r": np.where(valid, r, 0.0), "p": np.where(valid, p, 1.0), "q": np.where(valid, q, 1.0)}
+    if n_perm:
+        p_perm = block_permutation_p(pred, Y_test, n_perm=n_perm, block=block, seed=seed, device=device)
+        out["p_perm"] = np.where(valid, p_perm, 1.0)
+        out["q_perm"] = np.where(valid, fdr_bh(np.where(valid, p_perm, np.nan)), 1.0)
+    if rule == "perm":
+        significant = significance_mask(out["p_perm"], rule="p", level=level)
+    else:
+        significant = significance_mask(out["p"], out["q"], rule=rule, level=level)
+    significant &= valid
+    out["significant"] = significant
+    out["bin"] = correlation_bins(out["r"], significant, e)
+    out["valid"] = valid
+
+    if Y_test_repeats is not None:
+        R = _to_numpy(Y_test_repeats, "Y_test_repeats", "voxel_stats")
+        if R.ndim != 3 or R.shape[1:] != Y_test.shape:
+            raise InputError(f"expected shape (n_repeats, {n}, {n_voxels}) matching Y_test, found {R.shape}",
+                             source="voxel_stats", field="Y_test_repeats")
+        ceiling = noise_ceiling(R)
+        ok = np.isfinite(ceiling["cc_max"]) & valid
+        out["ev"] = np.nan_to_num(ceiling["ev"], nan=0.0)
+        out["cc_max"] = np.where(ok, ceiling["cc_max"], 0.0)
+        out["r_norm"] = np.where(ok, out["r"] / np.where(ok, ceiling["cc_max"], 1.0), 0.0)
+        out["ceiling_valid"] = ok
+
+    out.update(n_voxels=int(n_voxels), n_invalid=int((~valid).sum()), n_significant=int(significant.sum()),
+               rule=rule, level=level, edges=[float(x) for x in e])
+    return out
