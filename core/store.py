@@ -93,7 +93,9 @@ class ResultsStore:
         return self.stages_dir / f"{name}-{key}"
 
     def has(self, name: str, key: str) -> bool:
-        return f"stage:{name}:{key}" in self.index and (self.entry_path(name, key) / "meta.json").is_file()
+        # The folder check comes first: opening the index would create it, and a dry run or a rejected
+        # input must leave the results folder untouched.
+        return (self.entry_path(name, key) / "meta.json").is_file() and f"stage:{name}:{key}" in self.index
 
     def new_workdir(self, name: str, key: str) -> Path:
         """A temporary folder for a stage to write files into; :meth:`commit` turns it into the entry."""
