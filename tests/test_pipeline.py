@@ -77,10 +77,14 @@ def _summary(out: Path) -> dict:
     return json.loads(f.read_text())
 
 
-def _arrays(out: Path) -> dict[str, np.ndarray]:
+def _arrays(out: Path, umap_seed: int = 0) -> dict[str, np.ndarray]:
+    """Every array of the stage entries that make up the run with this UMAP seed (other runs may share the folder)."""
+    (run,) = [json.loads(f.read_text()) for f in out.glob("*/run.json")
+              if json.loads(f.read_text())["config"]["umap"]["seed"] == umap_seed]
     arrays = {}
-    for p in sorted((out / "cache" / "stages").glob("*/*.npy")):
-        arrays[f"{p.parent.name}/{p.name}"] = np.load(p)
+    for name, key in run["stages"].items():
+        for p in sorted((out / "cache" / "stages" / f"{name}-{key}").glob("*.npy")):
+            arrays[f"{p.parent.name}/{p.name}"] = np.load(p)
     return arrays
 
 
