@@ -17,6 +17,16 @@ from core._validation import InputError
 from core.encoding import DEFAULT_ALPHAS, SOLVERS, VoxelRidgeCV, fit_predict, make_delayed, make_folds
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # The arrays here are tiny: with 2 threads on a shared 2-core machine OpenMP synchronisation dominates
+    # (a 4x slower file when other jobs run). Restored afterwards for the other test modules.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
 def _planted(rng, n, p, v, n_test=100, null_fraction=0.2):
     """Correlated, offset features; voxels = planted linear signal at varied SNR (some pure noise) + offset."""
     mix = rng.standard_normal((p, p)) * np.linspace(1.0, 0.05, p)[None, :]

@@ -6,12 +6,23 @@ import itertools
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from scipy.signal import lfilter
 
 from core._validation import InputError
 from core.stats import (BIN_EDGES, EXCLUDED_BIN, NEGATIVE_BIN, block_permutation_p, correlation_bins, fdr_bh,
                         noise_ceiling, pearson_r, pvalues_t, significance_mask, voxel_stats)
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # The arrays here are tiny: with 2 threads on a shared 2-core machine OpenMP synchronisation dominates
+    # (a 4x slower file when other jobs run). Restored afterwards for the other test modules.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
 
 def _correlated(rng, n, v, rho_max=0.9):
     """Pairs of series with correlations spread over (-rho_max, rho_max)."""
