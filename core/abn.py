@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,6 +16,7 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.models.resnet import Bottleneck
 
+from ._io import atomic_write
 from ._validation import InputError
 
 __all__ = [
@@ -461,15 +461,4 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **extra) -> Path:
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     payload = {"format": _CHECKPOINT_FORMAT, "num_classes": getattr(model, "num_classes", None),
                "state_dict": state, **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))

@@ -7,15 +7,13 @@ dashboard read it instantly.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from ._validation import InputError
+from ._io import atomic_write
 
 __all__ = ["VoxelGeometry", "load_geometry", "EARLY_VISUAL", "OBJECT_SCENE"]
 
@@ -100,16 +98,9 @@ def load_geometry(subject: str, transform: str, mask: str, cache_dir: str | Path
             kw[k] = str(kw[k])
         return VoxelGeometry(**kw)
     geom = _compute_geometry(subject, transform, mask)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **{f.name: (np.asarray(getattr(geom, f.name)) if f.name != "roi_names"
-                                     else np.asarray(geom.roi_names, dtype=str)) for f in fields(geom)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    arrays = {f.name: (np.asarray(getattr(geom, f.name)) if f.name != "roi_names"
+                       else np.asarray(geom.roi_names, dtype=str)) for f in fields(geom)}
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return geom
 
 

@@ -7,10 +7,9 @@ movie cut to one frame per sample at a given TR and offset. Responses come as HD
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

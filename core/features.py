@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ._io import atomic_write
 from ._validation import InputError
 from .abn import ABN, PERCEPTION_MODES, weights_fingerprint
 from .device import resolve_device
@@ -349,23 +348,8 @@ def _images_hash(images) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename: readers see all or nothing."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, arr))
+    atomic_write(path, lambda f: np.save(f, arr))
 
 
 def extract_features_cached(
@@ -429,7 +413,7 @@ def extract_features_cached(
                           input_size=input_size, num_workers=num_workers, progress=progress)
     entry.mkdir(parents=True, exist_ok=True)
     text = json.dumps(key, indent=1, sort_keys=True).encode()
-    _atomic_write(entry / "key.json", lambda f: f.write(text))
+    atomic_write(entry / "key.json", lambda f: f.write(text))
     for m in missing:
         _atomic_save(entry / names[m], fs.features[m])
     _atomic_save(att_path, fs.attention)

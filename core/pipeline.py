@@ -9,11 +9,9 @@ an interrupted run leaves no partial entry and the next run resumes after the la
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import resource
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass

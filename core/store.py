@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import write_json_atomic
 from ._validation import InputError
 
 __all__ = ["fault_point", "StageEntry", "ResultsStore", "Results", "open_results", "list_runs", "STORE_VERSION"]
@@ -144,7 +145,7 @@ class ResultsStore:
     def register_run(self, run_id: str, cfg_dict: dict, stage_keys: dict[str, str]) -> Path:
         run_dir = self.out / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(run_dir / "run.json", {"store_version": STORE_VERSION, "run_id": run_id,
+        write_json_atomic(run_dir / "run.json", {"store_version": STORE_VERSION, "run_id": run_id,
                                                   "created": time.time(), "config": cfg_dict,
                                                   "stages": stage_keys})
         return run_dir
@@ -153,19 +154,6 @@ class ResultsStore:
         if self._index is not None:
             self._index.close()
             self._index = None
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def list_runs(out: str | Path) -> list[dict[str, Any]]:

@@ -4,14 +4,11 @@ Fields not computed yet (a stage not run) are absent, never faked.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import write_json_atomic
 from .config import RunConfig, config_to_dict
 
 __all__ = ["bin_labels", "condition_summary", "truth_summary", "build_summary", "write_json_atomic"]
@@ -84,16 +81,3 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
         if "knn_jaccard" in rs.arrays:
             summary["rsa"]["median_knn_jaccard"] = float(np.median(rs.arrays["knn_jaccard"]))
     return summary
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
