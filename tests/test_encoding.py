@@ -14,8 +14,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from core._validation import InputError
+import core.encoding as encoding
 from core.encoding import DEFAULT_ALPHAS, SOLVERS, VoxelRidgeCV, fit_predict, make_delayed, make_folds
 
+# The kernel solver cross-validates through per-alpha residual operators when they fit in memory (always, at
+# these sizes) and through per-fold eigenbasis products otherwise: both paths are checked against the references.
+SOLVER_PATHS = [*sorted(SOLVERS), "kernel-per-fold"]
+
+
+@pytest.fixture(params=SOLVER_PATHS)
+def solver(request, monkeypatch):
+    if request.param == "kernel-per-fold":
+        monkeypatch.setattr(encoding, "_OPERATOR_MEMORY_FRACTION", 0.0)
+        return "kernel"
+    return request.param
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -129,7 +141,6 @@ def himalaya_case(request):
     return X, Y, X_test, folds, ref
 
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_matches_himalaya_ridgecv(himalaya_case, solver):
     X, Y, X_test, folds, ref = himalaya_case
     # himalaya works on the raw design (centred per fold with fit_intercept=True): so do we here.
@@ -188,7 +199,6 @@ def test_planted_signal_is_recovered(rng):
 
 # ------------------------------------------------------------------------------------------ closed forms
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
 @pytest.mark.parametrize("shape", [(80, 12), (30, 50)], ids=["n>p", "n<p"])
 def test_fixed_alpha_matches_sklearn_ridge_float64(rng, solver, shape):
     n, p = shape
@@ -223,13 +233,14 @@ def test_delays_match_sklearn_on_delayed_design(rng):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
 @pytest.mark.parametrize("onsets", [None, [0, 25, 60, 100]], ids=["kfold", "leave-one-run-out"])
 def test_cv_scores_match_bruteforce_sklearn(rng, solver, onsets):
     n, p, v = 120, 10, 5
     X, Y, _, _ = (a.astype(np.float64) for a in _planted(rng, n, p, v, n_test=1, null_fraction=0.0))
     alphas = [0.1, 10.0, 300.0, 1e4]
     model = VoxelRidgeCV(alphas, n_folds=4, run_onsets=onsets, solver=solver, dtype=torch.float64).fit(X, Y)
+    assert model.cv_path_ == ("operators" if solver == "kernel" and encoding._OPERATOR_MEMORY_FRACTION else
+                              "per-fold")
     Xs = StandardScaler().fit_transform(X)
     # Brute force: one sklearn Ridge per fold and alpha, R^2 on the validation fold, mean over folds.
     scores = np.zeros((len(alphas), v))
@@ -245,7 +256,6 @@ def test_cv_scores_match_bruteforce_sklearn(rng, solver, onsets):
 
 # ---------------------------------------------------------------------------- batching, dtypes, inputs
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_voxel_batches_give_the_same_result(rng, solver):
     X, Y, X_test, _ = _planted(rng, 150, 20, 37)
     one = VoxelRidgeCV(solver=solver, dtype=torch.float64).fit(X, Y)
