@@ -1,8 +1,7 @@
 """Where each voxel sits on the cortex (pycortex): flatmap position, hemisphere, ROI.
 
 :func:`load_geometry` maps every voxel of a pycortex mask to the surface vertices that fall in it, once,
-and caches the result as a small ``.npz`` (the ROI outline parse alone takes ~30 s), so later runs and the
-dashboard read it instantly.
+and caches the result as a small ``.npz``, so later runs and the dashboard read it instantly.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from ._io import atomic_write
 
-__all__ = ["VoxelGeometry", "load_geometry", "EARLY_VISUAL", "OBJECT_SCENE"]
+__all__ = ["VoxelGeometry", "load_geometry", "roi_vertices", "EARLY_VISUAL", "OBJECT_SCENE"]
 
 # ROI groups of pycortex's S1 overlay used by the simulation and the summaries.
 EARLY_VISUAL = ("V1", "V2", "V3")
@@ -104,6 +103,74 @@ def load_geometry(subject: str, transform: str, mask: str, cache_dir: str | Path
     return geom
 
 
+def _mesh_adjacency(polys: np.ndarray, n_vertices: int):
+    """Vertex adjacency (CSR, both directions) of a triangle mesh: row ``v`` lists the neighbours of ``v``."""
+    from scipy import sparse
+    p = np.asarray(polys, dtype=np.int64)
+    a = p.ravel()
+    b = p[:, [1, 2, 0]].ravel()
+    rows = np.concatenate([a, b])
+    cols = np.concatenate([b, a])
+    adj = sparse.csr_matrix((np.ones(rows.size, np.int32), (rows, cols)), shape=(n_vertices, n_vertices))
+    adj.sum_duplicates()
+    return adj
+
+
+def _add_cut_neighbours(roi_idx: np.ndarray, good: np.ndarray, adjacency) -> np.ndarray:
+    """``roi_idx`` plus its full-mesh neighbours that are not on the flat surface (``~good``), sorted.
+
+    The vectorised form of the loop in pycortex's ``get_roi_verts`` that recovers the vertices the flatmap
+    cuts removed; like pycortex it returns ``roi_idx`` unchanged when there are none to add.
+    """
+    nb = adjacency[roi_idx].indices
+    extra = nb[~good[nb]]
+    if extra.size == 0:
+        return roi_idx
+    return np.unique(np.concatenate((roi_idx, extra))).astype(int)
+
+
+def roi_vertices(subject: str, overlay_file: str | None = None) -> dict[str, np.ndarray]:
+    """``{roi name: vertex indices}`` of every ROI of the subject's overlay, as ``cortex.get_roi_verts``.
+
+    Same result as pycortex's ``get_roi_verts(subject)`` (pycortex's own ROI polygons and point-in-path test
+    on the flat vertices, restricted to the flat surface, plus the cut vertices adjacent to those), but the
+    neighbour recovery is one sparse-matrix lookup instead of a Python loop over sets: ~2 s instead of ~30 s.
+    """
+    import cortex
+    svg = cortex.db.get_overlay(subject, overlay_file=overlay_file)
+    pts, polys = cortex.db.get_surf(subject, "flat", merge=True)
+    goodpts = np.unique(polys)
+    _, polys_full = cortex.db.get_surf(subject, "fiducial", merge=True)
+    n = max(int(pts.shape[0]), int(polys_full.max()) + 1)
+    good = np.zeros(n, dtype=bool)
+    good[goodpts] = True
+    adjacency = _mesh_adjacency(polys_full, n)
+    coords = np.asarray(svg.rois.svgobject.coords)
+    out = {}
+    for name, shape in svg.rois.shapes.items():
+        inside = np.zeros(n, dtype=bool)
+        inside[_shape_vertices(shape, coords)] = True
+        roi_idx = np.flatnonzero(inside & good)   # == np.intersect1d(shape mask, goodpts)
+        out[name] = _add_cut_neighbours(roi_idx, good, adjacency) if roi_idx.size else roi_idx
+    return out
+
+
+def _shape_vertices(shape, coords: np.ndarray) -> np.ndarray:
+    """Vertices inside one ROI shape: pycortex's ``Shape.get_mask`` run only on the vertices in the shape's
+    bounding box (of all path vertices and Bezier control points, so no inside vertex is left out)."""
+    splines = shape.splines
+    if not splines:
+        return np.zeros(0, dtype=np.int64)
+    v = np.concatenate([np.asarray(p.vertices, dtype=float) for p in splines])
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    # The paths are upside down with respect to the vertex coordinates (pycortex flips y by the height).
+    y = shape.height - coords[:, 1]
+    sel = np.flatnonzero((coords[:, 0] >= lo[0]) & (coords[:, 0] <= hi[0]) & (y >= lo[1]) & (y <= hi[1]))
+    if sel.size == 0:
+        return sel
+    return sel[np.asarray(shape.get_mask(coords[sel]), dtype=np.int64)]
+
+
 def _compute_geometry(subject: str, transform: str, mask_name: str) -> VoxelGeometry:
     import cortex
     from scipy.spatial import cKDTree
@@ -121,7 +188,7 @@ def _compute_geometry(subject: str, transform: str, mask_name: str) -> VoxelGeom
     n_left = mapper.masks[0].shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # empty ROI layers of the bundled overlay warn; they are simply absent
-        roi_verts = cortex.get_roi_verts(subject)
+        roi_verts = roi_vertices(subject)
     roi_names = ["other"] + sorted(k for k, v in roi_verts.items() if len(v))
     vert_roi = np.zeros(flat_pts.shape[0], dtype=np.int64)
     # Smaller ROIs are painted last so a small ROI nested in a big one keeps its vertices.
