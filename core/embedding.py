@@ -19,7 +19,7 @@ import numpy as np
 
 from ._validation import InputError, check_finite, check_ndim, check_positive_int
 
-__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "embed_umap", "embed_aligned"]
+__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "embed_umap", "embed_umap_each", "embed_aligned"]
 
 DEFAULT_NUMBA_CACHE = Path("~/.cache/attnbrain/numba")
 """Where numba keeps compiled kernels unless ``NUMBA_CACHE_DIR`` or an explicit path says otherwise."""
@@ -294,10 +294,61 @@ def embed_umap(indices, distances, *, n_components: int = 3, n_neighbors: int | 
     idx, dist, _ = _check_graph(indices, distances, n_neighbors)
     data = _fit_data(series, idx.shape[0], random_state)
     umap = _import_umap()
-    with _expected_umap_warnings():
+    from threadpoolctl import threadpool_limits
+    # Seeded UMAP is single-threaded anyway; one BLAS thread in its spectral initialisation as well makes the
+    # result independent of the machine's core count and of how many embeddings run side by side.
+    with _expected_umap_warnings(), threadpool_limits(1 if random_state is not None else None):
         mapper = _mapper(umap, idx, dist, n_components, min_dist, random_state, n_epochs, verbose)
         embedding = mapper.fit_transform(data)
     return np.asarray(embedding, dtype=np.float32)
+
+
+def _embed_umap_job(args: tuple) -> np.ndarray:
+    indices, distances, series, kwargs = args
+    return embed_umap(indices, distances, series=series, **kwargs)
+
+
+def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: Sequence | None = None,
+                    max_workers: int | None = None, **kwargs) -> list[np.ndarray]:
+    """:func:`embed_umap` of each graph (e.g. attention off and on), side by side in worker processes.
+
+    A seeded UMAP runs on one core, so on a machine with several cores the conditions are embedded at the
+    same time, each in its own process (``spawn``: no state is inherited from a parent that has already
+    started OpenMP thread pools). The result is identical to embedding them one after the other. Unseeded
+    UMAP is already parallel, and one graph or one core needs no workers: those run here, in order.
+
+    Parameters
+    ----------
+    graphs : sequence of (indices, distances)
+        One kNN graph per condition, as for :func:`embed_umap`.
+    series : sequence of arrays or None, optional
+        Per graph, as ``series`` in :func:`embed_umap`.
+    max_workers : int, optional
+        Most processes at once; default: the number of graphs, at most the machine's core count.
+    **kwargs
+        Passed to :func:`embed_umap` (``n_components``, ``n_neighbors``, ``min_dist``, ``random_state``...).
+
+    Returns
+    -------
+    list of float32 arrays of shape (n_voxels_c, n_components), in the order of ``graphs``.
+    """
+    series = [None] * len(graphs) if series is None else list(series)
+    if len(series) != len(graphs):
+        raise InputError(f"expected one series per graph ({len(graphs)}), found {len(series)}",
+                         source="embedding", field="series")
+    jobs = [(i, d, s, kwargs) for (i, d), s in zip(graphs, series)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(len(jobs), cores if max_workers is None else check_positive_int(max_workers,
+                                                                                  field="max_workers",
+                                                                                  source="embedding"))
+    if workers <= 1 or kwargs.get("random_state", 0) is None:
+        return [_embed_umap_job(job) for job in jobs]
+    for i, d, _, _ in jobs:  # bad input fails here, with its message, not inside a worker
+        _check_graph(i, d, kwargs.get("n_neighbors"))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_embed_umap_job, jobs))
 
 
 def embed_aligned(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, voxels: Sequence[np.ndarray] | None = None,

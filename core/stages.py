@@ -291,19 +291,17 @@ def stage_rsa(ctx: Context):
 
 
 def stage_umap(ctx: Context):
-    """3-D UMAP of each condition's kNN graph."""
-    from .embedding import embed_umap
+    """3-D UMAP of each condition's kNN graph (conditions side by side in worker processes when cores allow)."""
+    from .embedding import embed_umap_each
     cfg = ctx.cfg
-    rs = ctx["rsa"]
-    arrays, meta = {}, {}
-    for m in ("off", "on"):
-        if f"knn_idx_{m}" not in rs.arrays:
-            continue
-        arrays[f"umap_{m}"] = embed_umap(np.asarray(rs.arrays[f"knn_idx_{m}"]),
-                                         np.asarray(rs.arrays[f"knn_dist_{m}"]), n_components=3,
-                                         n_neighbors=cfg.umap.n_neighbors, min_dist=cfg.umap.min_dist,
-                                         random_state=cfg.umap.seed)
-    return arrays, meta
+    rs, enc = ctx["rsa"], ctx["encoding"]
+    modes = [m for m in ("off", "on") if f"knn_idx_{m}" in rs.arrays]
+    graphs = [(np.asarray(rs.arrays[f"knn_idx_{m}"]), np.asarray(rs.arrays[f"knn_dist_{m}"])) for m in modes]
+    # The predicted series place the graph's disconnected parts relative to each other.
+    series = [np.asarray(enc.arrays[f"pred_{m}"])[np.asarray(rs.arrays[f"voxels_{m}"])].T for m in modes]
+    embeddings = embed_umap_each(graphs, series=series, n_components=3, n_neighbors=cfg.umap.n_neighbors,
+                                 min_dist=cfg.umap.min_dist, random_state=cfg.umap.seed)
+    return {f"umap_{m}": e for m, e in zip(modes, embeddings)}, {}
 
 
 def stage_cortex(ctx: Context):
@@ -344,7 +342,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("encoding", stage_encoding, ("dataset", "features"), ("encoding",), "per-voxel ridge, CV alpha"),
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
-    Stage("umap", stage_umap, ("rsa",), ("umap",), "3-D UMAP per condition"),
+    Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition"),
     Stage("cortex", stage_cortex, ("dataset", "stats"), ("data.subject", "data.transform", "data.mask",
                                                           "stats.bin_edges"),
           "flatmaps, pixel lookup, WebGL viewer"),

@@ -9,7 +9,8 @@ import pytest
 from sklearn.manifold import trustworthiness
 
 from core._validation import InputError
-from core.embedding import _neighbourhood_similarities, configure_numba_cache, embed_aligned, embed_umap
+from core.embedding import (_neighbourhood_similarities, configure_numba_cache, embed_aligned, embed_umap,
+                            embed_umap_each)
 from core.rsa import knn_correlation, zscore_series
 from test_rsa import clustered_series
 
@@ -42,6 +43,23 @@ def test_seeded_umap_is_reproducible():
     first = embed_umap(idx, dist, random_state=3, n_epochs=60)
     assert np.array_equal(first, embed_umap(idx, dist, random_state=3, n_epochs=60))
     assert not np.allclose(first, embed_umap(idx, dist, random_state=4, n_epochs=60))
+
+
+def test_conditions_embedded_side_by_side_equal_one_after_the_other():
+    rng = np.random.default_rng(8)
+    graphs, series = [], []
+    for _ in range(2):
+        s = clustered_series(rng, 700, n_samples=100)
+        graphs.append(knn_correlation(s, k=K, device="cpu"))
+        series.append(s)
+    # Two spawned worker processes (seeded UMAP, one BLAS thread each) give bit-identical layouts.
+    parallel = embed_umap_each(graphs, series=series, max_workers=2, random_state=1, n_epochs=50)
+    serial = [embed_umap(i, d, series=s, random_state=1, n_epochs=50) for (i, d), s in zip(graphs, series)]
+    assert len(parallel) == 2
+    for a, b in zip(parallel, serial):
+        assert np.array_equal(a, b)
+    with pytest.raises(InputError, match="own first neighbour"):  # checked before any worker starts
+        embed_umap_each([graphs[0], (graphs[1][0][:, ::-1], graphs[1][1])], max_workers=2, random_state=1)
 
 
 def test_n_neighbors_reads_the_first_columns_of_the_graph():
