@@ -124,15 +124,28 @@ def smooth_fields(xy: np.ndarray, n_fields: int, length_scale: float, seed: int)
     -------
     array of shape (n_points, n_fields), float64
     """
+    import torch
+
     rng = np.random.default_rng(seed)
     m = 256
     d = xy.shape[1]
     w = rng.normal(0, 1 / length_scale, (n_fields, m, d))
     b = rng.uniform(0, 2 * np.pi, (n_fields, m))
-    out = np.empty((xy.shape[0], n_fields))
-    for f in range(n_fields):
-        out[:, f] = np.sqrt(2 / m) * np.cos(xy @ w[f].T + b[f]).sum(axis=1)
-    return out
+    # All fields' phases of a block of points in one product, cosines in place: float64 throughout (torch's
+    # vectorised cos is ~2x numpy's and uses every core), equal to the per-field numpy loop to ~1e-13.
+    x = torch.from_numpy(np.ascontiguousarray(xy, dtype=np.float64))
+    wt = torch.from_numpy(np.ascontiguousarray(w.reshape(n_fields * m, d).T))
+    bt = torch.from_numpy(b.reshape(n_fields * m))
+    out = torch.empty((xy.shape[0], n_fields), dtype=torch.float64)
+    block = max(1, (1 << 22) // (n_fields * m))          # ~32 MB of phases at a time
+    phase = torch.empty((block, n_fields * m), dtype=torch.float64)
+    for lo in range(0, xy.shape[0], block):
+        hi = min(lo + block, xy.shape[0])
+        ph = phase[:hi - lo]
+        torch.addmm(bt, x[lo:hi], wt, out=ph)
+        ph.cos_()
+        torch.sum(ph.view(hi - lo, n_fields, m), dim=2, out=out[lo:hi])
+    return out.numpy() * np.sqrt(2 / m)
 
 
 @dataclass
@@ -219,22 +232,38 @@ def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: Vox
     null[rng.choice(far_idx, size=int(round(null_fraction * far_idx.size)), replace=False)] = True
     rho[null] = 0.0
 
+    # The signal s_v = L @ k_v is linear in the stacked latents L = [T_on, T_off] with per-voxel coefficients
+    # k_v = [sqrt(a_v) c_v, sqrt(1 - a_v) c'_v], so its training mean and SD follow from the latents' mean and
+    # covariance: the standardised, rho-scaled signal of every voxel is one small product per chunk.
+    lat = np.concatenate([latent["on"], latent["off"]], axis=1)                 # (n_total, 2 n_latent)
+    coef = np.concatenate([np.sqrt(share)[:, None] * c_on, np.sqrt(1 - share)[:, None] * c_off], axis=1)
+    lat_mean = lat[:n_train].mean(0)
+    lat_c = lat - lat_mean
+    cov = lat_c[:n_train].T @ lat_c[:n_train] / n_train
+    signal_sd = np.sqrt(np.einsum("vi,ij,vj->v", coef, cov, coef))
+    coef *= (np.sqrt(rho) / signal_sd)[:, None]
+    noise_sd = np.sqrt(1 - rho)
+
     Y_train = np.empty((n_train, n_vox), np.float32)
     Y_test = np.empty((n_repeats, n_test, n_vox), np.float32)
-    signal_sd = np.empty(n_vox)
     chunk = 8192
+    noise = np.empty((n_train, min(chunk, n_vox)))
     for lo in range(0, n_vox, chunk):
         sl = slice(lo, min(lo + chunk, n_vox))
-        s = (np.sqrt(share[sl]) * (latent["on"] @ c_on[sl].T)
-             + np.sqrt(1 - share[sl]) * (latent["off"] @ c_off[sl].T))
-        sd = s[:n_train].std(0)
-        signal_sd[sl] = sd
-        s = (s - s[:n_train].mean(0)) / sd
-        a = np.sqrt(rho[sl])
-        b = np.sqrt(1 - rho[sl])
-        Y_train[:, sl] = a * s[:n_train] + b * rng.standard_normal((n_train, s.shape[1]))
+        s = lat_c @ coef[sl].T                                                   # sqrt(rho) * standardised s
+        b = noise_sd[sl]
+        # The same draws in the same order as one standard_normal((rows, chunk)) call each: the data only
+        # depend on the seed.
+        nz = noise if s.shape[1] == noise.shape[1] else np.empty((n_train, s.shape[1]))
+        rng.standard_normal(out=nz)
+        nz *= b
+        nz += s[:n_train]
+        Y_train[:, sl] = nz
         for r in range(n_repeats):
-            Y_test[r, :, sl] = a * s[n_train:] + b * rng.standard_normal((n_test, s.shape[1]))
+            nz = rng.standard_normal((n_test, s.shape[1]))
+            nz *= b
+            nz += s[n_train:]
+            Y_test[r, :, sl] = nz
 
     truth = {
         "signal_fraction": rho.astype(np.float32),

@@ -122,3 +122,100 @@ def test_planted_weights_vary_smoothly_over_the_surface(s1_geometry, planted):
     rng = np.random.default_rng(0)
     r_rand = np.corrcoef(share[other], share[other][rng.permutation(other.size)])[0, 1]
     assert r_near > 0.9 and abs(r_rand) < 0.05
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The vectorised simulation against the straightforward per-field / per-chunk implementation it replaced
+# (SIM_FORMAT_VERSION 4): same planted truth exactly, same responses to float32 rounding.
+
+def _reference_smooth_fields(xy, n_fields, length_scale, seed):
+    rng = np.random.default_rng(seed)
+    m = 256
+    w = rng.normal(0, 1 / length_scale, (n_fields, m, xy.shape[1]))
+    b = rng.uniform(0, 2 * np.pi, (n_fields, m))
+    out = np.empty((xy.shape[0], n_fields))
+    for f in range(n_fields):
+        out[:, f] = np.sqrt(2 / m) * np.cos(xy @ w[f].T + b[f]).sum(axis=1)
+    return out
+
+
+def _reference_plant(features, n_train, geometry, *, n_repeats, n_latent=16, null_fraction=0.25,
+                     length_scale=12.0, seed=0):
+    import math
+
+    from core.cortex import EARLY_VISUAL, OBJECT_SCENE
+    from core.simulate import _zscore_by_train
+    rng = np.random.default_rng([seed, 1])
+    n_total, n_feat = features["on"].shape
+    n_test = n_total - n_train
+    n_vox = geometry.n_voxels
+    z = {m: _zscore_by_train(features[m].astype(np.float64), n_train) for m in ("on", "off")}
+    modulation = np.clip(1 - (z["on"][:n_train] * z["off"][:n_train]).mean(0), 0.02, None)
+    proj = rng.normal(size=(n_feat, n_latent)) * modulation[:, None] / math.sqrt(n_feat)
+    latent = {m: _zscore_by_train(z[m] @ proj, n_train) for m in ("on", "off")}
+    xy = geometry.flat_xy.astype(np.float64) + np.where(geometry.hemi[:, None] == 1, 1e4, 0.0)
+    fields = _reference_smooth_fields(xy, 2 * n_latent + 2, length_scale * 4, seed)
+    c_on = fields[:, :n_latent]
+    c_off = fields[:, n_latent:2 * n_latent]
+    c_on /= np.linalg.norm(c_on, axis=1, keepdims=True)
+    c_off /= np.linalg.norm(c_off, axis=1, keepdims=True)
+    early = geometry.roi_mask(EARLY_VISUAL)
+    objects = geometry.roi_mask(OBJECT_SCENE)
+    share = 0.5 + 0.45 * np.tanh(6 * fields[:, -2])
+    share[objects] = 0.9
+    share[early] = 0.1
+    visual = early | objects
+    dist, _ = cKDTree(xy[visual]).query(xy)
+    rho = 0.005 + 0.3 * np.exp(-dist / (length_scale * 3))
+    rho[early] = 0.35
+    rho[objects] = 0.3
+    rho *= np.exp(0.25 * fields[:, -1])
+    rho = np.clip(rho, 0, 0.6)
+    far = ~visual & (rho < np.quantile(rho[~visual], 0.5))
+    far_idx = np.flatnonzero(far)
+    null = np.zeros(n_vox, bool)
+    null[rng.choice(far_idx, size=int(round(null_fraction * far_idx.size)), replace=False)] = True
+    rho[null] = 0.0
+    Y_train = np.empty((n_train, n_vox), np.float32)
+    Y_test = np.empty((n_repeats, n_test, n_vox), np.float32)
+    chunk = 8192
+    for lo in range(0, n_vox, chunk):
+        sl = slice(lo, min(lo + chunk, n_vox))
+        s = (np.sqrt(share[sl]) * (latent["on"] @ c_on[sl].T)
+             + np.sqrt(1 - share[sl]) * (latent["off"] @ c_off[sl].T))
+        sd = s[:n_train].std(0)
+        s = (s - s[:n_train].mean(0)) / sd
+        a = np.sqrt(rho[sl])
+        b = np.sqrt(1 - rho[sl])
+        Y_train[:, sl] = a * s[:n_train] + b * rng.standard_normal((n_train, s.shape[1]))
+        for r in range(n_repeats):
+            Y_test[r, :, sl] = a * s[n_train:] + b * rng.standard_normal((n_test, s.shape[1]))
+    truth = {"signal_fraction": rho.astype(np.float32), "on_share": share.astype(np.float32),
+             "dominant_on": share > 0.5, "null": null, "early_visual": early, "object_scene": objects}
+    return Y_train, Y_test, truth
+
+
+def test_smooth_fields_equal_reference(rng):
+    xy = rng.uniform(-200, 200, (3001, 2))
+    xy[1500:] += 1e4                       # the far-shifted second hemisphere of plant_responses
+    for n_fields, scale in ((1, 40.0), (34, 48.0)):
+        got = smooth_fields(xy, n_fields, scale, seed=3)
+        want = _reference_smooth_fields(xy, n_fields, scale, seed=3)
+        assert got.shape == want.shape and got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_plant_responses_equal_reference(s1_geometry):
+    # 20,000 voxels: two full 8192-voxel chunks and a partial one.
+    rng = np.random.default_rng(11)
+    geom = s1_geometry.subset(np.sort(rng.choice(s1_geometry.n_voxels, 20_000, replace=False)))
+    feats = _features(rng, n=250, p=48)
+    got = plant_responses(feats, 200, geom, n_repeats=3, seed=2)
+    Y_train, Y_test, truth = _reference_plant(feats, 200, geom, n_repeats=3, seed=2)
+    assert set(got.truth) == set(truth)
+    for k in truth:
+        np.testing.assert_array_equal(got.truth[k], truth[k], err_msg=k)
+    for a, b in ((got.Y_train, Y_train), (got.Y_test_repeats, Y_test)):
+        assert a.dtype == np.float32 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        assert (a != b).mean() < 1e-3      # nearly every value bit-identical
