@@ -301,7 +301,25 @@ def stage_umap(ctx: Context):
     series = [np.asarray(enc.arrays[f"pred_{m}"])[np.asarray(rs.arrays[f"voxels_{m}"])].T for m in modes]
     embeddings = embed_umap_each(graphs, series=series, n_components=3, n_neighbors=cfg.umap.n_neighbors,
                                  min_dist=cfg.umap.min_dist, random_state=cfg.umap.seed)
-    return {f"umap_{m}": e for m, e in zip(modes, embeddings)}, {}
+    meta = {"trustworthiness": {m: _trustworthiness(s, e, cfg.umap.n_neighbors, seed=cfg.umap.seed or 0)
+                                for m, s, e in zip(modes, series, embeddings)}}
+    return {f"umap_{m}": e for m, e in zip(modes, embeddings)}, meta
+
+
+#: Voxels in the seeded subsample on which the embedding's trustworthiness is reported.
+TRUSTWORTHINESS_VOXELS = 4000
+
+
+def _trustworthiness(series: np.ndarray, embedding: np.ndarray, k: int, seed: int) -> float:
+    """sklearn's trustworthiness (correlation distance in the predicted series, Euclidean in the embedding)
+    of a seeded subsample of voxels: 1 = every 3-D neighbourhood is a neighbourhood of the series too."""
+    from sklearn.manifold import trustworthiness
+    n = embedding.shape[0]
+    sub = np.sort(np.random.default_rng([seed, 11]).choice(n, min(n, TRUSTWORTHINESS_VOXELS), replace=False))
+    k = min(k, (sub.size - 1) // 2)
+    if k < 1:
+        return float("nan")
+    return float(trustworthiness(series[:, sub].T, embedding[sub], n_neighbors=k, metric="correlation"))
 
 
 def stage_cortex(ctx: Context):

@@ -80,4 +80,7 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
         summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}
         if "knn_jaccard" in rs.arrays:
             summary["rsa"]["median_knn_jaccard"] = float(np.median(rs.arrays["knn_jaccard"]))
+    if "umap" in results and "trustworthiness" in results["umap"].meta:
+        summary["umap"] = {"trustworthiness": results["umap"].meta["trustworthiness"],
+                           "trustworthiness_voxels": "seeded subsample of at most 4,000 voxels, k = n_neighbors"}
     return summary

@@ -105,6 +105,9 @@ def test_summary_has_the_contract_fields(base):
     # The planted truth of the simulation is recovered even at this tiny size; the null voxels are calibrated
     # (0 <= FPR; 348 null voxels: 99% binomial upper bound around 0.01 is ~0.03).
     assert s["truth"]["null_fpr_p01"] <= 0.03
+    # Each condition's UMAP keeps correlation neighbourhoods better than chance (a random layout scores ~0.5).
+    for m in ("on", "off"):
+        assert 0.6 < s["umap"]["trustworthiness"][m] <= 1.0
 
 
 def test_rerun_is_fully_cached(base):
