@@ -23,7 +23,8 @@ from .figures import (
 )
 
 __all__ = [
-    "voxel_from_umap_click", "voxel_from_r_click", "voxel_from_flat_click", "voxel_from_pick", "voxel_from_hash",
+    "voxel_from_umap_click", "voxel_from_r_click", "voxel_from_flat_click", "voxel_from_jaccard_click",
+    "voxel_from_pick", "voxel_from_hash",
     "parse_voxel_query", "resolve_selection", "highlight_patches", "filter_patches", "set_from_r_selection",
     "set_from_flat_selection", "set_patches", "resolve_set", "inspector_children", "top_stimuli", "neighbours",
     "table_rows", "table_markdown", "register_callbacks", "MAX_TABLE_ROWS", "TABLE_COLUMNS",
@@ -73,6 +74,18 @@ def voxel_from_flat_click(data: DashboardData, click: dict | None) -> int | None
         return None
     v = data.flatmap.voxel_at(x, y)
     return v if 0 <= v < data.n_voxels else None
+
+
+def voxel_from_jaccard_click(data: DashboardData, click: dict | None) -> int | None:
+    """Voxel clicked on the neighbourhood-change map: (``curveNumber``, ``pointNumber``) of a ROI trace mapped
+    through :class:`~dashboard.figures.JaccardMapView` (clicks on the highlight trace select nothing)."""
+    point = _first_point(click)
+    if point is None or data.jaccard_map is None:
+        return None
+    c, n = point.get("curveNumber", 0), point.get("pointNumber", point.get("pointIndex"))
+    if not isinstance(c, int) or not isinstance(n, int):
+        return None
+    return data.jaccard_map.voxel_of(c, n)
 
 
 def voxel_from_pick(data: DashboardData, pick: dict | None) -> int | None:
@@ -156,6 +169,8 @@ def resolve_selection(data: DashboardData, trigger: Any, value: Any, search: str
             return v, (None if v is not None else "no voxel under that point of the flatmap")
     if trigger == ids.R_SCATTER:
         return voxel_from_r_click(data, value), None
+    if trigger == ids.JACCARD_MAP:
+        return voxel_from_jaccard_click(data, value), None
     if trigger == ids.VIEWER_PICK:
         return voxel_from_pick(data, value), None
     if trigger in (ids.SEARCH, ids.SEARCH_GO):
@@ -173,13 +188,15 @@ def _flat_xy(data: DashboardData, voxels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def highlight_patches(data: DashboardData, voxel: int | None) -> dict[str, Patch]:
-    """Patches that move the one-point "selected voxel" trace (trace 1) of every view to ``voxel``.
+    """Patches that move the one-point "selected voxel" trace of every view to ``voxel`` (trace 1, and
+    ``JaccardMapView.highlight_trace`` on the neighbourhood-change map).
 
     Returns
     -------
     dict of graph id -> Patch
-        One entry per UMAP (only conditions with an embedding), flatmap (when the run has them) and the
-        r scatter. A voxel missing from a view (not embedded, no flatmap pixel) empties that view's trace.
+        One entry per UMAP (only conditions with an embedding), flatmap (when the run has them), the
+        r scatter and the neighbourhood-change map (when the run has one). A voxel missing from a view (not
+        embedded, no flatmap pixel) empties that view's trace.
     """
     out: dict[str, Patch] = {}
     v = None if voxel is None else int(voxel)
@@ -204,6 +221,13 @@ def highlight_patches(data: DashboardData, voxel: int | None) -> dict[str, Patch
     else:
         p["data"][1].update(x=[round(float(data.r["off"][v]), 4)], y=[round(float(data.r["on"][v]), 4)])
     out[ids.R_SCATTER] = p
+    jm = data.jaccard_map
+    if jm is not None:
+        pos = -1 if v is None else int(jm.position[v])
+        p = Patch()
+        p["data"][jm.highlight_trace].update(x=[int(jm.coords[pos, 0])] if pos >= 0 else [],
+                                             y=[int(jm.coords[pos, 1])] if pos >= 0 else [])
+        out[ids.JACCARD_MAP] = p
     return out
 
 
@@ -383,8 +407,8 @@ def neighbours(data: DashboardData, condition: str, voxel: int) -> list[tuple[in
 def inspector_children(data: DashboardData, voxel: int | None) -> list:
     """The voxel inspector's contents for ``voxel`` (None = the empty-state hint)."""
     if voxel is None:
-        return [html.P("Click a voxel in any view (UMAPs, flatmaps, the 3-D viewer, the r scatter, the table) "
-                       "or search for one by id or i,j,k.", className="hint")]
+        return [html.P("Click a voxel in any view (UMAPs, flatmaps, the 3-D viewer, the r scatter, the neighbourhood "
+                       "map, the table) or search for one by id or i,j,k.", className="hint")]
     v = int(voxel)
     res = data.results
     conds = data.conditions
@@ -506,7 +530,8 @@ def _filter_states() -> list[State]:
 def register_callbacks(app, data: DashboardData) -> None:
     """Register the server and clientside callbacks of the layout built by ``layout.make_layout(data)``."""
     patch_ids = [ids.umap_graph(m) for m in data.umap] + \
-        ([ids.flat_graph(m) for m in ids.PAIR] if data.flatmap is not None else []) + [ids.R_SCATTER]
+        ([ids.flat_graph(m) for m in ids.PAIR] if data.flatmap is not None else []) + [ids.R_SCATTER] + \
+        ([ids.JACCARD_MAP] if data.jaccard_map is not None else [])
     figure_outputs = [Output(g, "figure", allow_duplicate=True) for g in patch_ids]
     select_outputs = [Output(ids.SELECTED, "data"), Output(ids.SEARCH_MSG, "children")] + figure_outputs
 
@@ -521,6 +546,8 @@ def register_callbacks(app, data: DashboardData) -> None:
     select_inputs = [Input(ids.umap_graph(m), "clickData") for m in data.umap]
     if data.flatmap is not None:
         select_inputs += [Input(ids.flat_click(m), "data") for m in ids.PAIR]
+    if data.jaccard_map is not None:
+        select_inputs.append(Input(ids.JACCARD_MAP, "clickData"))
     select_inputs += [Input(ids.R_SCATTER, "clickData"), Input(ids.SEARCH, "n_submit"),
                       Input(ids.SEARCH_GO, "n_clicks"), Input(ids.VIEWER_PICK, "data"), Input(ids.URL, "hash")]
 

@@ -22,11 +22,12 @@ from . import ids
 
 __all__ = [
     "UMAP_CODE", "UMAP_COLOURS", "R_CODE", "R_COLOURS", "R_LABELS", "HIGHLIGHT_COLOUR", "SET_COLOUR",
-    "FilterState", "UmapView", "FlatmapView", "DashboardData", "typed_array", "quantise_coords",
-    "umap_colour_codes", "r_scatter_codes", "flatmap_filter_layer", "umap_marker_size", "make_umap_figure",
-    "make_flatmap_figure",
+    "JACCARD_COLORSCALE", "FilterState", "UmapView", "FlatmapView", "JaccardMapView", "DashboardData",
+    "typed_array", "quantise_coords", "quantise_xy", "jaccard_map_view", "umap_colour_codes", "r_scatter_codes",
+    "flatmap_filter_layer", "umap_marker_size", "make_umap_figure", "make_flatmap_figure",
     "make_r_scatter_figure", "make_bin_counts_figure", "make_roi_means_figure", "make_roi_rdm_figure",
-    "make_agreement_figure", "make_jaccard_figure", "make_series_figure", "empty_figure", "provenance",
+    "make_agreement_figure", "make_jaccard_figure", "make_jaccard_map_figure", "make_series_figure",
+    "empty_figure", "provenance",
 ]
 
 # ---------------------------------------------------------------------------------------------- colour codes
@@ -44,6 +45,9 @@ R_COLOURS = ["rgba(0,0,0,0)", NS_CSS, "#56b4e9", "#cc79a7", "#222222"]
 #: The selected voxel (a magenta diamond/ring) and the selected set (black rings) in every view.
 HIGHLIGHT_COLOUR = "#e6007e"
 SET_COLOUR = "#111111"
+#: Colour scale of the neighbourhood-change map (Jaccard 0..1): perceptually uniform, sequential, readable
+#: with colour-vision deficiencies, and neither the viridis of the r bins nor close to the magenta highlight.
+JACCARD_COLORSCALE = "Cividis"
 _FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=12, color="#222")
 _TEMPLATE = go.layout.Template(layout=dict(font=_FONT, paper_bgcolor="white", plot_bgcolor="white"))
 _RUN_ID_RE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -94,8 +98,26 @@ def quantise_coords(coords: np.ndarray) -> np.ndarray:
     c = np.asarray(coords, dtype=np.float64)
     if c.ndim != 2 or c.shape[1] != 3:
         raise ValueError(f"expected UMAP coordinates of shape (n, 3), found {c.shape}")
+    return _quantise(c)
+
+
+def quantise_xy(xy: np.ndarray) -> np.ndarray:
+    """Flat-surface positions (n, 2) to uint16 on one common scale, as :func:`quantise_coords` does in 3-D.
+
+    Non-finite rows stay out of the scale and come back as 0 (callers drop them).
+    """
+    c = np.asarray(xy, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise ValueError(f"expected flat positions of shape (n, 2), found {c.shape}")
+    ok = np.isfinite(c).all(1)
+    out = np.zeros(c.shape, np.uint16)
+    out[ok] = _quantise(c[ok])
+    return out
+
+
+def _quantise(c: np.ndarray) -> np.ndarray:
     if c.shape[0] == 0:
-        return np.zeros((0, 3), np.uint16)
+        return np.zeros(c.shape, np.uint16)
     lo = c.min(0)
     span = float((c.max(0) - lo).max()) or 1.0
     return np.round((c - lo) / span * 65535).astype(np.uint16)
@@ -221,6 +243,105 @@ class FlatmapView:
         return -1
 
 
+@dataclass
+class JaccardMapView:
+    """The neighbourhood-change map: the embedded voxels at their flatmap positions, one trace per ROI.
+
+    Points are grouped by ROI (so a hover names the ROI without sending a label per point); trace ``g`` holds
+    points ``starts[g]:starts[g + 1]``, and the one-point "selected voxel" trace comes after the groups.
+
+    Attributes
+    ----------
+    voxels : int64 array of shape (n,)
+        Voxel row of every point, in trace order (ROI, then voxel id).
+    coords : uint16 array of shape (n, 2)
+        Quantised flat positions (:func:`quantise_xy` of the dataset stage's ``flat_xy``; y up).
+    values : float32 array of shape (n,)
+        Jaccard overlap of the voxel's on and off kNN sets (the colour).
+    starts : int64 array of shape (n_groups + 1,)
+        Trace boundaries.
+    names : list of str
+        ROI name of each trace.
+    position : int32 array of shape (n_voxels,)
+        Index into the arrays above of each voxel, -1 where the voxel is not on the map.
+    labels : list of (str, float, float)
+        ROI label anchors (name with hemisphere, x, y in the quantised frame), for orientation.
+    """
+    voxels: np.ndarray
+    coords: np.ndarray
+    values: np.ndarray
+    starts: np.ndarray
+    names: list[str]
+    position: np.ndarray
+    labels: list[tuple[str, float, float]] = field(default_factory=list)
+
+    @property
+    def highlight_trace(self) -> int:
+        """Index of the "selected voxel" trace (after the ROI groups)."""
+        return len(self.names)
+
+    def voxel_of(self, trace: int, point: int) -> int | None:
+        """Voxel of point ``point`` of ROI trace ``trace`` (None when out of range)."""
+        if not 0 <= trace < len(self.names):
+            return None
+        i = int(self.starts[trace]) + point
+        return int(self.voxels[i]) if 0 <= point and i < int(self.starts[trace + 1]) else None
+
+
+def jaccard_map_view(voxels: np.ndarray, jaccard: np.ndarray, flat_xy: np.ndarray, roi: np.ndarray,
+                     roi_names: list[str], hemi: np.ndarray | None = None) -> JaccardMapView:
+    """Build the :class:`JaccardMapView` of the RSA stage's embedded voxels.
+
+    Parameters
+    ----------
+    voxels : int array of shape (n_emb,)
+        Embedded voxel rows (the RSA stage's ``voxels_on``, equal to ``voxels_off`` under the union rule).
+    jaccard : float array of shape (n_emb,)
+        ``knn_jaccard`` of the RSA stage, aligned with ``voxels``.
+    flat_xy : float array of shape (n_voxels, 2)
+        Flat-surface position of every voxel (dataset stage).
+    roi : int array of shape (n_voxels,)
+        ROI index of every voxel into ``roi_names``.
+    roi_names : list of str
+    hemi : int array of shape (n_voxels,) or None
+        0 left, 1 right: ROI labels are placed per hemisphere.
+
+    Notes
+    -----
+    Voxels with a non-finite position or Jaccard value are left off the map.
+    """
+    voxels = np.asarray(voxels, dtype=np.int64)
+    jac = np.asarray(jaccard, dtype=np.float32)
+    if voxels.shape != jac.shape:
+        raise ValueError(f"{voxels.size} embedded voxels but {jac.size} Jaccard values")
+    flat = np.asarray(flat_xy, dtype=np.float64)
+    roi = np.asarray(roi, dtype=np.int64)
+    n_voxels = flat.shape[0]
+    q = quantise_xy(flat)
+    finite = np.isfinite(flat).all(1)
+    keep = finite[voxels] & np.isfinite(jac)
+    voxels, jac = voxels[keep], jac[keep]
+    order = np.lexsort((voxels, roi[voxels]))
+    voxels, jac = voxels[order], jac[order]
+    groups, starts = np.unique(roi[voxels], return_index=True)
+    names = [roi_names[g] if 0 <= g < len(roi_names) else str(g) for g in groups]
+    position = np.full(n_voxels, -1, dtype=np.int32)
+    position[voxels] = np.arange(voxels.size, dtype=np.int32)
+    labels = []
+    hemis = np.zeros(n_voxels, np.int8) if hemi is None else np.asarray(hemi)
+    for g, name in enumerate(roi_names):
+        if name in ("", "other"):
+            continue
+        for h, tag in ((0, "L"), (1, "R")):
+            members = np.flatnonzero((roi == g) & (hemis == h) & finite)
+            if members.size:
+                x, y = np.median(q[members].astype(np.float64), axis=0)
+                labels.append((name if hemi is None else f"{name} {tag}", float(x), float(y)))
+    return JaccardMapView(voxels=voxels, coords=q[voxels], values=jac,
+                          starts=np.append(starts, voxels.size).astype(np.int64), names=names, position=position,
+                          labels=labels)
+
+
 class DashboardData:
     """Everything the app reads from one run, loaded once: per-voxel arrays, embeddings, assets.
 
@@ -305,8 +426,12 @@ class DashboardData:
                 self.knn[m] = results.knn(m)
         rsa = results.stage("rsa") if results.has_stage("rsa") else None
         self.jaccard = None
+        self.jaccard_map: JaccardMapView | None = None
         if rsa is not None and "knn_jaccard" in rsa.arrays:
             self.jaccard = (np.asarray(rsa.arrays["voxels_on"]), np.asarray(rsa.arrays["knn_jaccard"]))
+            if self.has_geometry and "flat_xy" in ds.arrays:
+                self.jaccard_map = jaccard_map_view(*self.jaccard, ds.arrays["flat_xy"], self.roi, self.roi_names,
+                                                    self.hemi)
         self.roi_rdm = {m: np.asarray(rsa.arrays[f"roi_rdm_{m}"]) for m in ids.PAIR
                         if rsa is not None and f"roi_rdm_{m}" in rsa.arrays}
         self.roi_counts = np.asarray(rsa.arrays["roi_counts"]) if rsa is not None and "roi_counts" in rsa.arrays \
@@ -831,6 +956,56 @@ def make_jaccard_figure(jaccard: np.ndarray, *, run_id: str, simulated: bool, n_
         fig.add_vline(x=med, line=dict(color=HIGHLIGHT_COLOUR, dash="dash"),
                       annotation=dict(text=f"median {med:.2f}", font=dict(color=HIGHLIGHT_COLOUR)))
     return fig
+
+
+def make_jaccard_map_figure(view: JaccardMapView, *, run_id: str, simulated: bool,
+                            highlight: int | None = None, height: int = 430) -> go.Figure:
+    """Neighbourhood change on the cortex: every embedded voxel at its flatmap position, coloured by the
+    Jaccard overlap of its on and off kNN sets (WebGL; click a voxel to select it).
+
+    Parameters
+    ----------
+    view : JaccardMapView
+        :func:`jaccard_map_view` of the run.
+    highlight : int or None
+        Voxel drawn in the "selected voxel" trace.
+
+    Returns
+    -------
+    go.Figure
+        Traces ``0 .. len(view.names) - 1``: the voxels of one ROI each (uint16 x/y, float32 Jaccard as the
+        colour on the shared colour axis, int32 voxel ids as customdata for the hover); then the selected voxel
+        (``view.highlight_trace``). About 12 bytes per voxel before base64.
+    """
+    size = 3 if view.voxels.size > 20000 else 4 if view.voxels.size > 3000 else 6
+    traces = []
+    for g, name in enumerate(view.names):
+        s, e = int(view.starts[g]), int(view.starts[g + 1])
+        traces.append(go.Scattergl(
+            x=view.coords[s:e, 0], y=view.coords[s:e, 1], mode="markers", name=name, showlegend=False,
+            customdata=view.voxels[s:e].astype(np.int32),
+            marker=dict(size=size, color=view.values[s:e], coloraxis="coloraxis"),
+            hovertemplate=f"voxel %{{customdata}}<br>ROI {name}<br>Jaccard %{{marker.color:.2f}}<extra></extra>"))
+    pos = -1 if highlight is None else int(view.position[int(highlight)])
+    hx, hy = ([int(view.coords[pos, 0])], [int(view.coords[pos, 1])]) if pos >= 0 else ([], [])
+    traces.append(go.Scattergl(x=hx, y=hy, mode="markers", hoverinfo="skip", showlegend=False,
+                               name="selected voxel",
+                               marker=dict(size=15, symbol="circle-open", color=HIGHLIGHT_COLOUR,
+                                           line=dict(width=3))))
+    labels = [dict(text=name, x=x, y=y, showarrow=False, font=dict(size=10, color="#222"),
+                   bgcolor="rgba(255,255,255,0.6)", borderpad=0) for name, x, y in view.labels]
+    axis = dict(visible=False, showgrid=False, zeroline=False)
+    med = float(np.median(view.values)) if view.values.size else float("nan")
+    return go.Figure(data=traces, layout=dict(
+        template=_TEMPLATE, height=height, margin=dict(l=0, r=0, t=60, b=0), uirevision="jaccard-map",
+        title=_title(f"Neighbourhood change on the flatmap: on vs off kNN overlap per voxel (median {med:.2f}; "
+                     "click a voxel)", run_id, simulated),
+        xaxis=axis, yaxis=dict(axis, scaleanchor="x"), hovermode="closest", dragmode="zoom",
+        annotations=labels,
+        coloraxis=dict(colorscale=JACCARD_COLORSCALE, cmin=0.0, cmax=1.0,
+                       colorbar=dict(title=dict(text="Jaccard", side="right"), thickness=12, len=0.9,
+                                     tickvals=[0, 0.25, 0.5, 0.75, 1],
+                                     ticktext=["0 all changed", "0.25", "0.5", "0.75", "1 same"]))))
 
 
 def make_series_figure(measured: np.ndarray, predicted: dict[str, np.ndarray], r: dict[str, float], *,

@@ -9,7 +9,7 @@ __all__ = [
     "PAIR", "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
     "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
     "SELECTED_SET", "CLEAR_SET", "SET_MSG", "R_SCATTER", "R_SCATTER_SET", "BIN_COUNTS", "ROI_MEANS",
-    "ROI_RDM", "AGREEMENT", "JACCARD", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE", "VIEWER_FRAME",
+    "ROI_RDM", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE", "VIEWER_FRAME",
     "VIEWER_LOAD", "VIEWER_COND", "VIEWER_VIEW", "VIEWER_PICK", "VIEWER_STATUS", "VIEWER_SINK", "CAMERA_SINK",
 ]
 
@@ -63,6 +63,8 @@ ROI_MEANS = "roi-means"
 ROI_RDM = "roi-rdm"
 AGREEMENT = "rdm-agreement"
 JACCARD = "knn-jaccard"
+#: The neighbourhood-change map (Jaccard per voxel at its flatmap position; clicks select).
+JACCARD_MAP = "knn-jaccard-map"
 
 INSPECTOR = "inspector"
 SERIES = "inspector-series"

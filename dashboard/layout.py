@@ -14,7 +14,7 @@ from . import ids
 from .callbacks import inspector_children
 from .figures import (
     HIGHLIGHT_COLOUR, SET_COLOUR, DashboardData, empty_figure, make_agreement_figure, make_bin_counts_figure,
-    make_flatmap_figure, make_jaccard_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
+    make_flatmap_figure, make_jaccard_figure, make_jaccard_map_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
     make_umap_figure, r_scatter_codes, umap_colour_codes,
 )
 
@@ -86,7 +86,8 @@ def _condition_column(data: DashboardData, m: str, umap_figure, flat_figure) -> 
 
 
 def summary_figures(data: DashboardData) -> dict[str, object]:
-    """The summary tab's figures (bin counts, ROI means, ROI RDMs, agreement, neighbourhood change)."""
+    """The summary tab's figures (bin counts, ROI means, ROI RDMs, agreement, neighbourhood change as a
+    histogram and as a map)."""
     out = {}
     counts = {m: np.array([(data.stored_bins[m] == b).sum() for b in (-2, 0, 1, 2, 3)]) for m in ids.PAIR}
     out[ids.BIN_COUNTS] = make_bin_counts_figure(counts, run_id=data.run_id, simulated=data.simulated)
@@ -116,6 +117,15 @@ def summary_figures(data: DashboardData) -> dict[str, object]:
     else:
         out[ids.JACCARD] = empty_figure("No neighbourhood change: the RSA stage embedded different voxel sets "
                                         "per condition (rsa.voxels = 'significant').")
+    if data.jaccard_map is not None:
+        out[ids.JACCARD_MAP] = make_jaccard_map_figure(data.jaccard_map, run_id=data.run_id,
+                                                       simulated=data.simulated)
+    elif data.jaccard is not None:
+        out[ids.JACCARD_MAP] = empty_figure("No neighbourhood-change map: this run's dataset has no flatmap "
+                                            "positions (no cortex mapping).")
+    else:
+        out[ids.JACCARD_MAP] = empty_figure("No neighbourhood-change map: the RSA stage embedded different voxel "
+                                            "sets per condition (rsa.voxels = 'significant').")
     return out
 
 
@@ -219,6 +229,7 @@ def make_layout(data: DashboardData) -> html.Div:
         html.Div([_graph(ids.R_SCATTER, r_fig), _graph(ids.BIN_COUNTS, summary[ids.BIN_COUNTS])], className="grid2"),
         html.Div([_graph(ids.ROI_MEANS, summary[ids.ROI_MEANS]), _graph(ids.JACCARD, summary[ids.JACCARD])],
                  className="grid2"),
+        _graph(ids.JACCARD_MAP, summary[ids.JACCARD_MAP], className="jaccard-map"),
         html.Div([_graph(ids.ROI_RDM, summary[ids.ROI_RDM]), _graph(ids.AGREEMENT, summary[ids.AGREEMENT])],
                  className="grid2"),
     ])

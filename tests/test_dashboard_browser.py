@@ -295,5 +295,34 @@ def test_lasso_on_the_r_scatter_highlights_the_set_in_both_umaps(page, data):
     save_screenshot(page, "dashboard-set.png")
 
 
+def test_neighbourhood_map_hovers_and_selects_its_voxels(page, data):
+    view = data.jaccard_map
+    page.locator(f"#{ids.JACCARD_MAP}").scroll_into_view_if_needed()
+    _wait(page, f"document.querySelectorAll('#{ids.JACCARD_MAP} canvas').length > 0")
+    # Aim at the most isolated point, so the point under the cursor is unambiguous.
+    xy = view.coords.astype(np.float64)
+    d2 = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    i = int(np.argmax(d2.min(1)))
+    v = int(view.voxels[i])
+    current = page.locator(f"#{ids.INSPECTOR} h3").inner_text()
+    assert current != f"Voxel {v}"
+    pos = page.evaluate(DATA_TO_PAGE, [ids.JACCARD_MAP, float(xy[i, 0]), float(xy[i, 1])])
+    page.mouse.move(pos["x"], pos["y"])
+    _wait(page, f"document.querySelector('#{ids.JACCARD_MAP} .hoverlayer .hovertext') !== null")
+    hover = page.locator(f"#{ids.JACCARD_MAP} .hoverlayer .hovertext").text_content()   # SVG: no inner_text
+    roi = data.roi_names[data.roi[v]]
+    assert f"voxel {v}" in hover and f"ROI {roi}" in hover and f"Jaccard {float(view.values[i]):.2f}" in hover
+    page.mouse.click(pos["x"], pos["y"])
+    _wait_inspector(page, v)
+    # The map's own highlight ring moves there, and so do the other views'.
+    k = view.highlight_trace
+    _wait(page, f"document.querySelector('#{ids.JACCARD_MAP} .js-plotly-plot')._fullData[{k}].x.length === 1")
+    assert [page.evaluate(TRACE, [ids.JACCARD_MAP, k, a]) for a in "xy"] == [[int(c)] for c in view.coords[i]]
+    rx, _ = _highlight(page, "r-scatter")
+    assert rx[0] == pytest.approx(data.r["off"][v], abs=1e-4)
+    save_screenshot(page, "dashboard-jaccard-map.png")
+
+
 def test_no_console_errors(page):
     assert page.console_log.errors(KNOWN_HARMLESS) == []

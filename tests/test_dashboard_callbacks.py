@@ -19,10 +19,10 @@ from dashboard.app import create_app
 from dashboard.callbacks import (
     MAX_TABLE_ROWS, filter_patches, highlight_patches, inspector_children, neighbours, parse_voxel_query,
     resolve_selection, resolve_set, set_from_flat_selection, set_from_r_selection, set_patches, table_markdown,
-    table_rows, top_stimuli, voxel_from_flat_click, voxel_from_hash, voxel_from_pick, voxel_from_r_click,
-    voxel_from_umap_click,
+    table_rows, top_stimuli, voxel_from_flat_click, voxel_from_hash, voxel_from_jaccard_click, voxel_from_pick,
+    voxel_from_r_click, voxel_from_umap_click,
 )
-from dashboard.figures import UMAP_CODE, DashboardData, FilterState
+from dashboard.figures import UMAP_CODE, DashboardData, FilterState, make_jaccard_map_figure
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,29 @@ def test_flatmap_click_finds_the_voxel_owning_the_pixel(data, rng):
     assert voxel_from_flat_click(data, {"y": 5}) is None
 
 
+def test_jaccard_map_click_selects_the_voxel_drawn_under_the_cursor(data, rng):
+    view = data.jaccard_map
+    # What the browser draws: trace g's point n carries voxel customdata[n] and colour marker.color[n].
+    sent = json.loads(pj.to_json_plotly(make_jaccard_map_figure(view, run_id="r", simulated=True)))
+    rsa = data.results.stage("rsa").arrays
+    stored = dict(zip(np.asarray(rsa["voxels_on"]).tolist(), np.asarray(rsa["knn_jaccard"]).tolist()))
+    for g in range(len(view.names)):
+        drawn = _decode(sent["data"][g]["customdata"], "i4")
+        colour = _decode(sent["data"][g]["marker"]["color"], "f4")
+        for n in rng.choice(drawn.size, min(5, drawn.size), replace=False):
+            v = voxel_from_jaccard_click(data, {"points": [{"curveNumber": g, "pointNumber": int(n)}]})
+            assert v == drawn[n]
+            assert colour[n] == np.float32(stored[v])       # the voxel clicked has the Jaccard shown there
+            assert resolve_selection(data, ids.JACCARD_MAP,
+                                     {"points": [{"curveNumber": g, "pointIndex": int(n)}]}) == (v, None)
+    last = len(view.names) - 1
+    n_last = int(view.starts[-1] - view.starts[-2])
+    for bad in ({"points": [{"curveNumber": view.highlight_trace, "pointNumber": 0}]},   # the highlight ring
+                {"points": [{"curveNumber": last, "pointNumber": n_last}]}, {"points": []}, None,
+                {"points": [{"curveNumber": 0, "pointNumber": "3"}]}):
+        assert voxel_from_jaccard_click(data, bad) is None
+
+
 def test_search_accepts_ids_and_ijk(data, table):
     assert parse_voxel_query(data, "17") == (17, "voxel 17")
     assert parse_voxel_query(data, " #17 ")[0] == 17
@@ -164,7 +187,7 @@ def test_highlight_moves_the_one_point_trace_of_every_view(data, table):
     v = int(both[len(both) // 2])
     patches = highlight_patches(data, v)
     assert set(patches) == {ids.umap_graph("off"), ids.umap_graph("on"), ids.flat_graph("off"),
-                            ids.flat_graph("on"), ids.R_SCATTER}
+                            ids.flat_graph("on"), ids.R_SCATTER, ids.JACCARD_MAP}
     for m in ids.PAIR:
         voxels, coords = data.results.umap(m)
         (pos,) = np.flatnonzero(voxels == v)
@@ -181,6 +204,12 @@ def test_highlight_moves_the_one_point_trace_of_every_view(data, table):
         assert flat["y"] == [pytest.approx(data.flatmap.height - 1 - rows.mean(), abs=0.01)]
     r = _merged(patches[ids.R_SCATTER])
     assert r == {"x": [pytest.approx(table.r_off[v], abs=1e-4)], "y": [pytest.approx(table.r_on[v], abs=1e-4)]}
+    # The neighbourhood map: only its one-point trace (after the ROI traces) moves, to the voxel's flat position.
+    jm = data.jaccard_map
+    (op,) = _ops(patches[ids.JACCARD_MAP])
+    assert op["location"] == ["data", jm.highlight_trace]
+    (pos,) = np.flatnonzero(jm.voxels == v)
+    assert op["params"]["value"] == {"x": [int(jm.coords[pos, 0])], "y": [int(jm.coords[pos, 1])]}
     # Click budget: the whole highlight is a few hundred bytes, never the big traces.
     assert sum(len(json.dumps(_ops(p))) for p in patches.values()) < 2000
 
@@ -190,8 +219,11 @@ def test_highlight_empties_views_that_do_not_hold_the_voxel(data):
     v = int(not_embedded[0])
     patches = highlight_patches(data, v)
     assert _merged(patches[ids.umap_graph("off")]) == {"x": [], "y": [], "z": []}
+    if data.jaccard_map.position[v] < 0:
+        assert _merged(patches[ids.JACCARD_MAP]) == {"x": [], "y": []}
     empty = highlight_patches(data, None)
     assert _merged(empty[ids.R_SCATTER]) == {"x": [], "y": []}
+    assert _merged(empty[ids.JACCARD_MAP]) == {"x": [], "y": []}
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -369,6 +401,16 @@ def test_registered_callbacks_answer_over_http(app, data):
                             [f"{ids.R_SCATTER}.clickData"])
     out, _, _ = post_callback(client, body)
     assert out["response"][ids.URL]["hash"] == ids.voxel_href(4)
+    # A click on the neighbourhood map selects the voxel of that point and moves every highlight there.
+    jm = data.jaccard_map
+    click = {"points": [{"curveNumber": 1, "pointNumber": 2}]}
+    body = callback_request(app, f"{ids.SELECTED}.data", {f"{ids.JACCARD_MAP}.clickData": click},
+                            [f"{ids.JACCARD_MAP}.clickData"])
+    out, nbytes, _ = post_callback(client, body)
+    v = int(jm.voxels[jm.starts[1] + 2])
+    assert out["response"][ids.SELECTED]["data"] == v and out["response"][ids.URL]["hash"] == ids.voxel_href(v)
+    assert out["response"][ids.JACCARD_MAP]["figure"]["__dash_patch_update"]
+    assert nbytes < 2000
     # A click on nothing selects nothing: Dash answers "no update" (204).
     body = callback_request(app, f"{ids.SELECTED}.data", {f"{ids.R_SCATTER}.clickData": None},
                             [f"{ids.R_SCATTER}.clickData"])

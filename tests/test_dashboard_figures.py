@@ -15,10 +15,11 @@ from core.palette import BIN_HEX, NEGATIVE_HEX, NS_CSS
 from core.store import open_results
 from core.synthetic_results import SYNTHETIC_ROI_NAMES, make_synthetic_results
 from dashboard.figures import (
-    R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState, flatmap_filter_layer,
-    make_agreement_figure, make_bin_counts_figure, make_flatmap_figure, make_jaccard_figure, make_r_scatter_figure,
-    make_roi_means_figure, make_roi_rdm_figure, make_series_figure, make_umap_figure, provenance, quantise_coords,
-    r_scatter_codes, typed_array, umap_colour_codes,
+    JACCARD_COLORSCALE, R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState,
+    flatmap_filter_layer, jaccard_map_view, make_agreement_figure, make_bin_counts_figure, make_flatmap_figure,
+    make_jaccard_figure, make_jaccard_map_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
+    make_series_figure, make_umap_figure, provenance, quantise_coords, quantise_xy, r_scatter_codes, typed_array,
+    umap_colour_codes,
 )
 
 
@@ -298,6 +299,118 @@ def test_summary_figures_show_the_numbers_they_are_given(data, results, rng):
     fig = make_jaccard_figure(jac, run_id="r", simulated=True)
     np.testing.assert_array_equal(fig.data[0].y, np.histogram(jac, bins=20, range=(0, 1))[0])
     assert f"median {np.median(jac):.2f}" in fig.layout.annotations[0].text
+
+
+def test_quantise_xy_keeps_the_aspect_and_drops_non_finite_rows(rng):
+    xy = rng.normal(0, [40.0, 10.0], (300, 2))
+    xy[7] = np.nan
+    q = quantise_xy(xy)
+    assert q.dtype == np.uint16 and q.shape == (300, 2) and tuple(q[7]) == (0, 0)
+    ok = np.isfinite(xy).all(1)
+    lo = xy[ok].min(0)
+    span = (xy[ok].max(0) - lo).max()
+    back = q[ok].astype(np.float64) / 65535 * span + lo
+    assert np.abs(back - xy[ok]).max() <= span / 65535 / 2 + 1e-12
+    assert q[ok, 0].max() == 65535 and q[ok, 1].max() < 0.5 * 65535          # one scale: y is not stretched
+    with pytest.raises(ValueError, match="shape"):
+        quantise_xy(xy[:, :1])
+
+
+def _sent_jaccard_map(fig):
+    """The ROI traces of a neighbourhood-change map as the browser receives them: (names, per-trace arrays)."""
+    import plotly.io.json as pj
+    sent = json.loads(pj.to_json_plotly(fig))
+    groups = [t for t in sent["data"] if t.get("name") != "selected voxel"]
+    arrays = [dict(x=_decode(t["x"], "u2"), y=_decode(t["y"], "u2"), colour=_decode(t["marker"]["color"], "f4"),
+                   voxel=_decode(t["customdata"], "i4")) for t in groups]
+    return sent, groups, arrays
+
+
+def test_jaccard_map_colours_each_voxel_by_its_stored_jaccard(data, results):
+    rsa = results.stage("rsa").arrays
+    ds = results.stage("dataset").arrays
+    emb = np.asarray(rsa["voxels_on"])
+    np.testing.assert_array_equal(emb, np.asarray(rsa["voxels_off"]))        # the union rule: one voxel set
+    jac = dict(zip(emb.tolist(), np.asarray(rsa["knn_jaccard"], dtype=np.float32).tolist()))
+    view = data.jaccard_map
+    fig = make_jaccard_map_figure(view, run_id="run-j", simulated=True)
+    sent, groups, arrays = _sent_jaccard_map(fig)
+    # Every embedded voxel exactly once, nothing else.
+    voxels = np.concatenate([a["voxel"] for a in arrays])
+    np.testing.assert_array_equal(np.sort(voxels), np.sort(emb))
+    flat = np.asarray(ds["flat_xy"], dtype=np.float64)
+    lo, span = flat.min(0), (flat.max(0) - flat.min(0)).max()
+    roi_names = results.stage("dataset").meta["roi_names"]
+    for t, a in zip(groups, arrays):
+        # The colour of each point is that voxel's stored Jaccard value (float32, exact) ...
+        np.testing.assert_array_equal(a["colour"], [jac[v] for v in a["voxel"].tolist()])
+        # ... it sits at the voxel's flat position (within half a quantisation step) ...
+        back = np.column_stack([a["x"], a["y"]]) / 65535 * span + lo
+        np.testing.assert_allclose(back, flat[a["voxel"]], atol=span / 65535 / 2 + 1e-4)
+        # ... and its trace (hence its hover) names the voxel's ROI.
+        assert {roi_names[r] for r in np.asarray(ds["roi"])[a["voxel"]]} == {t["name"]}
+        assert f"ROI {t['name']}" in t["hovertemplate"]
+        assert "voxel %{customdata}" in t["hovertemplate"] and "Jaccard %{marker.color:.2f}" in t["hovertemplate"]
+        assert t["marker"]["coloraxis"] == "coloraxis"
+    # One colour axis for all ROI traces: 0..1 on a perceptually uniform sequential scale, with a colourbar.
+    axis = fig.layout.coloraxis
+    assert (axis.cmin, axis.cmax) == (0.0, 1.0) and axis.colorbar.title.text == "Jaccard"
+    assert list(axis.colorbar.tickvals)[::4] == [0, 1]
+    assert axis.colorbar.ticktext[0].startswith("0 all changed") and axis.colorbar.ticktext[-1] == "1 same"
+    import plotly.colors as pc
+    scale = pc.get_colorscale(JACCARD_COLORSCALE)
+    assert [c for _, c in axis.colorscale] == [c for _, c in scale]
+    # Sequential: lightness rises monotonically from 0 (all neighbours changed) to 1 (same neighbours).
+    rgb = np.array([pc.unlabel_rgb(pc.convert_colors_to_same_type([c], "rgb")[0][0]) for _, c in scale]) / 255
+    lum = rgb @ [0.2126, 0.7152, 0.0722]
+    assert np.all(np.diff(lum) > 0)
+    # The selected-voxel trace comes after the ROI traces and is empty until something is selected.
+    assert sent["data"][view.highlight_trace]["name"] == "selected voxel"
+    assert sent["data"][view.highlight_trace]["x"] == []
+    title = fig.layout.title.text
+    assert "run run-j" in title and "SIMULATED" in title and f"median {np.median(rsa['knn_jaccard']):.2f}" in title
+    assert fig.layout.yaxis.scaleanchor == "x"
+    # Payload: uint16 x/y + float32 colour + int32 voxel id, base64: ~16 bytes per point plus a fixed overhead.
+    assert sum(len(json.dumps(t)) for t in groups) < emb.size * 12 * 4 / 3 + 1500 * len(groups)
+
+
+def test_jaccard_map_highlight_and_labels(data, results):
+    view = data.jaccard_map
+    v = int(view.voxels[len(view.voxels) // 3])
+    fig = make_jaccard_map_figure(view, run_id="r", simulated=False, highlight=v)
+    hl = fig.data[view.highlight_trace]
+    assert (hl.x, hl.y) == ((int(view.coords[view.position[v], 0]),), (int(view.coords[view.position[v], 1]),))
+    assert "SIMULATED" not in fig.layout.title.text
+    # ROI labels (one per ROI and hemisphere, "other" left out) sit at the median position of the ROI's voxels.
+    names = results.stage("dataset").meta["roi_names"]
+    roi = np.asarray(results.stage("dataset").arrays["roi"])
+    hemi = np.asarray(results.stage("dataset").arrays["hemi"])
+    q = quantise_xy(np.asarray(results.stage("dataset").arrays["flat_xy"]))
+    got = {a.text: (a.x, a.y) for a in fig.layout.annotations}
+    expected = {f"{n} {h}": tuple(np.median(q[(roi == g) & (hemi == i)].astype(float), axis=0))
+                for g, n in enumerate(names) if n != "other" for i, h in enumerate("LR")
+                if ((roi == g) & (hemi == i)).any()}
+    assert got.keys() == expected.keys() and len(got) > 0
+    for k in got:
+        np.testing.assert_allclose(got[k], expected[k])
+
+
+def test_jaccard_map_view_groups_by_roi_and_drops_non_finite():
+    flat = np.array([[0, 0], [1, 0], [2, 0], [np.nan, 0], [4, 1], [5, 1]], dtype=np.float32)
+    roi = np.array([2, 1, 2, 1, 0, 1])
+    view = jaccard_map_view(np.array([5, 0, 1, 2, 3, 4]), np.array([0.5, 0.1, np.nan, 0.2, 0.9, 1.0]), flat, roi,
+                            ["other", "V1", "V2"])
+    # Voxel 1 (NaN Jaccard) and voxel 3 (no flat position) are left off; the rest by ROI, then voxel id.
+    assert view.names == ["other", "V1", "V2"]
+    np.testing.assert_array_equal(view.voxels, [4, 5, 0, 2])
+    np.testing.assert_array_equal(view.values, np.float32([1.0, 0.5, 0.1, 0.2]))
+    np.testing.assert_array_equal(view.starts, [0, 1, 2, 4])
+    assert [view.voxel_of(g, n) for g, n in ((0, 0), (1, 0), (2, 0), (2, 1))] == [4, 5, 0, 2]
+    assert view.voxel_of(2, 2) is None and view.voxel_of(3, 0) is None and view.voxel_of(0, -1) is None
+    np.testing.assert_array_equal(view.position, [2, -1, 3, -1, 0, 1])
+    assert view.highlight_trace == 3
+    with pytest.raises(ValueError, match="Jaccard"):
+        jaccard_map_view(np.arange(3), np.zeros(2), flat, roi, ["other", "V1", "V2"])
 
 
 def test_series_figure_keeps_the_correlation_it_reports(results):
