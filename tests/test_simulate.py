@@ -126,7 +126,8 @@ def test_planted_weights_vary_smoothly_over_the_surface(s1_geometry, planted):
 
 # ----------------------------------------------------------------------------------------------------------
 # The vectorised simulation against the straightforward per-field / per-chunk implementation it replaced
-# (SIM_FORMAT_VERSION 4): same planted truth exactly, same responses to float32 rounding.
+# (SIM_FORMAT_VERSION 4; with version 5's squared channel weights): same planted truth exactly, same responses
+# to float32 rounding.
 
 def _reference_smooth_fields(xy, n_fields, length_scale, seed):
     rng = np.random.default_rng(seed)
@@ -150,7 +151,7 @@ def _reference_plant(features, n_train, geometry, *, n_repeats, n_latent=16, nul
     n_test = n_total - n_train
     n_vox = geometry.n_voxels
     z = {m: _zscore_by_train(features[m].astype(np.float64), n_train) for m in ("on", "off")}
-    modulation = np.clip(1 - (z["on"][:n_train] * z["off"][:n_train]).mean(0), 0.02, None)
+    modulation = np.clip(1 - (z["on"][:n_train] * z["off"][:n_train]).mean(0), 0.02, None) ** 2
     proj = rng.normal(size=(n_feat, n_latent)) * modulation[:, None] / math.sqrt(n_feat)
     latent = {m: _zscore_by_train(z[m] @ proj, n_train) for m in ("on", "off")}
     xy = geometry.flat_xy.astype(np.float64) + np.where(geometry.hemi[:, None] == 1, 1e4, 0.0)
