@@ -35,9 +35,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+#: Exit codes: 0 done, 2 a problem with the input (config, data, checkpoint, --out) or the results folder is
+#: busy, 3 the results folder could not be written (disk full, read-only, I/O error; earlier results intact).
+EXIT_INPUT, EXIT_WRITE = 2, 3
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _write_failed(exc: OSError, out: Path) -> int:
+    import errno
+    what = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
+        (exc.strerror or str(exc)).lower()
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return _fail(f"{out}: could not write the results: {what}{where}. Nothing of this run was kept; finished "
+                 "runs and cached stages in the folder are intact. Free space (or choose another --out) and rerun: "
+                 "finished stages are reused", EXIT_WRITE)
 
 
 def _preflight(cfg) -> None:
@@ -49,10 +64,30 @@ def _preflight(cfg) -> None:
         from core.stages import load_dataset
         validate_dataset(load_dataset(cfg))
     w = cfg.features.weights
-    if w not in ("auto", "random") and not Path(w).is_file():
+    if w not in ("auto", "random"):
         from core._validation import InputError
-        raise InputError("checkpoint file not found; give a trained ABN checkpoint, or 'auto'",
-                         source=str(w), field="features.weights")
+        if not Path(w).is_file():
+            raise InputError("checkpoint file not found; give a trained ABN checkpoint, or 'auto'",
+                             source=str(w), field="features.weights")
+        # Loaded strictly now (a second or two), so a wrong or damaged file stops the run before anything
+        # is written rather than in the middle of a stage.
+        from core.abn import build_abn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the stage that uses the model reports them
+            build_abn(w, seed=cfg.features.seed)
+
+
+def _check_out(out: Path) -> None:
+    from core._validation import InputError
+    if out.exists() and not out.is_dir():
+        raise InputError("expected a folder for the results, found a file; choose another --out", source=str(out),
+                         field="--out")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent} is a file, so the results folder cannot be created there",
+                                 source=str(out), field="--out")
+            break
 
 
 def _lock_results(out: Path):
@@ -78,12 +113,13 @@ def run_precompute(args) -> int:
             import dataclasses
             cfg = dataclasses.replace(cfg, device=args.device)
         device = resolve_device(cfg.device)
-        from core.pipeline import Pipeline, peak_rss_mb, versions
+        from core.pipeline import Pipeline
         pipe = Pipeline(cfg, args.out, device=device, progress=not args.quiet)
         wanted = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
         for f in args.force:
             if f not in pipe.stages:
                 raise InputError(f"unknown stage {f!r}; stages are {', '.join(pipe.stages)}", field="--force")
+        _check_out(args.out)
         plan = pipe.plan(wanted, tuple(args.force))
         if args.dry_run:
             print(f"run {pipe.run_id} in {args.out}")
@@ -94,7 +130,22 @@ def run_precompute(args) -> int:
     except InputError as exc:
         return _fail(str(exc))
 
-    from core.summary import build_summary, write_json_atomic
+    try:
+        return _run_locked(args, cfg, pipe, wanted, device)
+    except OSError as exc:
+        return _write_failed(exc, args.out)
+
+
+def _run_locked(args, cfg, pipe, wanted, device) -> int:
+    import json
+
+    from core._io import atomic_write
+    from core._validation import InputError
+    from core.pipeline import peak_rss_mb, versions
+    from core.store import _json_default, fault_point
+    from core.summary import build_summary
+    # A full disk must end in one error line, not in a logging traceback for each unwritable run.log line.
+    logging.raiseExceptions = False
     args.out.mkdir(parents=True, exist_ok=True)
     lock = _lock_results(args.out)
     if lock is None:
@@ -130,9 +181,16 @@ def run_precompute(args) -> int:
                             peak_rss_mb=peak_rss_mb(), versions=versions())
     summary["stage_keys"] = {n: r.key for n, r in results.items()}
     from core.config import config_to_dict
+    fault_point("run:before-register")
     pipe.store.register_run(pipe.run_id, config_to_dict(cfg), summary["stage_keys"])
     summary["total_s"] = round(time.perf_counter() - t0, 2)
-    write_json_atomic(pipe.run_dir / "summary.json", summary)
+    fault_point("run:before-summary")
+
+    def write_summary(fh):
+        json.dump(summary, fh, indent=2, default=_json_default)
+        fh.flush()
+        fault_point("run:mid-summary")
+    atomic_write(pipe.run_dir / "summary.json", write_summary, binary=False)
     print(f"done in {summary['total_s']:.1f} s: {pipe.run_dir / 'summary.json'}")
     for mode, c in summary.get("conditions", {}).items():
         print(f"  {mode:<8} significant {c['n_significant']:>6}  bins {c['bins']}")

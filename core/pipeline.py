@@ -22,7 +22,7 @@ import numpy as np
 
 from ._validation import InputError
 from .config import RunConfig, config_hash, config_to_dict
-from .store import ResultsStore, StageEntry, fault_point
+from .store import ResultsStore, StageEntry, arm_during_fault, fault_point
 
 __all__ = ["Stage", "StageEntry", "Context", "Pipeline", "peak_rss_mb", "run_id_for"]
 
@@ -135,15 +135,24 @@ class Pipeline:
             st = self.stages[name]
             key = self.keys[name]
             if reason == "cached":
-                results[name] = self.store.read(name, key)
-            else:
+                try:
+                    results[name] = self.store.read(name, key)
+                except InputError as exc:
+                    # A damaged entry (file deleted or cut short outside the tool): recompute it under the
+                    # same key; stages are deterministic, so what follows stays valid.
+                    log.warning("cached %s entry is damaged (%s); recomputing it", name, exc)
+                    reason = "damaged"
+            if reason != "cached":
                 workdir = self.store.new_workdir(name, key)
                 ctx = Context(cfg=self.cfg, device=self.device, cache_dir=self.cache_dir,
                               inputs={d: results[d] for d in st.deps}, progress=self.progress, workdir=workdir)
                 t0 = time.perf_counter()
                 fault_point(f"{name}:start")
+                kill_at_end = arm_during_fault(name)
                 try:
                     arrays, meta = st.fn(ctx)
+                    if kill_at_end:
+                        kill_at_end()
                 except BaseException:
                     shutil.rmtree(workdir, ignore_errors=True)
                     raise

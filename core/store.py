@@ -13,6 +13,7 @@ leaves no entry that could be mistaken for a finished one. :func:`open_results` 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,15 +33,44 @@ __all__ = ["fault_point", "StageEntry", "ResultsStore", "Results", "open_results
 STORE_VERSION = 1
 
 
-def fault_point(name: str) -> None:
-    """Crash-test hook: ``ATTNBRAIN_FAULT=<name>`` kills the process here with SIGKILL (tests only).
+#: Every fault point the pipeline passes, per stage (``<stage>:<point>``) and per run (``run:<point>``).
+STAGE_FAULT_POINTS = ("start", "during", "mid-write", "before-rename", "before-index")
+RUN_FAULT_POINTS = ("run:before-register", "run:before-summary", "run:mid-summary")
 
-    Names: ``<stage>:start``, ``<stage>:mid-write`` (second array file not yet flushed), ``<stage>:before-rename``,
-    ``<stage>:before-index``.
+
+def fault_point(name: str) -> None:
+    """Crash-test hook (tests only), driven by the ``ATTNBRAIN_FAULT`` environment variable.
+
+    ``ATTNBRAIN_FAULT=<name>`` kills the process here with SIGKILL; ``ATTNBRAIN_FAULT=enospc@<name>`` raises
+    ``OSError(ENOSPC)`` here instead, as a full disk would in the write that follows. Names:
+    ``<stage>:start``, ``<stage>:during`` (see :func:`arm_during_fault`), ``<stage>:mid-write`` (second array
+    file not yet flushed), ``<stage>:before-rename``, ``<stage>:before-index``, and per run
+    ``run:before-register`` (stages done, run.json not yet written), ``run:before-summary`` (run.json
+    written) and ``run:mid-summary`` (summary.json's temporary file written, not yet renamed).
     """
-    if os.environ.get("ATTNBRAIN_FAULT") == name:
+    wanted = os.environ.get("ATTNBRAIN_FAULT")
+    if not wanted:
+        return
+    if wanted == name:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
+    if wanted == f"enospc@{name}":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected by ATTNBRAIN_FAULT)")
+
+
+def arm_during_fault(stage: str):
+    """For ``ATTNBRAIN_FAULT=<stage>:during``: SIGKILL the process ``ATTNBRAIN_FAULT_DELAY`` seconds (default
+    0.5) into the stage's computation, or when the stage finishes computing if that comes first (so the kill
+    always lands inside the stage). Returns a callable that fires the kill at the stage's end, or None."""
+    if os.environ.get("ATTNBRAIN_FAULT") != f"{stage}:during":
+        return None
+    import signal
+    import threading
+    timer = threading.Timer(float(os.environ.get("ATTNBRAIN_FAULT_DELAY", "0.5")),
+                            lambda: os.kill(os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    return lambda: os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -106,12 +136,19 @@ class ResultsStore:
     def commit(self, workdir: Path, name: str, key: str, arrays: dict[str, np.ndarray],
                meta: dict[str, Any]) -> StageEntry:
         final = self.entry_path(name, key)
+        manifest = {}
         try:
             for i, (aname, arr) in enumerate(arrays.items()):
+                arr = np.ascontiguousarray(arr)
+                if arr.dtype.hasobject:
+                    raise TypeError(f"stage {name}: array {aname!r} holds Python objects; the store keeps plain "
+                                    "numeric arrays only (never pickles)")
+                manifest[aname] = {"shape": list(arr.shape), "dtype": arr.dtype.str}
                 with open(workdir / f"{aname}.npy", "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                    np.save(fh, arr, allow_pickle=False)
                     if i == 1:  # this file's tail may still sit in the write buffer
                         fault_point(f"{name}:mid-write")
+            meta = {**meta, "store_arrays": manifest}
             (workdir / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
             _fsync_tree(workdir)
             fault_point(f"{name}:before-rename")
@@ -122,25 +159,76 @@ class ResultsStore:
             if workdir.exists():
                 shutil.rmtree(workdir, ignore_errors=True)
         fault_point(f"{name}:before-index")
-        self.index.set(f"stage:{name}:{key}", {"written": time.time(), "meta": meta})
+        # Index values are JSON text (diskcache stores str natively): reading the index never unpickles.
+        self.index.set(f"stage:{name}:{key}", json.dumps({"written": time.time(), "meta": meta},
+                                                         default=_json_default))
         entry = self.read(name, key)
         entry.cached = False
         return entry
 
     def read(self, name: str, key: str) -> StageEntry:
+        """Open a finished entry, its arrays memory-mapped (never unpickled).
+
+        Raises
+        ------
+        InputError
+            If ``meta.json`` is missing or not valid JSON, an array file listed in it is missing, truncated,
+            holds pickled objects or has another shape or dtype than was written.
+        """
         path = self.entry_path(name, key)
-        meta = json.loads((path / "meta.json").read_text())
-        arrays = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(path.glob("*.npy"))}
+        fix = f"rerun precompute.py on this folder (with --force {name} if it says cached)"
+        meta = _read_json(path / "meta.json", f"stage entry {name}: {fix}")
+        if not isinstance(meta, dict):
+            raise InputError(f"expected a JSON object, found {type(meta).__name__}; {fix}",
+                             source=str(path / "meta.json"))
+        manifest = meta.get("store_arrays")
+        files = {p.stem: p for p in sorted(path.glob("*.npy"))}
+        if isinstance(manifest, dict):
+            missing = sorted(set(manifest) - set(files))
+            if missing:
+                raise InputError(f"array file(s) {', '.join(m + '.npy' for m in missing)} missing from the stage "
+                                 f"entry; {fix}", source=str(path))
+        arrays = {}
+        for aname, p in files.items():
+            try:
+                arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            except ValueError as exc:
+                pickled = "pickle" in str(exc) or "Python objects" in str(exc)
+                what = ("holds pickled Python objects, which are never loaded (untrusted data could run code)"
+                        if pickled else f"is truncated or not a .npy array ({exc})")
+                raise InputError(f"{what}; {fix}", source=str(p)) from None
+            except OSError as exc:
+                raise InputError(f"cannot be read ({exc.strerror or exc}); {fix}", source=str(p)) from None
+            want = manifest.get(aname) if isinstance(manifest, dict) else None
+            if want and (list(arr.shape) != list(want["shape"]) or arr.dtype.str != want["dtype"]):
+                raise InputError(f"expected shape {tuple(want['shape'])} dtype {want['dtype']}, found shape "
+                                 f"{arr.shape} dtype {arr.dtype.str}; {fix}", source=str(p))
+            arrays[aname] = arr
         return StageEntry(name=name, key=key, path=path, arrays=arrays, meta=meta)
 
+    def temporaries(self) -> list[Path]:
+        """Temporary files and folders that interrupted writes can leave: ``.<name>.tmp-*`` stage and dataset
+        folders, ``.<name>.*.tmp`` atomic-write files (run folders, caches)."""
+        found: list[Path] = []
+        if not self.out.is_dir():
+            return found
+        roots = [self.stages_dir, *(self.cache_dir / sub for sub in ("datasets", "features"))]
+        for root in roots:
+            if root.is_dir():
+                found += list(root.glob(".*.tmp-*"))
+        for pattern in ("*/.*.tmp", "cache/*/.*.tmp", "cache/*/*/.*.tmp", "cache/*/*/*/.*.tmp"):
+            found += list(self.out.glob(pattern))
+        return sorted(set(found))
+
     def clean_temporaries(self) -> int:
-        """Remove temporary folders left by interrupted runs (none is in use: runs hold the results lock)."""
-        n = 0
-        if self.stages_dir.is_dir():
-            for p in self.stages_dir.glob(".*.tmp-*"):
+        """Remove what :meth:`temporaries` lists (none is in use: runs hold the results lock)."""
+        found = self.temporaries()
+        for p in found:
+            if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-                n += 1
-        return n
+            else:
+                p.unlink(missing_ok=True)
+        return len(found)
 
     def register_run(self, run_id: str, cfg_dict: dict, stage_keys: dict[str, str]) -> Path:
         run_dir = self.out / run_id
@@ -156,17 +244,38 @@ class ResultsStore:
             self._index = None
 
 
+def _read_json(path: Path, fix: str):
+    """Parse a JSON file of a results folder, or raise :class:`InputError` naming the file and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"file missing; {fix}", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot be read ({exc}); {fix}", source=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno}), the file is damaged or was cut "
+                         f"short; {fix}", source=str(path)) from None
+
+
 def list_runs(out: str | Path) -> list[dict[str, Any]]:
-    """Runs in a results folder, newest first: ``[{run_id, created, preset, config, complete}]``."""
+    """Runs in a results folder, newest first: ``[{run_id, created, preset, config, complete, path}]``.
+
+    A run whose ``run.json`` cannot be read is listed with ``complete=False`` and its problem in ``error``.
+    """
     out = Path(out)
     runs = []
     for f in out.glob("*/run.json"):
         try:
             info = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
+            if not isinstance(info, dict):
+                raise ValueError(f"expected a JSON object, found {type(info).__name__}")
+        except (OSError, ValueError) as exc:
+            runs.append({"run_id": f.parent.name, "created": f.stat().st_mtime, "preset": None, "config": {},
+                         "complete": False, "path": str(f.parent), "error": f"{type(exc).__name__}: {exc}"})
             continue
+        config = info.get("config") if isinstance(info.get("config"), dict) else {}
         runs.append({"run_id": info.get("run_id", f.parent.name), "created": info.get("created", 0),
-                     "preset": info.get("config", {}).get("preset"), "config": info.get("config", {}),
+                     "preset": config.get("preset"), "config": config,
                      "complete": (f.parent / "summary.json").is_file(), "path": str(f.parent)})
     return sorted(runs, key=lambda r: -r["created"])
 
@@ -184,10 +293,21 @@ class Results:
         out = Path(out)
         if (out / "run.json").is_file():           # a run folder was given
             run_id, out = out.name, out.parent
+        if out.exists() and not out.is_dir():
+            raise InputError("expected a results folder (written by precompute.py --out DIR), found a file",
+                             source=str(out))
         if not out.is_dir():
             raise InputError("results folder not found; run precompute.py --out DIR first", source=str(out))
-        runs = [r for r in list_runs(out) if r["complete"]]
+        fix = "rerun precompute.py --out on this folder to rewrite it"
+        listed = list_runs(out)
+        broken = {r["run_id"]: r for r in listed if "error" in r}
+        if run_id in broken:
+            _read_json(out / run_id / "run.json", fix)          # raises with the parse error
+        runs = [r for r in listed if r["complete"]]
         if not runs:
+            if broken:
+                name = next(iter(broken))
+                _read_json(out / name / "run.json", fix)
             raise InputError("no finished run in this results folder (no <run>/summary.json); run precompute.py "
                              "--out on it first", source=str(out))
         if run_id is None:
@@ -199,13 +319,20 @@ class Results:
         self.run_id = run_id
         self.runs = runs
         self.run_dir = out / run_id
-        info = json.loads((self.run_dir / "run.json").read_text())
+        info = _read_json(self.run_dir / "run.json", fix)
         if info.get("store_version") != STORE_VERSION:
             raise InputError(f"results written by store version {info.get('store_version')}, this tool reads "
                              f"version {STORE_VERSION}; rerun precompute.py to refresh them",
                              source=str(self.run_dir / "run.json"))
+        for field, typ in (("config", dict), ("stages", dict)):
+            if not isinstance(info.get(field), typ):
+                raise InputError(f"expected a JSON object, found {info.get(field)!r}; {fix}",
+                                 source=str(self.run_dir / "run.json"), field=field)
         self.config = info["config"]
-        self.summary = json.loads((self.run_dir / "summary.json").read_text())
+        self.summary = _read_json(self.run_dir / "summary.json", fix)
+        if not isinstance(self.summary, dict) or not {"n_voxels", "n_test"} <= set(self.summary):
+            raise InputError(f"expected a summary with n_voxels and n_test; {fix}",
+                             source=str(self.run_dir / "summary.json"))
         store = ResultsStore(out)
         self._entries: dict[str, StageEntry] = {}
         for name, key in info["stages"].items():
@@ -214,7 +341,11 @@ class Results:
                 raise InputError(f"stage entry {path.name} of run {run_id} is missing; rerun precompute.py",
                                  source=str(out))
             self._entries[name] = store.read(name, key)
-        self.conditions = [m for m in ("off", "on", "uniform") if m in self.config["features"]["modes"]]
+        try:
+            self.conditions = [m for m in ("off", "on", "uniform") if m in self.config["features"]["modes"]]
+        except (KeyError, TypeError):
+            raise InputError(f"config has no features.modes; {fix}", source=str(self.run_dir / "run.json"),
+                             field="config") from None
         self.simulated = bool(self.summary.get("simulated"))
         self._table = None
 

@@ -81,7 +81,12 @@ def main(argv=None) -> int:
         results = open_results(args.results, args.run)
         app = create_app(results)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        # A results file damaged in a way open_results does not check (e.g. inside the cortex assets).
+        print(f"error: {args.results}: the results cannot be shown ({type(exc).__name__}: "
+              f"{' '.join(str(exc).split())[:300]}); rerun precompute.py --out on this folder", file=sys.stderr)
         return 2
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}:{args.port} lets other machines on the network read these "

@@ -1,0 +1,442 @@
+"""The bad-input catalogue: every input the tool reads, each way it can be wrong, and the one message it gets.
+
+Each row of :data:`CASES` builds one bad input in a temporary folder and names the surface that reads it:
+
+- ``precompute``: ``precompute.py`` (through :func:`precompute.main`, whose return value is the exit code)
+  must print exactly one ``error: ...`` line holding the expected text, exit with code 2, and leave the
+  results folder uncreated;
+- ``results``: a damaged results folder, opened both by :func:`core.store.open_results` (an ``InputError``
+  holding the expected text) and by ``python -m dashboard --results`` (one ``error:`` line, exit code 2);
+  neither may change a byte of the folder.
+
+The README's bad-input table is generated from the same list: ``python tests/test_bad_inputs.py`` prints it,
+and :func:`test_readme_table_matches_the_catalogue` fails when the two differ. Scene files and URL state
+(the dashboard's presentation features) are not built yet and have no rows.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+N_TRAIN, N_TEST, N_VOX = 20, 6, 5
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    input: str          # which input (README column)
+    problem: str        # what is wrong with it (README column)
+    expect: str         # text the one error line must contain (README column)
+    surface: str        # "precompute" | "results"
+    make: Callable      # (tmp_path) -> argv for precompute, or (results_copy) -> (path, run_id) for results
+
+
+# ------------------------------------------------------------------------------------------- builders
+def _write_responses(path: Path, **override):
+    import h5py
+    rng = np.random.default_rng(0)
+    arrays = {"Y_train": rng.normal(size=(N_TRAIN, N_VOX)).astype(np.float32),
+              "Y_test": rng.normal(size=(N_TEST, N_VOX)).astype(np.float32)}
+    arrays.update(override)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    if path.suffix == ".npz":
+        np.savez(path, **arrays)
+    else:
+        with h5py.File(path, "w") as h5:
+            for k, v in arrays.items():
+                h5.create_dataset(k, data=v)
+    return path
+
+
+def _with(n: int, at: tuple[int, int], value: float) -> np.ndarray:
+    Y = np.random.default_rng(1).normal(size=(n, N_VOX))
+    Y[at] = value
+    return Y
+
+
+def _stimuli(path: Path, n: int, shape=(64, 64, 3), dtype=np.uint8):
+    np.save(path, np.zeros((n, *shape), dtype))
+    return path
+
+
+def _files_argv(tmp: Path, *, responses=None, train=None, test=None, data_extra: str = "", top: str = "",
+                extra_args=(), subject: str = "") -> list[str]:
+    """A files-kind config whose every input is good unless overridden; no cortex mapping by default."""
+    responses = responses or _write_responses(tmp / "r.h5")
+    train = train or _stimuli(tmp / "train.npy", N_TRAIN)
+    test = test or _stimuli(tmp / "test.npy", N_TEST)
+    cfg = tmp / "study.toml"
+    cfg.write_text(f'preset = "demo"\n{top}\n[data]\nkind = "files"\nresponses = "{responses}"\n'
+                   f'stimuli_train = "{train}"\nstimuli_test = "{test}"\nsubject = "{subject}"\n{data_extra}\n')
+    return ["--config", str(cfg), *extra_args]
+
+
+def _toml_argv(tmp: Path, text: str | bytes) -> list[str]:
+    cfg = tmp / "c.toml"
+    (cfg.write_bytes if isinstance(text, bytes) else cfg.write_text)(text)
+    return ["--config", str(cfg)]
+
+
+def _movie(path: Path, seconds: int, fps: int = 5, size: int = 32) -> Path:
+    import av
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 10 * i % 250, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _images(folder: Path, n: int, broken: int | None = None) -> Path:
+    from PIL import Image
+    folder.mkdir()
+    for i in range(n):
+        if i == broken:
+            (folder / f"{i:03d}.png").write_bytes(b"\x89PNG broken")
+        else:
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def _ckpt_argv(tmp: Path, write: Callable[[Path], None]) -> list[str]:
+    ck = tmp / "abn.pth.tar"
+    write(ck)
+    return _files_argv(tmp, top=f'[features]\nweights = "{ck}"')
+
+
+def _torch_save(obj):
+    def write(path):
+        import torch
+        torch.save(obj() if callable(obj) else obj, path)
+    return write
+
+
+def _truncated_ckpt(path: Path):
+    import torch
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(64, 3, 7, 7)}}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+class _Evil:
+    """An object whose unpickling would run code: ``weights_only`` loading must refuse it."""
+
+    def __reduce__(self):
+        return (exec, ("open('/tmp/attnbrain-pwned', 'w').write('x')",))
+
+
+def _evil_ckpt(path: Path):
+    path.write_bytes(pickle.dumps({"state_dict": _Evil()}))
+
+
+def _tiny_abn_state():
+    import torch
+
+    from core.abn import ABN
+    keys = [k for k in ABN(num_classes=10).state_dict()]
+    return {"state_dict": {f"module.{k}": torch.zeros(2) for k in keys}}
+
+
+# -- results-folder damage: each takes a copy of a good synthetic results folder, returns (path, run_id)
+def _run(out: Path) -> tuple[Path, dict]:
+    (run_json,) = list(out.glob("*/run.json"))
+    return run_json.parent, json.loads(run_json.read_text())
+
+
+def _entry(out: Path, stage: str) -> Path:
+    run_dir, info = _run(out)
+    return out / "cache" / "stages" / f"{stage}-{info['stages'][stage]}"
+
+
+def _damage(fn):
+    def make(out: Path):
+        run_id = fn(out)
+        return out, run_id
+    return make
+
+
+def _rewrite_run_json(out: Path, **changes):
+    run_dir, info = _run(out)
+    info.update(changes)
+    for k, v in changes.items():
+        if v is None:
+            info.pop(k)
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+def _truncate(path: Path, keep: int = 100):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _pickled_array(path: Path):
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+
+
+def _wrong_dtype(path: Path):
+    arr = np.load(path)
+    np.save(path, arr.astype(np.float64 if arr.dtype != np.float64 else np.float32))
+
+
+# ------------------------------------------------------------------------------------------- the catalogue
+P, R = "precompute", "results"
+CASES: list[Case] = [
+    # ---- config files and command-line options
+    Case("config-missing", "config (--config)", "file does not exist", "config file not found", P,
+         lambda t: ["--config", str(t / "nope.toml")]),
+    Case("config-syntax", "config (--config)", "TOML syntax error", "not valid TOML", P,
+         lambda t: _toml_argv(t, "[features\nlayer = 'pool'\n")),
+    Case("config-binary", "config (--config)", "not UTF-8 text (a binary file)", "not valid TOML", P,
+         lambda t: _toml_argv(t, b"\xff\xfe\x00binary")),
+    Case("config-unknown-key", "config (--config)", "misspelt setting", "unknown setting(s) features.layr", P,
+         lambda t: _toml_argv(t, "[features]\nlayr = 'pool'\n")),
+    Case("config-wrong-type", "config (--config)", "string where a number belongs",
+         "'encoding.n_alphas': expected int, found str", P,
+         lambda t: _toml_argv(t, "[encoding]\nn_alphas = 'many'\n")),
+    Case("config-not-a-table", "config (--config)", "a section given as a value",
+         "'features': expected a table of settings", P, lambda t: _toml_argv(t, "features = 3\n")),
+    Case("config-out-of-range", "config (--config)", "value out of range", "'stats.level': expected a level "
+         "between 0 and 1, found 2.0", P, lambda t: _toml_argv(t, "[stats]\nlevel = 2\n")),
+    Case("config-unknown-preset", "config (--config)", "unknown preset", "unknown preset 'huge'", P,
+         lambda t: _toml_argv(t, "preset = 'huge'\n")),
+    Case("config-inconsistent", "config (--config)", "settings that contradict each other",
+         "'umap.n_neighbors': expected at most rsa.k = 15", P,
+         lambda t: _toml_argv(t, "[umap]\nn_neighbors = 50\n")),
+    Case("config-data-kind", "config (--config)", "unknown data kind", "'data.kind': expected 'simulated' or "
+         "'files', found 'csv'", P, lambda t: _toml_argv(t, "[data]\nkind = 'csv'\n")),
+    Case("cli-unknown-stage", "--stages", "unknown stage name", "unknown stage 'umapp'", P,
+         lambda t: ["--stages", "umapp"]),
+    Case("cli-unknown-force", "--force", "unknown stage name", "'--force': unknown stage 'ridge'", P,
+         lambda t: ["--force", "ridge"]),
+    Case("cli-bad-device", "--device", "unknown device", "expected one of auto, cpu, cuda, cuda:N; found 'tpu'",
+         P, lambda t: ["--device", "tpu"]),
+    Case("cli-out-is-file", "--out", "a file, not a folder", "expected a folder for the results, found a file",
+         P, lambda t: (t / "results").write_text("x") and []),
+    # ---- datasets: responses
+    Case("responses-missing", "responses file", "does not exist", "response file not found", P,
+         lambda t: _files_argv(t, responses=t / "none.h5")),
+    Case("responses-not-hdf5", "responses file", "not HDF5 (e.g. a renamed file)", "not a readable HDF5 file", P,
+         lambda t: (t / "r.h5").write_bytes(b"not hdf5 at all") and _files_argv(t, responses=t / "r.h5")),
+    Case("responses-type", "responses file", "unsupported file type", "unsupported response file type '.csv'", P,
+         lambda t: (t / "r.csv").write_text("1,2") and _files_argv(t, responses=t / "r.csv")),
+    Case("responses-missing-key", "responses file", "Y_test absent", "field 'Y_test': missing key(s) Y_test", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.h5", Y_test=None))),
+    Case("responses-1d", "responses file", "Y_train is 1-D", "'Y_train': expected a 2-D array", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.npz", Y_train=np.ones(N_TRAIN)))),
+    Case("responses-voxel-mismatch", "responses file", "train and test voxel counts differ",
+         f"Y_test has {N_VOX - 1} voxels but Y_train has {N_VOX}", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.npz", Y_test=np.ones((N_TEST, N_VOX - 1))))),
+    Case("responses-nan", "responses file", "NaN in Y_train", "found 1 NaN/inf values (first at index (3, 2))", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.npz", Y_train=_with(N_TRAIN, (3, 2), np.nan)))),
+    Case("responses-inf", "responses file", "inf in Y_test", "'Y_test': found 1 NaN/inf values", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.npz", Y_test=_with(N_TEST, (0, 0), np.inf)))),
+    Case("responses-constant", "responses file", "constant voxels", "2 voxel(s) are constant", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.npz", Y_train=np.c_[
+             np.random.default_rng(3).normal(size=(N_TRAIN, N_VOX - 2)), np.full((N_TRAIN, 2), 3.0)]))),
+    Case("responses-dtype", "responses file", "strings instead of numbers", "expected numbers, found dtype <U1", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.npz",
+                                                             Y_train=np.full((N_TRAIN, N_VOX), "a")))),
+    Case("responses-run-onsets", "responses file", "run_onsets not increasing", "strictly increasing", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "r.h5", run_onsets=np.array([0, 15, 12])))),
+    Case("responses-vs-mask", "responses + pycortex mask", "voxel count differs from the mask",
+         f"responses have {N_VOX} voxels but mask S1/fullhead/thick holds 80615", P,
+         lambda t: _files_argv(t, subject="S1")),
+    Case("cortex-subject", "pycortex subject", "unknown subject", "unknown pycortex subject 'S9'", P,
+         lambda t: _files_argv(t, subject="S9")),
+    Case("cortex-transform", "pycortex transform", "unknown transform", "unknown transform 'func' for subject S1",
+         P, lambda t: _files_argv(t, subject="S1", data_extra='transform = "func"')),
+    Case("cortex-mask", "pycortex mask", "unknown mask", "unknown mask 'thickest'", P,
+         lambda t: _files_argv(t, subject="S1", data_extra='mask = "thickest"')),
+    # ---- datasets: stimuli
+    Case("stimuli-missing", "stimuli", "path does not exist", "stimulus file or folder not found", P,
+         lambda t: _files_argv(t, train=t / "frames.npy")),
+    Case("stimuli-empty-folder", "stimuli (image folder)", "folder holds no images", "holds no images", P,
+         lambda t: (t / "imgs").mkdir() or _files_argv(t, train=t / "imgs")),
+    Case("stimuli-broken-image", "stimuli (image folder)", "an image cannot be decoded",
+         "003.png: image file cannot be read", P,
+         lambda t: _files_argv(t, train=_images(t / "imgs", N_TRAIN, broken=3))),
+    Case("stimuli-dtype", "stimuli (.npy)", "float pixels", "expected dtype uint8", P,
+         lambda t: _files_argv(t, train=_stimuli(t / "f.npy", N_TRAIN, dtype=np.float32))),
+    Case("stimuli-grayscale", "stimuli (.npy)", "no colour axis", "shape (N, H, W, 3), found shape (20, 64, 64)", P,
+         lambda t: _files_argv(t, train=_stimuli(t / "g.npy", N_TRAIN, shape=(64, 64)))),
+    Case("stimuli-not-npy", "stimuli (.npy)", "not a .npy file", "not a readable .npy array", P,
+         lambda t: (t / "x.npy").write_bytes(b"garbage") and _files_argv(t, train=t / "x.npy")),
+    Case("stimuli-count", "stimuli vs responses", "fewer stimuli than response samples",
+         f"{N_TRAIN - 1} train stimuli but Y_train has {N_TRAIN} samples", P,
+         lambda t: _files_argv(t, train=_stimuli(t / "s.npy", N_TRAIN - 1))),
+    Case("stimuli-movie-short", "stimuli (movie)", "movie shorter than the samples need", "movie is 2.00 s long", P,
+         lambda t: _files_argv(t, train=_movie(t / "m.mp4", 2), data_extra="movie_tr = 1.0")),
+    Case("stimuli-movie-no-tr", "stimuli (movie)", "movie_tr not set", "positive TR", P,
+         lambda t: _files_argv(t, train=_movie(t / "m.mp4", 1))),
+    # ---- checkpoints (features.weights)
+    Case("ckpt-missing", "checkpoint (features.weights)", "file does not exist", "checkpoint file not found", P,
+         lambda t: _files_argv(t, top=f'[features]\nweights = "{t / "none.pth"}"')),
+    Case("ckpt-garbage", "checkpoint (features.weights)", "not a PyTorch file",
+         "could not be read as a PyTorch checkpoint", P, lambda t: _ckpt_argv(t, lambda p: p.write_bytes(b"x" * 64))),
+    Case("ckpt-truncated", "checkpoint (features.weights)", "download cut short",
+         "could not be read as a PyTorch checkpoint", P, lambda t: _ckpt_argv(t, _truncated_ckpt)),
+    Case("ckpt-code", "checkpoint (features.weights)", "a pickle that would run code when loaded",
+         "could not be read as a PyTorch checkpoint", P, lambda t: _ckpt_argv(t, _evil_ckpt)),
+    Case("ckpt-not-state-dict", "checkpoint (features.weights)", "holds a list, not a state dict",
+         "expected a state dict or a dict with a 'state_dict' entry", P,
+         lambda t: _ckpt_argv(t, _torch_save(lambda: [__import__("torch").zeros(2)]))),
+    Case("ckpt-architecture", "checkpoint (features.weights)", "another network's weights",
+         "does not match the ResNet-50 ABN", P,
+         lambda t: _ckpt_argv(t, _torch_save(lambda: {"state_dict": {"encoder.weight": __import__("torch").ones(3)}}))),
+    Case("ckpt-shapes", "checkpoint (features.weights)", "right names, wrong tensor shapes",
+         "has tensors of the wrong shape", P, lambda t: _ckpt_argv(t, _torch_save(_tiny_abn_state))),
+    # ---- results folders (open_results and python -m dashboard --results)
+    Case("results-missing", "results folder", "does not exist", "results folder not found", R,
+         _damage(lambda o: shutil.rmtree(o))),
+    Case("results-is-file", "results folder", "a file, not a folder", "expected a results folder", R,
+         _damage(lambda o: shutil.rmtree(o) or o.write_text("x") and None)),
+    Case("results-empty", "results folder", "no runs in it", "no finished run in this results folder", R,
+         _damage(lambda o: [shutil.rmtree(p) for p in o.iterdir() if p.is_dir()] and None)),
+    Case("results-unfinished", "results folder", "the only run was interrupted (no summary.json)",
+         "no finished run in this results folder", R,
+         _damage(lambda o: (_run(o)[0] / "summary.json").unlink())),
+    Case("results-unknown-run", "results folder (--run)", "run id not in the folder", "no finished run 'nope'", R,
+         _damage(lambda o: "nope")),
+    Case("results-old-version", "results folder", "written by an older store version",
+         "results written by store version 0, this tool reads version 1", R,
+         _damage(lambda o: _rewrite_run_json(o, store_version=0))),
+    Case("results-run-json-corrupt", "run.json", "damaged (not JSON)", "run.json: not valid JSON", R,
+         _damage(lambda o: _truncate(_run(o)[0] / "run.json", 30))),
+    Case("results-run-json-fields", "run.json", "stage list missing", "field 'stages': expected a JSON object", R,
+         _damage(lambda o: _rewrite_run_json(o, stages=None))),
+    Case("results-summary-corrupt", "summary.json", "damaged (not JSON)", "summary.json: not valid JSON", R,
+         _damage(lambda o: _truncate(_run(o)[0] / "summary.json", 40))),
+    Case("results-entry-missing", "stage entry", "entry folder deleted", "is missing; rerun precompute.py", R,
+         _damage(lambda o: shutil.rmtree(_entry(o, "rsa")))),
+    Case("results-meta-corrupt", "stage entry", "meta.json damaged", "meta.json: not valid JSON", R,
+         _damage(lambda o: _truncate(_entry(o, "stats") / "meta.json", 20))),
+    Case("results-array-missing", "array file", "an array file deleted", "r_on.npy missing from the stage entry", R,
+         _damage(lambda o: (_entry(o, "stats") / "r_on.npy").unlink())),
+    Case("results-array-truncated", "array file", "cut short", "is truncated or not a .npy array", R,
+         _damage(lambda o: _truncate(_entry(o, "encoding") / "pred_on.npy", 300))),
+    Case("results-array-pickle", "array file", "replaced by a pickled object array",
+         "holds pickled Python objects, which are never loaded", R,
+         _damage(lambda o: _pickled_array(_entry(o, "umap") / "umap_on.npy"))),
+    Case("results-array-dtype", "array file", "replaced by an array of another dtype", "expected shape", R,
+         _damage(lambda o: _wrong_dtype(_entry(o, "stats") / "p_off.npy"))),
+    Case("results-flatmap-lookup", "cortex assets", "flatmap lookup cut short", "is truncated or not a .npy array", R,
+         _damage(lambda o: _truncate(_entry(o, "cortex") / "flatmap_lookup.npy", 120))),
+]
+
+
+def readme_table() -> str:
+    rows = ["| # | Input | Problem | Surface | The one error line contains |", "|---|---|---|---|---|"]
+    for i, c in enumerate(CASES, 1):
+        surface = "precompute.py, exit 2" if c.surface == P else "open_results / python -m dashboard, exit 2"
+        rows.append(f"| {i} | {c.input} | {c.problem} | {surface} | `{c.expect}` |")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------------- tests
+def _one_error_line(err: str, expect: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    assert expect in lines[0], f"{expect!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_catalogue_is_large_and_unique():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == P], ids=lambda c: c.id)
+def test_precompute_bad_input(case, tmp_path, monkeypatch, capsys):
+    import precompute
+    work = tmp_path / "in"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = case.make(work)
+    out = work / "results"
+    existed = out.exists()
+    code = precompute.main([*argv, "--out", str(out), "--quiet", "--device", "cpu"]
+                           if "--device" not in argv else [*argv, "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    _one_error_line(captured.err, case.expect)
+    assert out.exists() == existed and (not existed or out.is_file()), "the results folder was written"
+    assert not Path("/tmp/attnbrain-pwned").exists(), "a checkpoint ran code while loading"
+
+
+@pytest.fixture(scope="module")
+def good_results(tmp_path_factory):
+    from core.synthetic_results import make_synthetic_results
+    return make_synthetic_results(tmp_path_factory.mktemp("good"), n_voxels=300, n_test=20, k=5, seed=3,
+                                  flatmap_height=48)
+
+
+def _snapshot(path: Path):
+    if not path.exists():
+        return None
+    if path.is_file():
+        return path.read_bytes()
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("how", ["open_results", "dashboard"])
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == R], ids=lambda c: c.id)
+def test_damaged_results_folder(case, how, good_results, tmp_path, capsys):
+    from core._validation import InputError
+    from core.store import open_results
+    from dashboard.app import main as dashboard_main
+    out = tmp_path / "results"
+    shutil.copytree(good_results, out)
+    path, run_id = case.make(out)
+    before = _snapshot(path)
+    if how == "open_results":
+        with pytest.raises(InputError) as exc:
+            open_results(path, run_id)
+        assert case.expect in str(exc.value) and "\n" not in str(exc.value)
+    else:
+        argv = ["--results", str(path), "--port", "1"] + (["--run", run_id] if run_id else [])
+        assert dashboard_main(argv) == 2
+        _one_error_line(capsys.readouterr().err, case.expect)
+    assert _snapshot(path) == before, "reading a results folder changed it"
+
+
+def test_good_results_folder_opens(good_results):
+    from core.store import open_results
+    res = open_results(good_results)
+    assert res.n_voxels == 300 and res.table.shape[0] == 300
+
+
+def test_dashboard_cli_end_to_end_exit_code(tmp_path):
+    """The real ``python -m dashboard`` process: one line on stderr and exit status 2."""
+    import subprocess
+    proc = subprocess.run([sys.executable, "-m", "dashboard", "--results", str(tmp_path / "none")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    _one_error_line(proc.stderr, "results folder not found")
+
+
+def test_readme_table_matches_the_catalogue():
+    readme = (ROOT / "README.md").read_text()
+    begin, end = "<!-- bad-inputs:begin -->", "<!-- bad-inputs:end -->"
+    assert begin in readme and end in readme, "README has no bad-input table markers"
+    table = readme.split(begin)[1].split(end)[0].strip()
+    assert table == readme_table(), "README table is stale: regenerate it with python tests/test_bad_inputs.py"
+
+
+if __name__ == "__main__":
+    print(readme_table())
