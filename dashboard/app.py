@@ -10,7 +10,7 @@ import ipaddress
 import sys
 from pathlib import Path
 
-__all__ = ["ASSETS_FOLDER", "create_app", "parse_args", "is_loopback", "main"]
+__all__ = ["ASSETS_FOLDER", "create_app", "parse_args", "is_loopback", "serve_workers", "main"]
 
 #: The app's CSS and clientside JS (Dash serves and injects every file in it).
 ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
@@ -56,9 +56,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
     p.add_argument("--port", default=8050, type=int, help="port (default 8050)")
+    p.add_argument("--workers", default=1, type=int,
+                   help="worker processes (default 1: one process, 8 threads, waitress). N > 1 serves with gunicorn: "
+                   "the run is opened once and the workers are forked from it, sharing its memory-mapped arrays")
+    p.add_argument("--threads", default=None, type=int,
+                   help="threads per process (default 8 with one process, 4 per worker with --workers N)")
     p.add_argument("--debug", action="store_true", help="Flask debug server with Dash dev tools (never on a "
                    "network: the debugger runs code)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers < 1 or (args.threads is not None and args.threads < 1):
+        p.error("--workers and --threads must be at least 1")
+    return args
+
+
+def serve_workers(wsgi_app, *, host: str, port: int, workers: int, threads: int) -> None:
+    """Serve ``wsgi_app`` with gunicorn: ``workers`` processes forked from this one, ``threads`` each.
+
+    The app (and the run's memory-mapped arrays) is built before the fork, so workers share those pages
+    with the parent instead of each reading the results again. Blocks until the server stops.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    bind = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    options = {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
+               "preload_app": True, "timeout": 120, "graceful_timeout": 10, "keepalive": 5,
+               "accesslog": None, "errorlog": "-", "loglevel": "warning", "proc_name": "attnbrain-dashboard"}
+
+    class _Server(BaseApplication):
+        def load_config(self):
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return wsgi_app
+
+    _Server().run()
 
 
 def is_loopback(host: str) -> bool:
@@ -88,6 +120,9 @@ def main(argv=None) -> int:
         print(f"error: {args.results}: the results cannot be shown ({type(exc).__name__}: "
               f"{' '.join(str(exc).split())[:300]}); rerun precompute.py --out on this folder", file=sys.stderr)
         return 2
+    if args.debug and args.workers > 1:
+        print("error: --debug runs Flask's single-process debug server; drop --workers or --debug", file=sys.stderr)
+        return 2
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}:{args.port} lets other machines on the network read these "
               "results; use --host 127.0.0.1 unless that is intended", file=sys.stderr)
@@ -96,11 +131,13 @@ def main(argv=None) -> int:
                   "execution); drop --debug or bind 127.0.0.1", file=sys.stderr)
             return 2
     url_host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"attnbrain dashboard for run {results.run_id} ({results.out}) on http://{url_host}:{args.port}/",
-          flush=True)
+    print(f"attnbrain dashboard for run {results.run_id} ({results.out}) on http://{url_host}:{args.port}/"
+          + (f" ({args.workers} worker processes)" if args.workers > 1 else ""), flush=True)
     if args.debug:
         app.run(host=args.host, port=args.port, debug=True)
+    elif args.workers > 1:
+        serve_workers(app.server, host=args.host, port=args.port, workers=args.workers, threads=args.threads or 4)
     else:
         from waitress import serve
-        serve(app.server, host=args.host, port=args.port, threads=8)
+        serve(app.server, host=args.host, port=args.port, threads=args.threads or 8)
     return 0

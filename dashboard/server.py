@@ -17,7 +17,7 @@ from flask import Response, abort, request, send_file
 
 from .figures import DashboardData, FilterState, flatmap_filter_layer
 
-__all__ = ["register_routes", "safe_path", "png_bytes"]
+__all__ = ["register_routes", "safe_path", "png_bytes", "suspicious_path"]
 
 _PNG = "image/png"
 
@@ -52,6 +52,16 @@ def safe_path(root: Path | None, subpath: str) -> Path | None:
     if not candidate.is_relative_to(base) or not candidate.is_file():
         return None
     return candidate
+
+
+def suspicious_path(path: str) -> bool:
+    """True for a request path (as decoded once by the server) that no page of the app ever asks for:
+    ``..`` or ``.`` segments, empty segments (``//``), backslashes, NUL bytes, or percent-encoded dots and
+    slashes that survived the first decoding (double encoding)."""
+    lowered = path.lower()
+    if "\\" in path or "\x00" in path or "//" in path or "%2e" in lowered or "%2f" in lowered or "%5c" in lowered:
+        return True
+    return any(part in (".", "..") for part in path.split("/"))
 
 
 def png_bytes(image: np.ndarray, compress_level: int = 3) -> bytes:
@@ -89,6 +99,13 @@ def register_routes(server, data: DashboardData) -> None:
     """
     prefix = data.url_prefix
     name = prefix.strip("/").replace("/", "_").replace(".", "_")
+
+    @server.before_request
+    def refuse_traversal():
+        # Before any route (ours, Dash's assets and component suites, Flask's static): a traversal attempt is
+        # a plain 404, never Dash's catch-all page or an error page from a route that refused it later.
+        if suspicious_path(request.path):
+            abort(404)
 
     def viewer(subpath: str = "index.html"):
         path = safe_path(data.viewer_dir, subpath)

@@ -204,3 +204,141 @@ def test_run_selection_by_id(results_dir, capsys):
     assert main(["--results", str(results_dir), "--run", "no-such-run", "--port", "1"]) == 2
     assert "no finished run 'no-such-run'" in capsys.readouterr().err
     assert open_results(results_dir, run_id).run_id == run_id
+
+
+# ---------------------------------------------------------------------------------------------- exposure (issue 10)
+def test_traversal_through_a_linked_folder_and_other_encodings(results_dir, client, data):
+    viewer = data.viewer_dir
+    if not (viewer / "linkdir").exists():
+        os.symlink(viewer.parent, viewer / "linkdir")        # a folder link leading out of the viewer folder
+    for tail in ("linkdir/secret.txt", "linkdir%2fsecret.txt", "%2e%2e%2f%2e%2e%2fsecret.txt",
+                 "..%252f..%252fsecret.txt", "%252e%252e/secret.txt", "%c0%ae%c0%ae/secret.txt",
+                 "..;/secret.txt", "sub/..%2f..%2fsecret.txt", f"{results_dir}/secret.txt".lstrip("/"),
+                 "%2f" + f"{results_dir}/secret.txt".lstrip("/").replace("/", "%2f")):
+        resp = client.get(f"{data.url_prefix}/viewer/{tail}")
+        assert resp.status_code == 404, (tail, resp.status_code)
+        assert SECRET.encode() not in resp.data
+    assert client.get(f"{data.url_prefix}/viewer//{results_dir}/secret.txt").status_code == 404
+
+
+@pytest.mark.parametrize("url", [
+    "/assets/../dashboard/app.py", "/assets/%2e%2e/dashboard/app.py", "/assets/..%2fdashboard%2fapp.py",
+    "/assets/%252e%252e%252fREADME.md", "/static/../README.md", "/static/%2e%2e/README.md",
+    "/_dash-component-suites/dash/../../../README.md", "/_dash-component-suites/dash/%2e%2e%2f%2e%2e%2fREADME.md",
+    "/_dash-component-suites/dash/..%2f..%2f..%2fflask%2f__init__.py", "/assets//etc/passwd",
+    "/attnbrain/../../README.md", "/attnbrain/%2e%2e/README.md",
+])
+def test_static_routes_stay_in_their_folders(client, url):
+    # Some of these would reach Dash's catch-all page (200) or its component-suite check (500, no leak);
+    # the app's traversal guard answers all of them with a plain 404 first.
+    resp = client.get(url)
+    assert resp.status_code in (400, 404), (url, resp.status_code)
+    assert b"root:" not in resp.data and b"import argparse" not in resp.data and b"<!DOCTYPE" not in resp.data
+
+
+def test_results_are_memory_mapped_and_never_unpickled(results_dir):
+    res = open_results(results_dir)
+    for name in ("dataset", "encoding", "stats", "rsa", "umap"):
+        for aname, arr in res.stage(name).arrays.items():
+            assert isinstance(arr, np.memmap), (name, aname)
+    # The diskcache index holds JSON text only (diskcache stores str natively, never pickled).
+    import diskcache
+    with diskcache.Cache(str(Path(results_dir) / "cache" / "index")) as index:
+        keys = list(index)
+        assert keys and all(isinstance(k, str) for k in keys)
+        for k in keys:
+            value = index.get(k)
+            assert isinstance(value, str), (k, type(value))
+            json.loads(value)
+
+
+def test_no_loader_can_unpickle():
+    """Every np.load in core/ and dashboard/ leaves allow_pickle off, every torch.load is weights_only, and no
+    module calls pickle.load(s) directly (numpy's own default is allow_pickle=False)."""
+    import ast
+    import inspect
+    assert inspect.signature(np.load).parameters["allow_pickle"].default is False
+    root = Path(__file__).resolve().parents[1]
+    problems = []
+    for path in [*(root / "core").rglob("*.py"), *(root / "dashboard").rglob("*.py"), root / "precompute.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            if name in ("np.load", "numpy.load") and kw.get("allow_pickle", "False") != "False":
+                problems.append(f"{where} np.load allow_pickle={kw['allow_pickle']}")
+            if name == "torch.load" and kw.get("weights_only") != "True":
+                problems.append(f"{where} torch.load without weights_only=True")
+            if name in ("pickle.load", "pickle.loads", "cPickle.load", "joblib.load", "pd.read_pickle"):
+                problems.append(f"{where} {name}")
+    assert not problems, problems
+
+
+def test_debug_is_off_unless_asked(results_dir, monkeypatch, capsys):
+    import dash
+    import waitress
+    app = create_app(open_results(results_dir))
+    assert app.server.debug is False and not app._dev_tools["ui"] and not app._dev_tools["hot_reload"]
+    page = app.server.test_client().get("/").data.decode()
+    assert '"ui":false' in page
+    ran = {}
+    monkeypatch.setattr(waitress, "serve", lambda wsgi, **kw: ran.update(waitress=kw))
+    monkeypatch.setattr(dash.Dash, "run", lambda self, **kw: ran.update(dash_run=kw))
+    assert main(["--results", str(results_dir)]) == 0
+    assert "waitress" in ran and "dash_run" not in ran
+    ran.clear()
+    assert main(["--results", str(results_dir), "--debug"]) == 0
+    assert ran == {"dash_run": {"host": "127.0.0.1", "port": 8050, "debug": True}}
+
+
+def test_workers_serve_with_gunicorn_forked_from_the_opened_run(results_dir, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(app_module, "serve_workers", lambda wsgi, **kw: calls.append((wsgi, kw)))
+    assert main(["--results", str(results_dir), "--workers", "3"]) == 0
+    ((wsgi, kw),) = calls
+    assert kw == {"host": "127.0.0.1", "port": 8050, "workers": 3, "threads": 4}
+    assert wsgi.name.startswith("dashboard")          # the Flask server of the app built before the fork
+    assert "3 worker processes" in capsys.readouterr().out
+    assert main(["--results", str(results_dir), "--workers", "2", "--debug"]) == 2
+    assert "drop --workers or --debug" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--results", "x", "--workers", "0"])
+
+
+def test_no_route_writes_anything(results_dir, client, data):
+    """GETs, callbacks and refused methods on every route leave every byte of the results folder as it was."""
+    from dashboard.ids import FILTER_MSG, SELECTED, umap_graph
+
+    def snapshot():
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(results_dir).rglob("*")
+                if p.is_file() or p.is_symlink()}
+    before = snapshot()
+    for url in ("/", "/_dash-layout", "/_dash-dependencies", data.viewer_url, data.pixel_url("thumb", 1),
+                data.flatmap_url("off"), data.flatmap_layer_url("off", FilterState(rule="q"))):
+        assert client.get(url).status_code == 200, url
+    deps = json.loads(client.get("/_dash-dependencies").data)
+    assert any(d["output"].startswith(SELECTED) or SELECTED in d["output"] for d in deps)
+    click = {"points": [{"curveNumber": 0, "pointNumber": 3, "x": 0, "y": 0, "z": 0}]}
+    body = {"output": f"{SELECTED}.data", "outputs": {"id": SELECTED, "property": "data"},
+            "inputs": [{"id": umap_graph("off"), "property": "clickData", "value": click}],
+            "changedPropIds": [f"{umap_graph('off')}.clickData"]}
+    client.post("/_dash-update-component", json=body)        # answered or refused, it must not write
+    assert FILTER_MSG
+    for method in ("put", "delete", "patch"):
+        for url in (data.viewer_url, data.pixel_url("thumb", 1), data.flatmap_url("on"), "/_dash-layout"):
+            assert getattr(client, method)(url).status_code in (404, 405), (method, url)
+    assert client.post(data.viewer_url).status_code in (404, 405)
+    assert snapshot() == before
+
+
+def test_suspicious_path_unit(client):
+    from dashboard.server import suspicious_path
+    for ok in ("/", "/_dash-layout", "/assets/attnbrain.css", "/attnbrain/run-1/viewer/index.html",
+               "/_dash-component-suites/dash/deps/react@18.3.1.v4_4_1m17.min.js", "/attnbrain/r/stimulus/thumb/3.png",
+               "/attnbrain/r/viewer/resources/js/ctm.js", "/attnbrain/r/viewer/.../x"):
+        assert not suspicious_path(ok), ok
+    for bad in ("/a/../b", "/a/./b", "/a//b", "/a\\b", "/a/%2e%2e/b", "/a/%2F", "/a\x00", "/a/%5c", "/.."):
+        assert suspicious_path(bad), bad
+    assert client.get("/_dash-dependencies").status_code == 200
