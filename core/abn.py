@@ -168,11 +168,28 @@ class ABN(nn.Module):
         att_logits : tensor of shape (batch, num_classes)
             Attention-branch class scores (global average of ``att_conv2``).
         """
-        a = self.bn_att(self.att_layer4(g))
-        a = self.relu(self.bn_att2(self.att_conv(a)))
+        a = self._attention_hidden(g)
         M = torch.sigmoid(self.bn_att3(self.att_conv3(a)))
         att_logits = self.att_conv2(a).mean(dim=(2, 3))
         return M, att_logits
+
+    def attention_map(self, g: torch.Tensor) -> torch.Tensor:
+        """The attention map M of :meth:`attention` alone (bit-identical), without the attention logits'
+        ``att_conv2`` (a K x K 1x1 convolution that only training uses).
+
+        Parameters
+        ----------
+        g : tensor of shape (batch, 1024, h, w)
+
+        Returns
+        -------
+        M : tensor of shape (batch, 1, h, w)
+        """
+        return torch.sigmoid(self.bn_att3(self.att_conv3(self._attention_hidden(g))))
+
+    def _attention_hidden(self, g: torch.Tensor) -> torch.Tensor:
+        a = self.bn_att(self.att_layer4(g))
+        return self.relu(self.bn_att2(self.att_conv(a)))
 
     def perception(
         self, g: torch.Tensor, M: torch.Tensor, mode: str = "on"

@@ -271,3 +271,11 @@ def test_forward_is_attention_on(model, x):
         M2, att2 = model.attention(g)
         _, per2, _ = model.perception(g, M2, "on")
     assert torch.equal(att, att2) and torch.equal(per, per2) and torch.equal(M, M2)
+
+
+def test_attention_map_is_the_attention_branch_map(model, x):
+    with torch.inference_mode():
+        g = model.trunk(x)
+        M, _ = model.attention(g)
+        M_only = model.attention_map(g)
+    assert torch.equal(M_only, M)

@@ -307,3 +307,12 @@ def test_overlay_bad_inputs():
         attention_overlay(image, np.zeros((1, 4, 4)))
     with pytest.raises(InputError, match=r"'alpha'.*\[0, 1\]"):
         attention_overlay(image, np.zeros((4, 4)), alpha=1.5)
+
+
+def test_cpu_extraction_leaves_the_model_layout_alone(images):
+    m = build_abn("random", seed=5)
+    assert m.conv1.weight.is_contiguous()
+    fs = extract_features(m, images[:2], modes=("off",), device="cpu")
+    # channels_last is used inside the extraction only; the caller's model comes back in its own layout.
+    assert m.conv1.weight.is_contiguous() and not m.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fs.features["off"].shape == (2, 2048)
