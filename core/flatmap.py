@@ -25,8 +25,8 @@ import numpy as np
 from ._validation import InputError
 from .palette import BIN_HEX, BIN_LABELS, NEGATIVE_CODE, NEGATIVE_HEX, NS_CODE, bin_to_rgba
 
-__all__ = ["configure_pycortex_cache", "pycortex_cache", "quiet_pycortex", "make_flatmaps", "flat_to_pixel",
-           "FLATMAP_VERSION"]
+__all__ = ["configure_pycortex_cache", "pycortex_cache", "quiet_pycortex", "single_threaded_blas", "make_flatmaps",
+           "flat_to_pixel", "FLATMAP_VERSION"]
 
 log = logging.getLogger("attnbrain")
 
@@ -103,19 +103,10 @@ def _get_surfinfo(subject: str, type: str = "curvature", recache: bool = False, 
     from cortex.database import Database
     from cortex.dataset import Vertex
 
-    db, cfg = cortex.db, cortex.options.config
-    opts = "[%s]" % ",".join("%s=%s" % kv for kv in kwargs.items()) if kwargs else ""
-    shipped = db.get_paths(subject)["surfinfo"].format(type=type, opts=opts)
-    packed = False
-    if db.auxfile is not None:
-        try:  # the same test pycortex uses for "surfaces come from a packed dataset file"
-            db.auxfile.get_surf(subject, "fiducial")
-            packed = True
-        except (AttributeError, IOError):
-            pass
-    if packed or not cfg.has_option("basic", "cache") or (os.path.exists(shipped) and not recache):
+    db = cortex.db
+    target, shipped = _surfinfo_cache_path(subject, type, **kwargs)
+    if target is None or (shipped and not recache):
         return Database.get_surfinfo(db, subject, type, recache, **kwargs)
-    target = Path(cfg.get("basic", "cache")) / subject / "surface-info" / f"{type}{opts}.npz"
     if recache or not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{type}.", suffix=".npz")
@@ -135,6 +126,39 @@ def _get_surfinfo(subject: str, type: str = "curvature", recache: bool = False, 
 
 
 _get_surfinfo._attnbrain_redirect = True
+
+
+def _surfinfo_cache_path(subject: str, type: str, **kwargs) -> tuple[Path | None, bool]:
+    """Where :func:`_get_surfinfo` keeps surface info ``type`` in the configured cache folder (None: pycortex
+    handles it itself, as no cache folder is configured or the surfaces come from a packed dataset file), and
+    whether the subject's filestore ships that file (then it is read from there)."""
+    import cortex
+    db, cfg = cortex.db, cortex.options.config
+    if db.auxfile is not None:
+        try:  # the same test pycortex uses for "surfaces come from a packed dataset file"
+            db.auxfile.get_surf(subject, "fiducial")
+            return None, False
+        except (AttributeError, IOError):
+            pass
+    if not cfg.has_option("basic", "cache"):
+        return None, False
+    opts = "[%s]" % ",".join("%s=%s" % kv for kv in kwargs.items()) if kwargs else ""
+    shipped = os.path.exists(db.get_paths(subject)["surfinfo"].format(type=type, opts=opts))
+    return Path(cfg.get("basic", "cache")) / subject / "surface-info" / f"{type}{opts}.npz", shipped
+
+
+@contextmanager
+def single_threaded_blas():
+    """Run a block with one BLAS/LAPACK thread.
+
+    pycortex's builds call LAPACK once per tiny problem: the pixel map's Delaunay triangulation computes
+    ``scipy.spatial.Delaunay.transform`` with one 2 x 2 LU per triangle (584,001 for S1), and a threaded
+    OpenBLAS wakes and joins its thread pool on every call: ~20-60 s on 2 cores instead of ~2 s. The same
+    calls on one thread give bit-identical results.
+    """
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 # --------------------------------------------------------------------------------------------- coordinates
@@ -205,7 +229,7 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with pycortex_cache(cache_dir), quiet_pycortex("flatmaps"):
+    with pycortex_cache(cache_dir), quiet_pycortex("flatmaps"), single_threaded_blas():
         lookup, extents = _pixel_lookup(geometry, height)
         width = lookup.shape[1]
         curvature = _curvature_rgba(geometry.subject, height)

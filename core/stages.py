@@ -326,7 +326,7 @@ def stage_cortex(ctx: Context):
     """Flatmap images per condition (coloured by bin), the pixel -> voxel lookup, and the WebGL viewer."""
     from .flatmap import make_flatmaps
     from .palette import BIN_LABELS, bin_to_rgba
-    from .viewer import make_viewer
+    from .viewer import make_viewer, viewer_surfaces_in_background
     cfg = ctx.cfg
     geometry = run_geometry(cfg, ctx.cache_dir)
     if geometry is None:
@@ -335,7 +335,9 @@ def stage_cortex(ctx: Context):
     modes = [m for m in ("off", "on", "uniform") if m in cfg.features.modes]
     bins = {m: np.asarray(st.arrays[f"bin_{m}"]) for m in modes}
     pc_cache = ctx.cache_dir / "cortex" / "pycortex"
-    flat = make_flatmaps(geometry, bins, ctx.workdir, cache_dir=pc_cache)
+    # The viewer's cold surface info builds on the second core while the flatmaps build on the first.
+    with viewer_surfaces_in_background(geometry.subject, pc_cache):
+        flat = make_flatmaps(geometry, bins, ctx.workdir, cache_dir=pc_cache)
     datasets = {m: bin_to_rgba(bins[m]) for m in modes}
     for m in ("off", "on"):
         for b, label in enumerate(BIN_LABELS):

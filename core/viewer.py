@@ -40,14 +40,15 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ._validation import InputError
-from .flatmap import pycortex_cache, quiet_pycortex
+from .flatmap import _surfinfo_cache_path, pycortex_cache, quiet_pycortex, single_threaded_blas
 
-__all__ = ["make_viewer", "VIEWER_VERSION", "LOOKUP_FILE", "META_FILE"]
+__all__ = ["make_viewer", "viewer_surfaces_in_background", "VIEWER_VERSION", "LOOKUP_FILE", "META_FILE"]
 
 log = logging.getLogger("attnbrain")
 
@@ -96,7 +97,8 @@ def make_viewer(geometry, datasets: dict, out_dir: str | Path, *, title: str = "
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-"))
     try:
-        with pycortex_cache(cache_dir), tempfile.TemporaryDirectory(prefix="attnbrain-template-") as tpl:
+        with pycortex_cache(cache_dir), tempfile.TemporaryDirectory(prefix="attnbrain-template-") as tpl, \
+                single_threaded_blas():
             template = _prepare_template(Path(tpl))
             views = cortex.Dataset()
             for name, rgba in datasets.items():
@@ -118,6 +120,59 @@ def make_viewer(geometry, datasets: dict, out_dir: str | Path, *, title: str = "
         shutil.rmtree(build, ignore_errors=True)
         raise
     return out_dir
+
+
+# Surface info that make_static's surface pack computes when it is not cached (pycortex 1.4: the vertex areas
+# of its equivolume depth sampling, four sparse LU factorisations, ~15 s for S1) and that nothing before
+# make_static needs.
+_BACKGROUND_SURFINFO = ("equivolume_areas",)
+
+
+@contextmanager
+def viewer_surfaces_in_background(subject: str, cache_dir: str | Path):
+    """Context manager: compute the viewer's missing surface info in a helper process while the block runs.
+
+    The cortex stage wraps its flatmaps in this, so the two cores share the cold build: :func:`make_viewer`
+    afterwards finds the surface info in ``cache_dir`` instead of computing it. The helper runs pycortex's own
+    code into the same cache file (written under a temporary name and renamed), so the viewer is identical
+    either way. Leaving the block waits for the helper; if it failed, make_viewer simply computes what is
+    missing itself.
+    """
+    import multiprocessing
+
+    from concurrent.futures import ProcessPoolExecutor
+
+    with pycortex_cache(cache_dir):
+        missing = []
+        for kind in _BACKGROUND_SURFINFO:
+            target, shipped = _surfinfo_cache_path(subject, kind)
+            if target is not None and not shipped and not target.exists():
+                missing.append(kind)
+    if not missing:
+        yield
+        return
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        job = pool.submit(_compute_surfinfo, subject, str(cache_dir), tuple(missing))
+        yield
+        try:
+            job.result()
+        except Exception as exc:  # noqa: BLE001 - the viewer build recomputes whatever is missing
+            log.warning("background pycortex surface info for %s failed (%s); the viewer computes it", subject,
+                        exc)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _compute_surfinfo(subject: str, cache_dir: str, kinds: tuple[str, ...]) -> None:
+    """Helper-process side of :func:`viewer_surfaces_in_background`."""
+    with quiet_pycortex("surface info"):
+        import cortex  # its import prints a note about Inkscape: once per run is enough
+        with pycortex_cache(cache_dir), single_threaded_blas():
+            for kind in kinds:
+                info = cortex.db.get_surfinfo(subject, type=kind)
+                if hasattr(info, "close"):
+                    info.close()
 
 
 def _write_bridge_files(folder: Path, geometry, names: list[str]) -> None:

@@ -179,3 +179,35 @@ def test_rebuild_reuses_caches_and_replaces_the_folder(built):
         assert (built.folder / name).read_bytes() == content
     # The build folder was swapped in: no temporary or previous copies are left beside it.
     assert [p.name for p in built.parent.iterdir()] == ["viewer"]
+
+
+@pytest.mark.slow
+def test_background_surface_info_is_what_the_viewer_computes(tmp_path, monkeypatch):
+    """The cortex stage builds the viewer's equivolume areas in a helper process during the flatmaps: the
+    file must be the one make_static would otherwise compute itself, and a warm cache starts no helper."""
+    import concurrent.futures
+
+    import cortex
+
+    from core.flatmap import pycortex_cache, quiet_pycortex
+    from core.viewer import viewer_surfaces_in_background
+    with viewer_surfaces_in_background("S1", tmp_path / "bg"):
+        pass
+    done = tmp_path / "bg" / "S1" / "surface-info" / "equivolume_areas.npz"
+    assert done.is_file()
+    assert not [p for p in done.parent.iterdir() if p.name.startswith(".")]   # no temporary left behind
+
+    def no_helper(*args, **kwargs):
+        raise AssertionError("a helper process was started although nothing is missing")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_helper)
+    with viewer_surfaces_in_background("S1", tmp_path / "bg"):
+        pass
+
+    with pycortex_cache(tmp_path / "here"), quiet_pycortex("test"):
+        ref = cortex.db.get_surfinfo("S1", type="equivolume_areas")   # in this process, threaded BLAS
+        with np.load(done) as got:
+            assert sorted(got.files) == sorted(ref.files) == ["pia_left", "pia_right", "wm_left", "wm_right"]
+            for k in ref.files:
+                np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+        ref.close()
