@@ -47,7 +47,9 @@ def _fail(message: str, code: int = EXIT_INPUT) -> int:
 
 def _write_failed(exc: OSError, out: Path) -> int:
     import errno
-    what = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
+    # numpy's tofile reports a full disk as a short write ("N requested and M written") without an errno.
+    short_write = exc.errno is None and "requested and" in str(exc) and "written" in str(exc)
+    what = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write else \
         (exc.strerror or str(exc)).lower()
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
     return _fail(f"{out}: could not write the results: {what}{where}. Nothing of this run was kept; finished "

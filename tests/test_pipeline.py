@@ -1,4 +1,5 @@
-"""The staged pipeline end to end on a tiny simulated run: caching, partial reruns, crash safety, summary.json."""
+"""The staged pipeline end to end on a tiny simulated run: caching, partial reruns, crash safety (SIGKILL at a
+fault point of every stage and of the run's own writes, then a rerun), a full disk, determinism, summary.json."""
 from __future__ import annotations
 
 import json
@@ -36,14 +37,48 @@ seed = %d
 pytestmark = pytest.mark.slow
 
 
-def _precompute(out, cfg, *extra, env=None, check=True):
-    # Up to UMAP: the cortex assets stage (pycortex pixel maps, WebGL viewer) has its own tests.
-    proc = subprocess.run([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out", str(out),
-                           "--device", "cpu", "--quiet", "--stages", "umap", *extra], capture_output=True, text=True, cwd=ROOT,
-                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+STAGES = "umap,thumbnails"
+
+
+def _precompute(out, cfg, *extra, env=None, check=True, stages=STAGES):
+    # Up to UMAP and the thumbnails: the cortex assets stage (pycortex pixel maps, WebGL viewer) is slow and
+    # has its own kill test below. The run gets its own session and its output goes to files, so that child
+    # processes it leaves behind (after a SIGKILL) can neither hang the test on a pipe nor outlive it:
+    # ``proc.survivors`` counts them before they are killed.
+    import signal
+    import tempfile
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out",
+                                 str(out), "--device", "cpu", "--quiet", "--stages", stages, *extra], stdout=fo,
+                                stderr=fe, text=True, cwd=ROOT, start_new_session=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+        try:
+            proc.wait(timeout=900)
+        finally:
+            survivors = [pid for pid in _pids_in_group(proc.pid) if pid != proc.pid]
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        fo.seek(0)
+        fe.seek(0)
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, fo.read(), fe.read())
+    result.survivors = survivors
     if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _pids_in_group(pgid: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:                      # field 5 of /proc/PID/stat: the process group
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def _ran(stdout: str) -> list[str]:
@@ -128,16 +163,40 @@ def test_new_umap_seed_reruns_only_umap(base):
     assert len(list(out.glob("*/summary.json"))) == 2   # both runs listed in the one results folder
 
 
-@pytest.mark.parametrize("fault", ["features:start", "encoding:mid-write", "stats:before-rename",
-                                   "rsa:before-index", "umap:mid-write", "dataset:before-rename"])
+# Every stage is killed at least once, at the points its own code and the store pass through: as it starts,
+# while it computes (``:during``: SIGKILL 0.5 s in, or at its end if it is quicker), with an array file half
+# written, after its folder is complete but before the rename, after the rename but before the index; and the
+# run's own writes (run.json, summary.json, the summary's temporary file).
+KILLS = ["dataset:during", "dataset:before-rename", "features:start", "features:during", "thumbnails:mid-write",
+         "encoding:during", "encoding:mid-write", "stats:during", "stats:before-rename", "rsa:during",
+         "rsa:before-index", "umap:during", "umap:mid-write", "run:before-register", "run:before-summary",
+         "run:mid-summary"]
+
+
+def _leftovers(out: Path) -> list[Path]:
+    from core.store import ResultsStore
+    found = ResultsStore(out).temporaries()
+    found += [p for p in out.rglob("*") if ".tmp" in p.name and p not in found]
+    return found
+
+
+# core/embedding.py runs the two UMAPs in spawned ProcessPoolExecutor workers; when precompute.py is killed
+# mid-UMAP they are orphaned and keep running (and holding the parent's stdout/stderr) instead of exiting.
+_ORPHANS = pytest.mark.xfail(strict=True, reason="UMAP worker processes outlive a killed precompute.py "
+                             "(core/embedding.py, ProcessPoolExecutor with spawn)")
+
+
+@pytest.mark.parametrize("fault", [pytest.param(k, marks=_ORPHANS) if k == "umap:during" else k for k in KILLS])
 def test_sigkill_then_rerun_gives_identical_results(base, tmp_path, fault):
     _, cfg, ref, _, cortex_cache = base
     out = tmp_path / "killed"
     _seed_cortex_cache(out, cortex_cache)
-    if not fault.startswith("dataset"):
+    if not fault.startswith(("dataset", "features:during")):
         # Share the reference's features/dataset caches so only the stages under test recompute.
         for sub in ("datasets", "features"):
             shutil.copytree(ref / "cache" / sub, out / "cache" / sub)
+    elif fault == "features:during":
+        shutil.copytree(ref / "cache" / "datasets", out / "cache" / "datasets")
     killed = _precompute(out, cfg, env={"ATTNBRAIN_FAULT": fault}, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not list(out.glob("*/summary.json"))
@@ -146,4 +205,144 @@ def test_sigkill_then_rerun_gives_identical_results(base, tmp_path, fault):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert not list((out / "cache" / "stages").glob(".*tmp*")), "temporary folders left behind"
+    assert not _leftovers(out), "temporary files left behind"
+    assert not killed.survivors, f"processes outlived the killed run: {killed.survivors}"
+
+
+def test_sigkill_in_the_cortex_assets_stage(base, tmp_path):
+    """The cortex stage (pycortex flatmaps, pixel lookup, WebGL viewer) killed while it works, then rerun:
+    the same files as an uninterrupted run, no temporaries."""
+    _, cfg, ref, _, cortex_cache = base
+    outs = {}
+    for name, env in (("clean", {}), ("killed", {"ATTNBRAIN_FAULT": "cortex:during", "ATTNBRAIN_FAULT_DELAY": "3"})):
+        out = tmp_path / name
+        _seed_cortex_cache(out, cortex_cache)
+        for sub in ("datasets", "features"):
+            shutil.copytree(ref / "cache" / sub, out / "cache" / sub)
+        if env:
+            killed = _precompute(out, cfg, env=env, check=False, stages="cortex")
+            assert killed.returncode == -9, killed.stderr[-2000:]
+        _precompute(out, cfg, stages="cortex")
+        (entry,) = list((out / "cache" / "stages").glob("cortex-*"))
+        outs[name] = {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()
+                      and p.name != "meta.json"}
+        assert not _leftovers(out), "temporary files left behind"
+    assert outs["clean"].keys() == outs["killed"].keys()
+    differ = [k for k in outs["clean"] if outs["clean"][k] != outs["killed"][k]]
+    # pycortex writes the viewer's datasets into index.html in an order that depends on Python's hash seed,
+    # so that one file differs between any two runs: the same size and the same datasets are required of it.
+    import re
+    page = "viewer/index.html"
+    if page in differ:
+        ids = [sorted(set(re.findall(rb"__[0-9a-f]{16}", outs[n][page]))) for n in ("clean", "killed")]
+        assert len(outs["clean"][page]) == len(outs["killed"][page]) and ids[0] == ids[1]
+        differ.remove(page)
+    assert not differ, differ
+
+
+def test_full_disk_reports_one_line_and_keeps_previous_results(base, tmp_path):
+    """ENOSPC while a stage writes (injected in the store's write path): exit 3, one error line, the finished
+    run still opens with the same arrays, no temporaries."""
+    from core.store import open_results
+    _, cfg, ref, _, _ = base
+    out = tmp_path / "full"
+    shutil.copytree(ref, out)
+    before = _arrays(out)
+    proc = _precompute(out, cfg, "--force", "encoding", env={"ATTNBRAIN_FAULT": "enospc@encoding:mid-write"},
+                       check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no space left on device" in lines[0], lines
+    after = _arrays(out)
+    assert before.keys() == after.keys()
+    for k in before:                                  # NaN (invalid voxels) compares equal here
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    assert open_results(out).n_voxels == 3000
+    assert not _leftovers(out)
+
+
+def test_full_tmpfs_reports_one_line_and_keeps_previous_results(base, tmp_path):
+    """The same on a real size-limited filesystem (a tmpfs a little larger than the results), where mounting
+    is allowed (root); skipped elsewhere."""
+    from core.store import open_results
+    _, cfg, ref, _, _ = base
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # tmpfs charges whole 4 KiB pages per file and folder.
+    used = sum(-(-p.stat().st_size // 4096) * 4096 if p.is_file() else 4096 for p in ref.rglob("*"))
+    size_kb = used // 1024 + 900          # room for the copy, not for a second encoding entry (~1.9 MB)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        out = mnt / "results"
+        shutil.copytree(ref, out)
+        before = _arrays(out)
+        proc = _precompute(out, cfg, "--force", "encoding", check=False)
+        assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "no space left on device" in lines[0], lines
+        after = _arrays(out)
+        assert before.keys() == after.keys()
+        for k in before:                              # NaN (invalid voxels) compares equal here
+            np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+        assert open_results(out).n_voxels == 3000
+        assert not _leftovers(out)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_two_runs_with_the_same_seed_are_identical(base, tmp_path):
+    """Determinism: a second run from scratch in another folder (same config and seed, same machine and thread
+    count) gives bit-identical arrays in every stage (see README, Determinism)."""
+    _, cfg, ref, _, cortex_cache = base
+    out = tmp_path / "again"
+    _seed_cortex_cache(out, cortex_cache)
+    _precompute(out, cfg)
+    a, b = _arrays(ref), _arrays(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_one_thread_instead_of_two_agrees_within_tolerance(base, tmp_path):
+    """Determinism across thread counts: BLAS and oneDNN split their sums by thread, so float results may
+    differ in the last bits. Integer-valued and non-BLAS outputs (voxel geometry, thumbnails, the simulated
+    stimuli) stay bit-exact; features, ridge predictions, r/p and kNN distances agree to float32 tolerance;
+    discrete decisions derived from them (significance, bins, neighbour lists) agree for all but near-tie
+    voxels; UMAP coordinates are only compared through their quality (summary trustworthiness)."""
+    _, cfg, ref, _, cortex_cache = base
+    out = tmp_path / "one-thread"
+    _seed_cortex_cache(out, cortex_cache)
+    _precompute(out, cfg, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    a, b = _arrays(ref), _arrays(out)
+    assert a.keys() == b.keys()
+    report = {}
+    for k in a:
+        stage, name = k.split("/")[0].split("-")[0], Path(k).stem
+        x, y = a[k], b[k]
+        assert x.shape == y.shape and x.dtype == y.dtype, k
+        if stage in ("thumbnails",) or (stage == "dataset" and not name.startswith("truth_")):
+            np.testing.assert_array_equal(x, y, err_msg=k)
+        elif stage == "umap":
+            continue
+        elif x.dtype.kind == "f":
+            report[k] = float(np.nanmax(np.abs(x.astype(np.float64) - y))) if x.size else 0.0
+            np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4, err_msg=k)
+        else:
+            same = np.mean(x == y) if x.size else 1.0
+            report[k] = float(1 - same)
+            assert same >= 0.98, (k, same)
+    print(report)
+    s_ref, s_one = _summary_of(ref), _summary_of(out)
+    for m in ("on", "off"):
+        assert abs(s_ref["umap"]["trustworthiness"][m] - s_one["umap"]["trustworthiness"][m]) < 0.05
+
+
+def _summary_of(out: Path, umap_seed: int = 0) -> dict:
+    for f in out.glob("*/summary.json"):
+        s = json.loads(f.read_text())
+        if s["config"]["umap"]["seed"] == umap_seed:
+            return s
+    raise AssertionError("no summary for that seed")
