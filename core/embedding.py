@@ -347,7 +347,9 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
         _check_graph(i, d, kwargs.get("n_neighbors"))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    from ._proc import die_with_parent
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         return list(pool.map(_embed_umap_job, jobs))
 
 

@@ -151,7 +151,9 @@ def viewer_surfaces_in_background(subject: str, cache_dir: str | Path):
     if not missing:
         yield
         return
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    from ._proc import die_with_parent
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
+                               initargs=(os.getpid(),))
     try:
         job = pool.submit(_compute_surfinfo, subject, str(cache_dir), tuple(missing))
         yield

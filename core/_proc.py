@@ -1,0 +1,23 @@
+"""Worker processes that never outlive the run that started them."""
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["die_with_parent"]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Process-pool initializer: have the kernel SIGKILL this worker when its parent dies.
+
+    A killed ``precompute.py`` (SIGKILL, OOM killer, Ctrl-C twice) must not leave spawned UMAP or pycortex
+    workers running on, holding memory and the parent's output pipes. Linux's ``PR_SET_PDEATHSIG`` does this;
+    the parent-pid check covers a parent that died before the request was made. Elsewhere it is a no-op.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
