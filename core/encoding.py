@@ -233,7 +233,8 @@ class _PrimalSolver:
 
     def __init__(self, D: torch.Tensor, folds: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype,
                  center: bool = True, alphas: torch.Tensor | None = None, operator_max_bytes: float = 0):
-        # (alphas / operator_max_bytes: used by the kernel solver only.) Decompositions in float64: eigendecomposing a Gram matrix squares its condition number.
+        # alphas / operator_max_bytes: used by the kernel solver only.
+        # Decompositions in float64: eigendecomposing a Gram matrix squares its condition number.
         D64 = D.to(torch.float64)
         gram = D64.T @ D64
         self.D = D
@@ -306,10 +307,11 @@ class _KernelSolver:
             A_val = (D64[va] - m) @ Dt.T @ U
             if use_operators:
                 rows = slice(row, row + va.numel())
+                diag = torch.arange(rows.start, rows.stop, device=D.device)
                 for a, alpha in enumerate(alphas):
                     H = (A_val / (w + alpha)) @ U.T                 # (n_val, n_train): fold-k predictions
                     M[a, rows, tr] = H if not center else H + ((1.0 - H.sum(1)) / tr.numel())[:, None]
-                    M[a, torch.arange(rows.start, rows.stop, device=D.device), va] -= 1.0  # - Y_val
+                    M[a, diag, va] -= 1.0                           # - Y_val
                 seg[k, rows] = 1
                 row = rows.stop
                 self.folds.append(_Fold(tr, va, None, w, None, None))
@@ -317,8 +319,7 @@ class _KernelSolver:
                 self.folds.append(_Fold(tr, va, A_val.to(dtype), w, U.to(dtype), m.to(dtype)))
         if use_operators:
             self.residual_ops = M.to(dtype)
-            self.row_order = torch.cat([f.val for f in self.folds])
-            self.fold_rows = seg
+            self.fold_rows = seg   # (n_folds, n): which rows of R_a belong to which fold's validation set
         self.eigvals, U = _eigh(D64 @ D64.T)
         self.basis = U.to(dtype)
         # X^T U formed in float64: predictions are X_new X^T U diag(1 / (w + alpha)) U^T Y.
@@ -408,6 +409,13 @@ def _center_responses(Yb: torch.Tensor, runs: list[slice], standardize: bool, fi
     return y_mean.double()
 
 
+def _inverse_sst(Yv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per voxel of a validation block: whether it varies, and 1 / SST (0 where it does not), float64."""
+    sst = ((Yv - Yv.mean(0, keepdim=True)) ** 2).sum(0).double()
+    has_var = sst > 0
+    return has_var, torch.where(has_var, 1.0 / torch.where(has_var, sst, 1.0), 0.0)
+
+
 def _cv_scores(solver, inv_shrink: list[torch.Tensor], Yc: torch.Tensor, XtY, fit_intercept: bool) -> torch.Tensor:
     """Validation R^2 averaged over folds for every alpha, shape (n_alphas, n_voxels) float64.
 
@@ -425,9 +433,7 @@ def _cv_scores(solver, inv_shrink: list[torch.Tensor], Yc: torch.Tensor, XtY, fi
         y_train_mean = ((y_sum - Yv.sum(0).double()) / fold.train.numel() if fit_intercept
                         else torch.zeros_like(y_sum)).to(Yc.dtype)
         coords = solver.fold_coordinates(fold, Yc, XtY, y_train_mean)
-        sst = ((Yv - Yv.mean(0, keepdim=True)) ** 2).sum(0).double()
-        has_var = sst > 0
-        inv_sst = torch.where(has_var, 1.0 / torch.where(has_var, sst, 1.0), 0.0)
+        has_var, inv_sst = _inverse_sst(Yv)
         Yv -= y_train_mean
         resid = torch.empty_like(Yv)
         for a in range(n_alphas):
@@ -444,13 +450,7 @@ def _cv_scores_operators(solver: "_KernelSolver", Yc: torch.Tensor) -> torch.Ten
     """:func:`_cv_scores` through the kernel solver's residual operators: ``R_a = M_a Y`` for each alpha."""
     n_alphas = solver.residual_ops.shape[0]
     scores = torch.zeros((n_alphas, Yc.shape[1]), dtype=torch.float64, device=Yc.device)
-    inv_sst, has_var = [], []
-    for fold in solver.folds:
-        Yv = Yc[fold.val]
-        sst = ((Yv - Yv.mean(0, keepdim=True)) ** 2).sum(0).double()
-        has_var.append(sst > 0)
-        inv_sst.append(torch.where(sst > 0, 1.0 / torch.where(sst > 0, sst, 1.0), 0.0))
-    inv_sst, has_var = torch.stack(inv_sst), torch.stack(has_var)       # (n_folds, n_voxels)
+    has_var, inv_sst = (torch.stack(t) for t in zip(*(_inverse_sst(Yc[f.val]) for f in solver.folds)))
     resid = torch.empty((Yc.shape[0], Yc.shape[1]), dtype=Yc.dtype, device=Yc.device)
     for a in range(n_alphas):
         _mm(solver.residual_ops[a], Yc, out=resid)
@@ -655,7 +655,9 @@ class VoxelRidgeCV:
         del D64
         rank = solver_obj.rank()
         # 1 / (w + alpha) per fold and alpha, formed in float64 then cast once.
-        inv_shrink = [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype) for f in solver_obj.folds]
+        operators = getattr(solver_obj, "residual_ops", None) is not None
+        inv_shrink = [] if operators else [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype)
+                                           for f in solver_obj.folds]
         n_val_max = max(len(v) for _, v in folds)
         batch = int(self.voxel_batch) if self.voxel_batch is not None else self._auto_batch(
             n, rank, q, n_val_max, len(alphas_np), torch.finfo(dtype).bits // 8)
@@ -696,7 +698,7 @@ class VoxelRidgeCV:
         self._coef, self._dual_coef, self._design_basis = (None, state, solver_obj.design_basis) if dual else \
             (state, None, None)
         self.q_ = q
-        self.cv_path_ = "operators" if getattr(solver_obj, "residual_ops", None) is not None else "per-fold"
+        self.cv_path_ = "operators" if operators else "per-fold"
         self.best_alphas_ = best_alphas
         self.cv_scores_ = cv_scores
         self.cv_curves_ = cv_curves
