@@ -39,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.dashboard import _find  # noqa: E402  (the layout-tree search the dashboard benchmark uses)
+
 __all__ = ["main", "Client", "worker_memory"]
 
 
@@ -172,23 +174,6 @@ def _layer_urls(data: bytes) -> list[str]:
     except ValueError:
         return []
     return [s for s in _strings(doc) if s.startswith("/") and "/filtered.png?" in s]
-
-
-def _find(node, component_id):
-    if isinstance(node, dict):
-        props = node.get("props")
-        if isinstance(props, dict) and props.get("id") == component_id:
-            return node
-        for value in node.values():
-            hit = _find(value, component_id)
-            if hit is not None:
-                return hit
-    elif isinstance(node, list):
-        for value in node:
-            hit = _find(value, component_id)
-            if hit is not None:
-                return hit
-    return None
 
 
 def build_plan(port: int) -> dict:

@@ -45,19 +45,12 @@ class Case:
 
 # ------------------------------------------------------------------------------------------- builders
 def _write_responses(path: Path, **override):
-    import h5py
+    from test_datasets import save_responses
     rng = np.random.default_rng(0)
     arrays = {"Y_train": rng.normal(size=(N_TRAIN, N_VOX)).astype(np.float32),
               "Y_test": rng.normal(size=(N_TEST, N_VOX)).astype(np.float32)}
     arrays.update(override)
-    arrays = {k: v for k, v in arrays.items() if v is not None}
-    if path.suffix == ".npz":
-        np.savez(path, **arrays)
-    else:
-        with h5py.File(path, "w") as h5:
-            for k, v in arrays.items():
-                h5.create_dataset(k, data=v)
-    return path
+    return save_responses(path, {k: v for k, v in arrays.items() if v is not None})
 
 
 def _with(n: int, at: tuple[int, int], value: float) -> np.ndarray:

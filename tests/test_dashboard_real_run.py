@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,29 +20,9 @@ import pytest
 from core.store import open_results
 from dashboard import ids
 from dashboard.figures import UMAP_CODE, quantise_coords, quantise_xy
+from test_pipeline import TINY, _seed_cortex_cache  # the tiny run of the pipeline tests and its cache seeding
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# The tiny run of tests/test_pipeline.py (same sizes; its own copy so the two files can change separately).
-TINY = """preset = "demo"
-[simulation]
-n_train = 120
-n_test = 40
-image_size = 64
-n_voxels = 3000
-[features]
-input_size = 64
-batch_size = 40
-[encoding]
-n_alphas = 9
-n_folds = 3
-[rsa]
-k = 10
-n_pairs = 20000
-[umap]
-n_neighbors = 10
-seed = 0
-"""
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +33,9 @@ def results(tmp_path_factory, s1_geometry, cortex_cache_dir):
     so the run skips the pycortex ROI parse."""
     root = tmp_path_factory.mktemp("real-run")
     cfg = root / "tiny.toml"
-    cfg.write_text(TINY)
+    cfg.write_text(TINY % 0)
     out = root / "results"
-    cache = out / "cache" / "cortex"
-    cache.mkdir(parents=True)
-    for f in Path(cortex_cache_dir).glob("geometry_*.npz"):
-        shutil.copy(f, cache / f.name)
+    _seed_cortex_cache(out, cortex_cache_dir)
     proc = subprocess.run([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out", str(out),
                            "--device", "cpu", "--quiet", "--stages", "umap"], capture_output=True, text=True,
                           cwd=ROOT, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "2"})

@@ -22,6 +22,11 @@ def _responses(path, n_train=20, n_test=6, n_vox=5, repeats=0, rng=None, **extra
     rng = rng or np.random.default_rng(0)
     Y_test = rng.normal(size=(repeats, n_test, n_vox) if repeats else (n_test, n_vox)).astype(np.float32)
     arrays = {"Y_train": rng.normal(size=(n_train, n_vox)).astype(np.float32), "Y_test": Y_test, **extra}
+    return save_responses(path, arrays)
+
+
+def save_responses(path, arrays: dict) -> Path:
+    """``arrays`` as a responses file: NPZ when the name ends in .npz, HDF5 otherwise."""
     if str(path).endswith(".npz"):
         np.savez(path, **arrays)
     else:

@@ -247,7 +247,6 @@ def test_sigkill_in_the_cortex_assets_stage(base, tmp_path):
 def test_full_disk_reports_one_line_and_keeps_previous_results(base, tmp_path):
     """ENOSPC while a stage writes (injected in the store's write path): exit 3, one error line, the finished
     run still opens with the same arrays, no temporaries."""
-    from core.store import open_results
     _, cfg, ref, _, _ = base
     out = tmp_path / "full"
     shutil.copytree(ref, out)
@@ -257,6 +256,12 @@ def test_full_disk_reports_one_line_and_keeps_previous_results(base, tmp_path):
     assert proc.returncode == 3, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no space left on device" in lines[0], lines
+    _assert_previous_results_intact(out, before)
+
+
+def _assert_previous_results_intact(out: Path, before: dict[str, np.ndarray]) -> None:
+    """After a failed run: the same arrays as before it, the folder still opens, no temporaries."""
+    from core.store import open_results
     after = _arrays(out)
     assert before.keys() == after.keys()
     for k in before:                                  # NaN (invalid voxels) compares equal here
@@ -268,7 +273,6 @@ def test_full_disk_reports_one_line_and_keeps_previous_results(base, tmp_path):
 def test_full_tmpfs_reports_one_line_and_keeps_previous_results(base, tmp_path):
     """The same on a real size-limited filesystem (a tmpfs a little larger than the results), where mounting
     is allowed (root); skipped elsewhere."""
-    from core.store import open_results
     _, cfg, ref, _, _ = base
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -287,12 +291,7 @@ def test_full_tmpfs_reports_one_line_and_keeps_previous_results(base, tmp_path):
         assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and "no space left on device" in lines[0], lines
-        after = _arrays(out)
-        assert before.keys() == after.keys()
-        for k in before:                              # NaN (invalid voxels) compares equal here
-            np.testing.assert_array_equal(before[k], after[k], err_msg=k)
-        assert open_results(out).n_voxels == 3000
-        assert not _leftovers(out)
+        _assert_previous_results_intact(out, before)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
