@@ -27,13 +27,14 @@ def create_app(results):
     Returns
     -------
     dash.Dash
-        Layout, callbacks and the extra Flask routes (viewer, stimulus PNGs, flatmaps) registered;
+        Layout, callbacks and the extra Flask routes (viewer, stimulus PNGs, flatmaps, downloads) registered;
         ``app.server`` is the Flask app to serve, ``app.attnbrain_data`` the run's
         :class:`~dashboard.figures.DashboardData`.
     """
     from dash import Dash
 
     from .callbacks import register_callbacks
+    from .exports import register_export_callbacks, register_export_routes
     from .figures import DashboardData
     from .layout import make_layout
     from .server import register_routes
@@ -44,6 +45,8 @@ def create_app(results):
     app.layout = make_layout(data)
     register_callbacks(app, data)
     register_routes(app.server, data)
+    register_export_routes(app.server, data)
+    register_export_callbacks(app, data)
     app.attnbrain_data = data
     return app
 

@@ -12,6 +12,7 @@ from core.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
 
 from . import ids
 from .callbacks import inspector_children
+from .exports import downloads_panel, figure_config
 from .figures import (
     HIGHLIGHT_COLOUR, SET_COLOUR, DashboardData, empty_figure, make_agreement_figure, make_bin_counts_figure,
     make_flatmap_figure, make_jaccard_figure, make_jaccard_map_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
@@ -20,13 +21,14 @@ from .figures import (
 
 __all__ = ["make_layout", "summary_figures", "GRAPH_CONFIG"]
 
-#: dcc.Graph config shared by every figure: no plotly logo, PNG export named after the view.
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+#: dcc.Graph config shared by every figure: no plotly logo, PNG export (publication scale) named after the view;
+#: the Downloads panel switches the 2-D figures to SVG (see :func:`dashboard.exports.figure_config`).
+GRAPH_CONFIG = figure_config("figure")
 
 
 def _graph(graph_id: str, figure, **kw) -> dcc.Graph:
-    config = dict(GRAPH_CONFIG, toImageButtonOptions=dict(GRAPH_CONFIG["toImageButtonOptions"], filename=graph_id))
-    return dcc.Graph(id=graph_id, figure=figure, config=config, **kw)
+    three_d = graph_id in {ids.umap_graph(m) for m in ids.PAIR}
+    return dcc.Graph(id=graph_id, figure=figure, config=figure_config(graph_id, three_d=three_d), **kw)
 
 
 def _legend() -> html.Div:
@@ -252,6 +254,7 @@ def make_layout(data: DashboardData) -> html.Div:
                   html.Div(inspector_children(data, None), id=ids.INSPECTOR, className="inspector")],
                  className="main"),
         _viewer_panel(data),
+        downloads_panel(data),
         html.Div([html.Div([html.H2("Summary"), summary_tab], className="summary"),
                   html.Div([html.H2("Voxels"), table_tab], className="table-panel")], className="lower"),
         _footer(data),

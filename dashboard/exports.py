@@ -1,0 +1,188 @@
+"""Downloads from the dashboard: the voxel table and the selected voxel's series as CSV, NIfTI maps, flatmap
+PNGs (Flask routes that build each file on the fly from :mod:`core.export`, never writing into the results
+folder), and the PNG/SVG switch of the 2-D figures' camera button.
+
+The panel's component ids live here, beside the only code that uses them.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from dash import Input, Output, dcc, html
+from flask import Response, abort
+
+from core import export
+
+from . import ids
+from .figures import DashboardData
+
+__all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "FIGURE_FORMATS", "PNG_SCALE", "figure_config",
+           "two_d_graphs", "export_urls", "series_url", "downloads_panel", "register_export_callbacks",
+           "register_export_routes"]
+
+DOWNLOADS = "downloads"
+#: RadioItems choosing what the camera button of every 2-D figure saves: "png" or "svg".
+FIGURE_FORMAT = "figure-format"
+#: The link to the selected voxel's series CSV (its href follows the selection).
+SERIES_LINK = "export-series"
+
+FIGURE_FORMATS = ("png", "svg")
+#: PNG scale of the camera button: a 600 px wide figure saves at 2,400 px (300 dpi over 8 inches).
+PNG_SCALE = 4
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def figure_config(graph_id: str, fmt: str = "png", *, three_d: bool = False) -> dict:
+    """The ``dcc.Graph`` config: no plotly logo, the camera button saving ``graph_id.<fmt>``.
+
+    3-D scenes (WebGL) have no vector form: they always save PNG, at half the 2-D scale (a WebGL canvas at 4x
+    can exceed the browser's size limit).
+    """
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"expected one of {FIGURE_FORMATS}, found {fmt!r}")
+    if three_d:
+        fmt = "png"
+    options = {"format": fmt, "filename": graph_id}
+    if fmt == "png":
+        options["scale"] = PNG_SCALE // 2 if three_d else PNG_SCALE
+    return {"displaylogo": False, "toImageButtonOptions": options}
+
+
+def two_d_graphs(data: DashboardData) -> list[str]:
+    """Ids of the layout's 2-D figures (the ones the format switch acts on)."""
+    out = [ids.R_SCATTER, ids.BIN_COUNTS, ids.ROI_MEANS, ids.JACCARD, ids.JACCARD_MAP, ids.ROI_RDM, ids.AGREEMENT]
+    if data.flatmap is not None:
+        out += [ids.flat_graph(m) for m in ids.PAIR]
+    return out
+
+
+def _stem(data: DashboardData) -> str:
+    return "attnbrain_" + (_SAFE.sub("_", data.run_id) or "run")
+
+
+def export_urls(data: DashboardData) -> dict[str, str]:
+    """URL of every fixed download: ``table``, ``nifti:<condition>:<field>``, ``flatmap:<condition>``."""
+    base = f"{data.url_prefix}/export"
+    urls = {"table": f"{base}/{_stem(data)}_voxels.csv"}
+    for m in data.conditions:
+        for f in export.NIFTI_FIELDS:
+            urls[f"nifti:{m}:{f}"] = f"{base}/nifti/{_stem(data)}_{f}_{m}.nii.gz"
+        urls[f"flatmap:{m}"] = f"{base}/flatmap/{_stem(data)}_flatmap_{m}.png"
+    return urls
+
+
+def series_url(data: DashboardData, voxel: int) -> str:
+    return f"{data.url_prefix}/export/series/{_stem(data)}_voxel{int(voxel)}_series.csv"
+
+
+def downloads_panel(data: DashboardData) -> html.Details:
+    """The collapsible "Downloads" section: links that download files, and the figure format switch."""
+    urls = export_urls(data)
+
+    def link(text, href, **kw):
+        return html.A(text, href=href, download="", className="download", **kw)
+
+    rows = [html.P([link("voxel table (CSV)", urls["table"]), " · ",
+                    html.Span("select a voxel to download its series", id=SERIES_LINK)])]
+    reason = export.nifti_unavailable_reason(data.results)
+    if reason:
+        rows.append(html.P(f"NIfTI maps: not available. {reason}.", className="notice"))
+    else:
+        for m in data.conditions:
+            rows.append(html.P([f"NIfTI, attention {m}: "]
+                               + [x for f in export.NIFTI_FIELDS
+                                  for x in (link(f, urls[f"nifti:{m}:{f}"]), " ")]))
+    if data.flatmap is not None:
+        rows.append(html.P(["flatmap PNG: "] + [x for m in data.conditions if m in data.flatmap.images
+                                                 for x in (link(f"attention {m}", urls[f"flatmap:{m}"]), " ")]))
+    rows.append(html.Div([html.Label("figure camera button saves"),
+                          dcc.RadioItems(id=FIGURE_FORMAT, options=[{"label": "PNG", "value": "png"},
+                                                                    {"label": "SVG", "value": "svg"}],
+                                         value="png", inline=True, className="radio"),
+                          html.Span("(3-D UMAPs always PNG)", className="hint")], className="control"))
+    return html.Details([html.Summary("Downloads"), *rows], id=DOWNLOADS, className="downloads")
+
+
+def register_export_callbacks(app, data: DashboardData) -> None:
+    """The series link follows the selected voxel; the format switch rewrites the 2-D figures' configs."""
+    graphs = two_d_graphs(data)
+
+    @app.callback(Output(SERIES_LINK, "children"), Input(ids.SELECTED, "data"))
+    def on_series_link(voxel):
+        if not isinstance(voxel, int) or not 0 <= voxel < data.n_voxels:
+            return "select a voxel to download its series"
+        return html.A(f"voxel {voxel} series (CSV)", href=series_url(data, voxel), download="",
+                      className="download")
+
+    @app.callback([Output(g, "config") for g in graphs], Input(FIGURE_FORMAT, "value"), prevent_initial_call=True)
+    def on_format(fmt):
+        fmt = fmt if fmt in FIGURE_FORMATS else "png"
+        return [figure_config(g, fmt) for g in graphs]
+
+
+def _download(payload: bytes | str, mimetype: str, filename: str) -> Response:
+    resp = Response(payload, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Cache-Control"] = "private, max-age=3600"
+    return resp
+
+
+def register_export_routes(server, data: DashboardData) -> None:
+    """Add the download routes under ``data.url_prefix + "/export"`` (the URLs of :func:`export_urls`).
+
+    Files are made in memory per request (the NIfTI maps and the table cached per process); the run's
+    folder is only read. Unknown names answer 404, a run without cortex mapping answers 404 with the reason.
+    """
+    from .server import safe_path
+
+    prefix = f"{data.url_prefix}/export"
+    name = data.url_prefix.strip("/").replace("/", "_").replace(".", "_")
+    stem = _stem(data)
+    nifti_re = re.compile(rf"^{re.escape(stem)}_({'|'.join(export.NIFTI_FIELDS)})_([A-Za-z]+)\.nii\.gz$")
+    flat_re = re.compile(rf"^{re.escape(stem)}_flatmap_([A-Za-z]+)\.png$")
+    series_re = re.compile(rf"^{re.escape(stem)}_voxel(\d+)_series\.csv$")
+
+    @lru_cache(maxsize=1)
+    def table_bytes() -> bytes:
+        return export.table_csv(data.results).encode()
+
+    @lru_cache(maxsize=16)
+    def nifti(condition: str, field: str) -> bytes:
+        return export.nifti_bytes(export.nifti_map(data.results, condition, field))
+
+    def table(filename: str):
+        if filename != f"{stem}_voxels.csv":
+            abort(404)
+        return _download(table_bytes(), "text/csv", filename)
+
+    def nifti_map(filename: str):
+        match = nifti_re.match(filename)
+        if not match or match.group(2) not in data.conditions:
+            abort(404)
+        reason = export.nifti_unavailable_reason(data.results)
+        if reason:
+            abort(Response(reason, status=404, mimetype="text/plain"))
+        return _download(nifti(match.group(2), match.group(1)), "application/gzip", filename)
+
+    def flatmap(filename: str):
+        match = flat_re.match(filename)
+        fm = data.flatmap
+        if not match or fm is None or match.group(1) not in fm.images:
+            abort(404)
+        path = safe_path(fm.folder, fm.images[match.group(1)])
+        if path is None:
+            abort(404)
+        return _download(path.read_bytes(), "image/png", filename)
+
+    def series(filename: str):
+        match = series_re.match(filename)
+        if not match or int(match.group(1)) >= data.n_voxels:
+            abort(404)
+        return _download(export.series_csv(data.results, int(match.group(1))), "text/csv", filename)
+
+    server.add_url_rule(f"{prefix}/<filename>", f"{name}_export_table", table)
+    server.add_url_rule(f"{prefix}/nifti/<filename>", f"{name}_export_nifti", nifti_map)
+    server.add_url_rule(f"{prefix}/flatmap/<filename>", f"{name}_export_flatmap", flatmap)
+    server.add_url_rule(f"{prefix}/series/<filename>", f"{name}_export_series", series)
