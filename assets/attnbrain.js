@@ -1,6 +1,8 @@
 /*
  * attnbrain dashboard, browser side: linked 3-D cameras, flatmap clicks -> figure coordinates, selection
  * outlines without their points, and the postMessage bridge to the pycortex viewer iframe.
+ * Scenes: animated camera moves between scenes, the current view written into the URL (replaceState), and
+ * presentation mode (keys at the document level in the capture phase, also forwarded from the viewer iframe).
  * Clientside callbacks live under window.dash_clientside.attnbrain; shared state under window.attnbrain.
  */
 (function () {
@@ -36,7 +38,7 @@
   }
 
   function copyCamera(toCondition, camera) {
-    if (!A.cameraLinked || !camera || !camera.eye) { return; }
+    if (!A.cameraLinked || A.animating || !camera || !camera.eye) { return; }
     var gd = plotOf("umap-" + toCondition);
     if (!gd || !gd._fullLayout || !gd._fullLayout.scene || !window.Plotly) { return; }
     if (sameCamera(gd._fullLayout.scene.camera, camera)) { return; }
@@ -79,6 +81,12 @@
       var umap = plotOf("umap-" + m);
       if (umap && umap.on && umap._attnbrainEmitter !== umap._ev) {
         umap._attnbrainEmitter = umap._ev;
+        if (!A.defaultCameras[m] && umap._fullLayout && umap._fullLayout.scene) {
+          A.defaultCameras[m] = plainCamera(umap._fullLayout.scene.camera);
+        }
+        umap.on("plotly_relayout", function (e) {
+          if (e && e["scene.camera"] && !A.animating) { publishCameras(); }
+        });
         // Live: follow the other camera while it is being dragged, not only when the drag ends.
         umap.on("plotly_relayouting", function (e) {
           if (e && e["scene.camera"]) { copyCamera(other(m), e["scene.camera"]); }
@@ -138,8 +146,14 @@
     if (!f || ev.source !== f.contentWindow || ev.origin !== window.location.origin) { return; }
     var msg = ev.data || {};
     var set = window.dash_clientside.set_props;
+    if (msg.type === "attnbrain:key") {
+      onKey({ key: msg.key, ctrlKey: msg.ctrlKey, metaKey: msg.metaKey, altKey: msg.altKey, target: null,
+              preventDefault: function () {}, stopPropagation: function () {} });
+      return;
+    }
     if (msg.type === "attnbrain:ready") {
       A.viewer.ready = true;
+      if (A.presenting) { toViewer({ type: "attnbrain:setKeys", mode: "parent" }); }
       A.viewer.datasets = Array.isArray(msg.datasets) ? msg.datasets.map(String) : null;
       syncViewer(true);
       set("viewer-status", { children: "viewer ready: pick a voxel on the brain to select it" });
@@ -159,12 +173,208 @@
     }
   });
 
+  // ------------------------------------------------------------------ scene cameras
+  A.defaultCameras = {};
+  A.animating = false;
+  A.cameraMoves = 0;
+
+  function plainCamera(c) {
+    var out = {};
+    ["eye", "center", "up"].forEach(function (k) {
+      var v = (c && c[k]) || (k === "up" ? { x: 0, y: 0, z: 1 } : { x: 0, y: 0, z: 0 });
+      out[k] = { x: +v.x, y: +v.y, z: +v.z };
+    });
+    return out;
+  }
+
+  function currentCamera(m) {
+    var gd = plotOf("umap-" + m);
+    return gd && gd._fullLayout && gd._fullLayout.scene ? plainCamera(gd._fullLayout.scene.camera) : null;
+  }
+
+  var publishTimer = null;
+  function publishCameras() {
+    window.clearTimeout(publishTimer);
+    publishTimer = window.setTimeout(function () {
+      var state = {};
+      PAIR.forEach(function (m) { state[m] = currentCamera(m); });
+      window.dash_clientside.set_props("camera-state", { data: state });
+    }, 250);
+  }
+
+  function mix(a, b, t) {
+    var out = {};
+    ["eye", "center", "up"].forEach(function (k) {
+      out[k] = { x: a[k].x + (b[k].x - a[k].x) * t, y: a[k].y + (b[k].y - a[k].y) * t,
+                 z: a[k].z + (b[k].z - a[k].z) * t };
+    });
+    return out;
+  }
+
+  // Both UMAP cameras move to a scene's over ~600 ms (eased); the last frame sets them exactly, so the
+  // result does not depend on how many frames software WebGL manages to draw.
+  function animateTo(targets) {
+    var moves = [];
+    PAIR.forEach(function (m) {
+      var gd = plotOf("umap-" + m), from = currentCamera(m);
+      var to = targets[m] ? plainCamera(targets[m]) : A.defaultCameras[m];
+      if (gd && from && to) { moves.push({ gd: gd, from: from, to: to }); }
+    });
+    if (!moves.length || !window.Plotly) { return; }
+    var reduce = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    var duration = reduce ? 0 : 600, start = performance.now(), id = ++A.cameraMoves;
+    A.animating = true;
+    function frame() {
+      if (id !== A.cameraMoves) { return; }          // a newer move took over
+      var t = duration ? Math.min(1, (performance.now() - start) / duration) : 1;
+      var e = t < 0.5 ? 2 * t * t : 1 - Math.pow(-2 * t + 2, 2) / 2;
+      var done = moves.map(function (mv) {
+        return window.Plotly.relayout(mv.gd, { "scene.camera": t >= 1 ? mv.to : mix(mv.from, mv.to, e) });
+      });
+      if (t < 1) {
+        Promise.all(done).then(function () { window.setTimeout(frame, 16); });
+      } else {
+        Promise.all(done).then(function () {
+          window.setTimeout(function () {
+            if (id === A.cameraMoves) { A.animating = false; A.cameraArrived = id; publishCameras(); }
+          }, 50);
+        });
+      }
+    }
+    frame();
+  }
+
+  // ------------------------------------------------------------------ presentation mode
+  A.presenting = false;
+  A.sceneCount = 0;
+  A.sceneCurrent = null;
+  A.gotoCounter = 0;
+  A.keysHandled = 0;
+  var BIG = { highlight: 16, set: 8, font: 18 };
+
+  function root() { return document.getElementById("app-root"); }
+
+  function restyleForPresentation(on) {
+    if (!window.Plotly) { return; }
+    PAIR.forEach(function (m) {
+      ["umap-", "flat-"].forEach(function (prefix) {
+        var gd = plotOf(prefix + m);
+        if (!gd || !gd.data || gd.data.length < 3) { return; }
+        if (on && !gd._attnbrainSizes) {
+          gd._attnbrainSizes = { hl: gd.data[1].marker.size, set: gd.data[2].marker.size,
+                                 font: (gd.layout.font && gd.layout.font.size) || null };
+        }
+        var orig = gd._attnbrainSizes;
+        if (!orig) { return; }
+        window.Plotly.restyle(gd, { "marker.size": on ? [BIG.highlight, BIG.set] : [orig.hl, orig.set] }, [1, 2]);
+        window.Plotly.relayout(gd, { "font.size": on ? BIG.font : orig.font });
+        if (!on) { gd._attnbrainSizes = null; }
+      });
+    });
+  }
+
+  function setPresenting(on) {
+    if (A.presenting === on) { return; }
+    A.presenting = on;
+    var r = root();
+    if (r) { r.classList.toggle("presenting", on); }
+    restyleForPresentation(on);
+    toViewer({ type: "attnbrain:setKeys", mode: on ? "parent" : "viewer" });
+    if (!on && document.fullscreenElement && document.exitFullscreen) {
+      A.leavingFullscreen = true;
+      document.exitFullscreen().catch(function () {});
+    }
+    if (on) { returnFocus(); }
+    // The graphs size themselves to their containers, which just changed.
+    window.setTimeout(function () { window.dispatchEvent(new Event("resize")); }, 50);
+  }
+
+  function toggleFullscreen() {
+    if (document.fullscreenElement) {
+      A.leavingFullscreen = true;
+      if (document.exitFullscreen) { document.exitFullscreen().catch(function () {}); }
+    } else if (document.documentElement.requestFullscreen) {
+      document.documentElement.requestFullscreen().catch(function () {});
+    }
+  }
+
+  // Esc while full screen is taken by the browser to leave full screen: treat that as leaving presentation.
+  document.addEventListener("fullscreenchange", function () {
+    if (!document.fullscreenElement && A.presenting && !A.leavingFullscreen) { setPresenting(false); }
+    A.leavingFullscreen = false;
+  });
+
+  function goto(index) {
+    if (!A.sceneCount) { return; }
+    var i = Math.max(0, Math.min(A.sceneCount - 1, index));
+    A.gotoCounter += 1;
+    A.sceneCurrent = i;
+    window.dash_clientside.set_props("scene-goto", { data: { index: i, n: A.gotoCounter } });
+  }
+
+  function typing(target) {
+    if (!target || !target.closest) { return false; }
+    return !!target.closest("input, textarea, select, [contenteditable=''], [contenteditable='true']");
+  }
+
+  function onKey(ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+    if (ev.key !== "Escape" && typing(ev.target)) { return; }
+    var k = ev.key, handled = true;
+    var cur = typeof A.sceneCurrent === "number" ? A.sceneCurrent : -1;
+    if (!A.presenting) {
+      if (k === "p" || k === "P") { setPresenting(true); } else { handled = false; }
+    } else if (k === "Escape") {
+      setPresenting(false);
+    } else if (k === "f" || k === "F") {
+      toggleFullscreen();
+    } else if (k === "ArrowRight" || k === "PageDown") {
+      goto(cur + 1);
+    } else if (k === "ArrowLeft" || k === "PageUp") {
+      goto(cur < 0 ? 0 : cur - 1);
+    } else if (/^[1-9]$/.test(k)) {
+      goto(parseInt(k, 10) - 1);
+    } else {
+      handled = false;
+    }
+    if (handled) {
+      A.keysHandled += 1;
+      ev.preventDefault();
+      ev.stopPropagation();
+    }
+  }
+  // Document level, capture phase: before any component (sliders, radios, plotly) sees the key.
+  document.addEventListener("keydown", onKey, true);
+
+  // Focus back to the page after the viewer iframe took it (clicks or drags on the brain), so the next key
+  // reaches onKey; in presentation mode the viewer also forwards keys (setKeys "parent").
+  function returnFocus() {
+    var f = frame();
+    if (f && document.activeElement === f) {
+      toViewer({ type: "attnbrain:blur" });
+      f.blur();
+    }
+    if (document.body) {
+      if (!document.body.hasAttribute("tabindex")) { document.body.setAttribute("tabindex", "-1"); }
+      document.body.focus({ preventScroll: true });
+    }
+    window.focus();
+  }
+  window.addEventListener("blur", function () {
+    window.setTimeout(function () {
+      if (A.presenting && document.activeElement === frame()) { returnFocus(); }
+    }, 0);
+  });
+  document.addEventListener("click", function (ev) {
+    if (ev.target && ev.target.closest && ev.target.closest("#present")) { setPresenting(true); }
+  }, true);
+
   // ------------------------------------------------------------------ clientside callbacks
   window.dash_clientside = window.dash_clientside || {};
   window.dash_clientside.attnbrain = {
     syncCamera: function (offRelayout, onRelayout, link) {
       A.cameraLinked = Array.isArray(link) && link.indexOf("linked") >= 0;
-      if (!A.cameraLinked) { return noUpdate(); }
+      if (!A.cameraLinked || A.animating) { return noUpdate(); }
       var triggered = (window.dash_clientside.callback_context.triggered || []).map(function (t) {
         return t.prop_id;
       });
@@ -189,6 +399,25 @@
       }
       A.lastOutline = out;
       return out;
+    },
+
+    animateCameras: function (targets) {
+      if (targets) { A.lastCameraTarget = targets; animateTo(targets); }
+      return noUpdate();
+    },
+
+    writeUrl: function (search) {
+      if (typeof search !== "string") { return noUpdate(); }
+      // Replace, never push: the URL follows the view without adding history entries or reloading.
+      window.history.replaceState(window.history.state, "", window.location.pathname + search + window.location.hash);
+      A.urlWrites = (A.urlWrites || 0) + 1;
+      return search;
+    },
+
+    sceneList: function (scenes, pick) {
+      A.sceneCount = Array.isArray(scenes) ? scenes.length : 0;
+      A.sceneCurrent = typeof pick === "number" ? pick : null;
+      return noUpdate();
     },
 
     viewerSync: function (condition, view, voxel) {

@@ -187,7 +187,8 @@ def _flat_xy(data: DashboardData, voxels: np.ndarray) -> tuple[np.ndarray, np.nd
     return c[ok, 0].astype(np.float32), (data.flatmap.height - 1 - c[ok, 1]).astype(np.float32)
 
 
-def highlight_patches(data: DashboardData, voxel: int | None) -> dict[str, Patch]:
+def highlight_patches(data: DashboardData, voxel: int | None, into: dict[str, Patch] | None = None
+                      ) -> dict[str, Patch]:
     """Patches that move the one-point "selected voxel" trace of every view to ``voxel`` (trace 1, and
     ``JaccardMapView.highlight_trace`` on the neighbourhood-change map).
 
@@ -196,12 +197,13 @@ def highlight_patches(data: DashboardData, voxel: int | None) -> dict[str, Patch
     dict of graph id -> Patch
         One entry per UMAP (only conditions with an embedding), flatmap (when the run has them), the
         r scatter and the neighbourhood-change map (when the run has one). A voxel missing from a view (not
-        embedded, no flatmap pixel) empties that view's trace.
+        embedded, no flatmap pixel) empties that view's trace. With ``into``, its patches are extended
+        (one patch per graph can then move the highlight and the set together) and returned.
     """
-    out: dict[str, Patch] = {}
+    out: dict[str, Patch] = {} if into is None else into
     v = None if voxel is None else int(voxel)
     for m, view in data.umap.items():
-        p = Patch()
+        p = out.setdefault(ids.umap_graph(m), Patch())
         pos = -1 if v is None else int(view.position[v])
         if pos >= 0:
             x, y, z = (int(c) for c in view.coords[pos])
@@ -212,10 +214,10 @@ def highlight_patches(data: DashboardData, voxel: int | None) -> dict[str, Patch
     if data.flatmap is not None:
         fx, fy = _flat_xy(data, np.array([v])) if v is not None else (np.zeros(0), np.zeros(0))
         for m in ids.PAIR:
-            p = Patch()
+            p = out.setdefault(ids.flat_graph(m), Patch())
             p["data"][1].update(x=[round(float(a), 2) for a in fx], y=[round(float(b), 2) for b in fy])
             out[ids.flat_graph(m)] = p
-    p = Patch()
+    p = out.setdefault(ids.R_SCATTER, Patch())
     if v is None:
         p["data"][1].update(x=[], y=[])
     else:
@@ -224,7 +226,7 @@ def highlight_patches(data: DashboardData, voxel: int | None) -> dict[str, Patch
     jm = data.jaccard_map
     if jm is not None:
         pos = -1 if v is None else int(jm.position[v])
-        p = Patch()
+        p = out.setdefault(ids.JACCARD_MAP, Patch())
         p["data"][jm.highlight_trace].update(x=[int(jm.coords[pos, 0])] if pos >= 0 else [],
                                              y=[int(jm.coords[pos, 1])] if pos >= 0 else [])
         out[ids.JACCARD_MAP] = p
@@ -333,23 +335,24 @@ def set_from_flat_selection(data: DashboardData, condition: str, selection: dict
     return vox
 
 
-def set_patches(data: DashboardData, voxels: np.ndarray) -> dict[str, Patch]:
-    """Patches that draw a voxel set into trace 2 of every view (typed arrays: sets can be large)."""
+def set_patches(data: DashboardData, voxels: np.ndarray, into: dict[str, Patch] | None = None) -> dict[str, Patch]:
+    """Patches that draw a voxel set into trace 2 of every view (typed arrays: sets can be large); with
+    ``into``, its patches are extended (see :func:`highlight_patches`)."""
     voxels = np.asarray(voxels, dtype=np.int64)
-    out: dict[str, Patch] = {}
+    out: dict[str, Patch] = {} if into is None else into
     for m, view in data.umap.items():
         pos = view.position[voxels]
         c = view.coords[pos[pos >= 0]]
-        p = Patch()
+        p = out.setdefault(ids.umap_graph(m), Patch())
         p["data"][2].update(x=typed_array(c[:, 0]), y=typed_array(c[:, 1]), z=typed_array(c[:, 2]))
         out[ids.umap_graph(m)] = p
     if data.flatmap is not None:
         fx, fy = _flat_xy(data, voxels)
         for m in ids.PAIR:
-            p = Patch()
+            p = out.setdefault(ids.flat_graph(m), Patch())
             p["data"][2].update(x=typed_array(fx), y=typed_array(fy))
             out[ids.flat_graph(m)] = p
-    p = Patch()
+    p = out.setdefault(ids.R_SCATTER, Patch())
     p["data"][2].update(x=typed_array(data.r["off"][voxels].astype(np.float32)),
                         y=typed_array(data.r["on"][voxels].astype(np.float32)))
     out[ids.R_SCATTER] = p
@@ -612,6 +615,8 @@ def register_callbacks(app, data: DashboardData) -> None:
             app.clientside_callback(ClientsideFunction("attnbrain", "selectionOutline"),
                                     Output(ids.flat_set(m), "data"), Input(ids.flat_graph(m), "selectedData"),
                                     prevent_initial_call=True)
+    from .presenting import register_scene_callbacks
+    register_scene_callbacks(app, data, patch_ids)
     if data.viewer_dir is not None:
         app.clientside_callback(ClientsideFunction("attnbrain", "viewerSync"), Output(ids.VIEWER_SINK, "data"),
                                 [Input(ids.VIEWER_COND, "value"), Input(ids.VIEWER_VIEW, "value"),

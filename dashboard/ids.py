@@ -11,6 +11,9 @@ __all__ = [
     "SELECTED_SET", "CLEAR_SET", "SET_MSG", "R_SCATTER", "R_SCATTER_SET", "BIN_COUNTS", "ROI_MEANS",
     "ROI_RDM", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE", "VIEWER_FRAME",
     "VIEWER_LOAD", "VIEWER_COND", "VIEWER_VIEW", "VIEWER_PICK", "VIEWER_STATUS", "VIEWER_SINK", "CAMERA_SINK",
+    "APP", "cond_col", "SHOWN", "CAMERA_STATE", "SCENES", "SCENE_TITLE", "SCENE_NOTE", "SCENE_SAVE", "SCENE_PICK",
+    "SCENE_UP", "SCENE_DOWN", "SCENE_DELETE", "SCENE_EXPORT", "SCENE_DOWNLOAD", "SCENE_UPLOAD", "SCENE_MSG",
+    "SCENE_GOTO", "SCENE_CAMERAS", "SCENE_READY", "SCENE_CAPTION", "URL_TOKEN", "URL_NOTICE", "PRESENT",
 ]
 
 #: The two conditions shown side by side, left to right.
@@ -89,3 +92,47 @@ VIEWER_PICK = "viewer-pick"
 VIEWER_STATUS = "viewer-status"
 VIEWER_SINK = "viewer-sink"
 CAMERA_SINK = "camera-sink"
+
+# ---------------------------------------------------------------------------------------------- scenes
+#: The page's root element; the clientside JS puts the class ``presenting`` on it in presentation mode.
+APP = "app-root"
+
+
+def cond_col(condition: str) -> str:
+    """Id of the condition's column (hidden when a scene shows only the other condition)."""
+    return f"col-{condition}"
+
+
+#: Checklist of the conditions shown (a scene's ``conditions``).
+SHOWN = "shown-conditions"
+#: Store the clientside JS fills with both UMAP cameras ``{"off": camera, "on": camera}`` as they change.
+CAMERA_STATE = "camera-state"
+#: Store of the run's scenes (a list of :mod:`core.scenes` scenes), saved to ``scenes/scenes.json``.
+SCENES = "scenes"
+SCENE_TITLE = "scene-title"
+SCENE_NOTE = "scene-note"
+SCENE_SAVE = "scene-save"
+#: The scene list (RadioItems, value = index of the current scene): selecting one applies it.
+SCENE_PICK = "scene-pick"
+SCENE_UP = "scene-up"
+SCENE_DOWN = "scene-down"
+SCENE_DELETE = "scene-delete"
+SCENE_EXPORT = "scene-export"
+SCENE_DOWNLOAD = "scene-download"
+SCENE_UPLOAD = "scene-upload"
+#: Feedback of saving, importing and exporting scenes (errors, the read-only notice).
+SCENE_MSG = "scene-msg"
+#: Store the keyboard writes ``{"index": i, "n": counter}`` into to apply scene i (presentation mode).
+SCENE_GOTO = "scene-goto"
+#: Store of the cameras a scene asks for ``{"off", "on", "n"}``; the clientside JS animates to them.
+SCENE_CAMERAS = "scene-cameras"
+#: Store set once the page's URL scene has been applied; only then is the URL rewritten.
+SCENE_READY = "scene-ready"
+#: The applied scene's title and note (shown as a caption in presentation mode).
+SCENE_CAPTION = "scene-caption"
+#: Store of the URL query (``?scene=<token>``) mirroring the current view; the JS writes it with replaceState.
+URL_TOKEN = "url-token"
+#: Visible notice when the page URL's scene could not be (fully) used.
+URL_NOTICE = "url-notice"
+#: The button that enters presentation mode (key ``p``).
+PRESENT = "present"

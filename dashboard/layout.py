@@ -13,6 +13,7 @@ from core.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
 from . import ids
 from .callbacks import inspector_children
 from .exports import downloads_panel, figure_config
+from .presenting import scene_notices, scene_panel, scene_stores
 from .figures import (
     HIGHLIGHT_COLOUR, SET_COLOUR, DashboardData, empty_figure, make_agreement_figure, make_bin_counts_figure,
     make_flatmap_figure, make_jaccard_figure, make_jaccard_map_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
@@ -73,6 +74,9 @@ def _controls(data: DashboardData) -> html.Div:
         html.Div([html.Label("3-D cameras"),
                   dcc.Checklist(id=ids.CAMERA_LINK, options=[{"label": "linked", "value": "linked"}],
                                 value=["linked"], inline=True, className="check")], className="control"),
+        html.Div([html.Label("Columns"),
+                  dcc.Checklist(id=ids.SHOWN, options=[{"label": f"attention {m}", "value": m} for m in ids.PAIR],
+                                value=list(ids.PAIR), inline=True, className="check")], className="control"),
         html.Div(id=ids.FILTER_MSG, className="filter-msg"),
     ], className="controls")
 
@@ -84,7 +88,7 @@ def _condition_column(data: DashboardData, m: str, umap_figure, flat_figure) -> 
         children.append(html.P(data.umap_reason[m], className="notice"))
     if flat_figure is not None:
         children.append(_graph(ids.flat_graph(m), flat_figure, className="flatmap"))
-    return html.Div(children, className="cond-col")
+    return html.Div(children, id=ids.cond_col(m), className="cond-col")
 
 
 def summary_figures(data: DashboardData) -> dict[str, object]:
@@ -247,7 +251,9 @@ def make_layout(data: DashboardData) -> html.Div:
     # selection, so they stay mounted.
     return html.Div([
         header,
+        *scene_notices(),
         _controls(data),
+        scene_panel(data),
         _legend(),
         *notices,
         html.Div([html.Div(columns, className="cond-cols"),
@@ -259,5 +265,6 @@ def make_layout(data: DashboardData) -> html.Div:
                   html.Div([html.H2("Voxels"), table_tab], className="table-panel")], className="lower"),
         _footer(data),
         *stores,
-    ], className="app")
+        *scene_stores(),
+    ], id=ids.APP, className="app")
 
