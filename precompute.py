@@ -4,6 +4,7 @@
 
     python precompute.py --preset demo --out results          # the simulated demo (~5 min on 2 CPU cores)
     python precompute.py --config my_study.toml --out results  # your data (see README.md)
+    python precompute.py --preset paper-sim --out results --device cuda  # the study's scale, simulated
     python precompute.py train-abn --data IMAGEFOLDER --out ckpt --epochs 10
 """
 from __future__ import annotations
@@ -21,9 +22,11 @@ log = logging.getLogger("attnbrain")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from core.config import PRESETS  # light: no torch
+
     p = argparse.ArgumentParser(prog="precompute.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["demo", "paper"], default=None,
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="base settings (default: the config file's 'preset', else demo)")
     p.add_argument("--config", type=Path, help="TOML file overriding any setting of the preset")
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
@@ -182,6 +185,9 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
     summary = build_summary(cfg, pipe.run_id, results, device=str(device), timings=timings,
                             peak_rss_mb=peak_rss_mb(), versions=versions())
     summary["stage_keys"] = {n: r.key for n, r in results.items()}
+    if device.type == "cuda":
+        import torch
+        summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     from core.config import config_to_dict
     fault_point("run:before-register")
     pipe.store.register_run(pipe.run_id, config_to_dict(cfg), summary["stage_keys"])

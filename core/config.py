@@ -118,7 +118,13 @@ _DEMO = RunConfig(
     # (~2.7 TFLOP per feature set at 21 alphas x 5 folds x 80k voxels), and alpha is a smooth choice.
     encoding=EncodingConfig(n_alphas=11),
 )
-PRESETS: dict[str, RunConfig] = {"paper": _PAPER, "demo": _DEMO}
+#: The study's scale on simulated data: 7,200 / 600 stimuli at 224 px and the study's 70,933 cortical voxels
+#: (a seeded subset of S1's 80,615-voxel thick mask), every other setting as in ``paper``. What
+#: ``bench/paper_scale.py`` runs; on one GPU it is meant to finish in about a minute and a half.
+PAPER_STUDY_VOXELS = 70_933
+_PAPER_SIM = dataclasses.replace(_PAPER, preset="paper-sim",
+                                 simulation=SimulationConfig(n_voxels=PAPER_STUDY_VOXELS))
+PRESETS: dict[str, RunConfig] = {"paper": _PAPER, "demo": _DEMO, "paper-sim": _PAPER_SIM}
 
 
 def config_to_dict(cfg) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import platform
 import resource
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -166,13 +165,20 @@ class Pipeline:
         return results
 
 
+#: Reported package -> distribution whose installed version is read (without importing the package:
+#: importing umap/numba alone costs ~5 s).
+_DISTRIBUTIONS = {"numpy": "numpy", "scipy": "scipy", "torch": "torch", "torchvision": "torchvision",
+                  "sklearn": "scikit-learn", "umap": "umap-learn", "cortex": "pycortex", "himalaya": "himalaya"}
+
+
 def versions() -> dict[str, str]:
+    """Python's and the scientific packages' versions, for ``summary.json`` (absent packages left out)."""
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
-    for mod in ("numpy", "scipy", "torch", "torchvision", "sklearn", "umap", "cortex", "himalaya"):
+    for mod, dist in _DISTRIBUTIONS.items():
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is reported as absent
+            out[mod] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return out

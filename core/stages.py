@@ -6,6 +6,7 @@ Every stage returns ``(arrays, meta)``; the pipeline caches them. Voxel series a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -129,17 +130,23 @@ def stage_dataset(ctx: Context):
             raise InputError("the simulated dataset needs a pycortex subject; set data.subject = \"S1\"",
                              field="data.subject")
         model = build_model(cfg)
+        feature_seconds = []
 
         def feature_fn(images):
             # All configured modes in one pass (the trunk runs once); the features stage then hits the cache.
-            return _extract(cfg, model, images, ctx.cache_dir, ctx.device, tuple(cfg.features.modes),
-                            ctx.progress).features
+            t0 = time.perf_counter()
+            out = _extract(cfg, model, images, ctx.cache_dir, ctx.device, tuple(cfg.features.modes),
+                           ctx.progress).features
+            feature_seconds.append(time.perf_counter() - t0)
+            return out
 
         folder = write_simulated_dataset(
             simulated_dataset_dir(cfg, ctx.cache_dir), n_train=sim.n_train, n_test=sim.n_test,
             image_size=sim.image_size, geometry=geometry, feature_fn=feature_fn, n_repeats=sim.n_repeats,
             n_latent=sim.n_latent, null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed)
         meta["dataset_dir"] = str(folder)
+        if feature_seconds:  # the ABN pass inside the simulation (0 entries: the dataset folder existed)
+            meta["feature_seconds"] = round(sum(feature_seconds), 3)
     ds = load_dataset(cfg, ctx.cache_dir)
     r = ds.responses
     meta.update(n_train=int(r.Y_train.shape[0]), n_test=int(r.Y_test.shape[0]), n_voxels=r.n_voxels,
@@ -218,12 +225,14 @@ def stage_encoding(ctx: Context):
         model = VoxelRidgeCV(alphas=_alphas(cfg), n_folds=cfg.encoding.n_folds, run_onsets=r.run_onsets,
                              delays=list(cfg.encoding.delays) or None, device=ctx.device, dtype=dtype,
                              progress=ctx.progress)
+        t0 = time.perf_counter()
         model.fit(X[:n_train], r.Y_train)
         pred = model.predict(X[n_train:])
+        seconds = time.perf_counter() - t0
         arrays[f"pred_{mode}"] = np.ascontiguousarray(np.asarray(pred, dtype=np.float32).T)
         arrays[f"alpha_{mode}"] = np.asarray(model.best_alphas_, dtype=np.float32)
         arrays[f"cv_{mode}"] = np.asarray(model.cv_scores_, dtype=np.float32)
-        meta["conditions"][mode] = {"solver": getattr(model, "solver_", None)}
+        meta["conditions"][mode] = {"solver": getattr(model, "solver_", None), "seconds": round(seconds, 3)}
     return arrays, meta
 
 
@@ -276,9 +285,10 @@ def stage_rsa(ctx: Context):
             continue
         s = np.asarray(enc.arrays[f"pred_{m}"])[index].T
         series[m] = s
+        t0 = time.perf_counter()
         idx, dist = rsa.knn_correlation(s, k=cfg.rsa.k, device=ctx.device, progress=ctx.progress)
         arrays[f"knn_idx_{m}"], arrays[f"knn_dist_{m}"] = idx, dist
-        meta["conditions"][m] = {"n_voxels": int(index.size)}
+        meta["conditions"][m] = {"n_voxels": int(index.size), "knn_s": round(time.perf_counter() - t0, 3)}
         if "roi" in dset.arrays:
             block, counts = rsa.roi_block_rdm(s, np.asarray(dset.arrays["roi"])[index],
                                               n_rois=len(dset.meta["roi_names"]))

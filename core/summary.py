@@ -58,6 +58,11 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
         "device": device, "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "peak_rss_mb": round(peak_rss_mb, 1), "versions": versions, "config": config_to_dict(cfg),
     }
+    if ds.meta.get("feature_seconds") is not None:
+        summary["feature_seconds_in_dataset"] = ds.meta["feature_seconds"]
+    if "encoding" in results:
+        summary["encoding_seconds"] = {m: c["seconds"] for m, c in results["encoding"].meta.get("conditions", {}).items()
+                                       if "seconds" in c}
     if "stats" in results:
         st = results["stats"]
         conds = {}

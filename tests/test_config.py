@@ -14,6 +14,18 @@ def test_paper_preset_matches_the_study():
     assert cfg.data.mask == "thick" and cfg.simulation.n_voxels == 0  # the full mask
 
 
+def test_paper_sim_is_the_study_scale_on_simulated_data():
+    """paper-sim differs from paper only in simulating the study's 70,933 voxels (a subset of S1's thick mask,
+    80,615 voxels); its run id and every stage key differ from paper's, so the two never share a cache entry."""
+    ps, p = PRESETS["paper-sim"], PRESETS["paper"]
+    assert ps.simulation.n_voxels == 70_933 and ps.data.kind == "simulated" and ps.data.mask == "thick"
+    assert (ps.simulation.n_train, ps.simulation.n_test, ps.simulation.image_size) == (7200, 600, 224)
+    assert ps.features == p.features and ps.encoding == p.encoding and ps.stats == p.stats
+    assert ps.rsa == p.rsa and ps.umap == p.umap
+    assert config_hash(ps, "simulation") != config_hash(p, "simulation")
+    assert load_config(None, "paper-sim") == ps
+
+
 def test_demo_is_smaller_than_paper():
     d, p = PRESETS["demo"], PRESETS["paper"]
     assert d.simulation.n_train < p.simulation.n_train and d.features.input_size < p.features.input_size
