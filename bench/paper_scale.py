@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=0, help="override the 600 test stimuli (smoke tests)")
     p.add_argument("--sweep", default=None,
                    help="comma-separated voxel counts for the ridge/kNN growth sweep "
-                        "(default 10000,20000,40000,80000 on CUDA, none on the CPU; '' for none)")
+                        "(default 10000,20000,40000,80000 on CUDA, none on the CPU; 'none' for none)")
     p.add_argument("--sweep-stages", default="ridge,knn", help="what the sweep times (ridge, knn)")
     p.add_argument("--skip-main", action="store_true", help="only the sweep")
     p.add_argument("--workdir", default=None, help="folder for the results and caches (default: a temporary one)")
@@ -287,6 +287,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     if args.sweep is None:
         args.sweep = "10000,20000,40000,80000" if device.type == "cuda" else ""
+    if args.sweep.strip().lower() == "none":
+        args.sweep = ""
     env = {"device": str(device), "torch": torch.__version__, "cpu_count": os.cpu_count(),
            "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
     if device.type == "cuda":
