@@ -18,7 +18,7 @@ from . import ids
 from .figures import DashboardData
 
 __all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "FIGURE_FORMATS", "PNG_SCALE", "figure_config",
-           "two_d_graphs", "export_urls", "series_url", "downloads_panel", "register_export_callbacks",
+           "two_d_graphs", "export_urls", "series_url", "series_link", "figure_configs", "downloads_panel", "register_export_callbacks",
            "register_export_routes"]
 
 DOWNLOADS = "downloads"
@@ -104,21 +104,24 @@ def downloads_panel(data: DashboardData) -> html.Details:
     return html.Details([html.Summary("Downloads"), *rows], id=DOWNLOADS, className="downloads")
 
 
+def series_link(data: DashboardData, voxel) -> html.A | str:
+    """What the series slot of the panel shows for the selected ``voxel`` (None: nothing selected)."""
+    if isinstance(voxel, bool) or not isinstance(voxel, int) or not 0 <= voxel < data.n_voxels:
+        return "select a voxel to download its series"
+    return html.A(f"voxel {voxel} series (CSV)", href=series_url(data, voxel), download="", className="download")
+
+
+def figure_configs(data: DashboardData, fmt) -> list[dict]:
+    """Configs of :func:`two_d_graphs` for the format switch's value (anything unknown: PNG)."""
+    fmt = fmt if fmt in FIGURE_FORMATS else "png"
+    return [figure_config(g, fmt) for g in two_d_graphs(data)]
+
+
 def register_export_callbacks(app, data: DashboardData) -> None:
     """The series link follows the selected voxel; the format switch rewrites the 2-D figures' configs."""
-    graphs = two_d_graphs(data)
-
-    @app.callback(Output(SERIES_LINK, "children"), Input(ids.SELECTED, "data"))
-    def on_series_link(voxel):
-        if not isinstance(voxel, int) or not 0 <= voxel < data.n_voxels:
-            return "select a voxel to download its series"
-        return html.A(f"voxel {voxel} series (CSV)", href=series_url(data, voxel), download="",
-                      className="download")
-
-    @app.callback([Output(g, "config") for g in graphs], Input(FIGURE_FORMAT, "value"), prevent_initial_call=True)
-    def on_format(fmt):
-        fmt = fmt if fmt in FIGURE_FORMATS else "png"
-        return [figure_config(g, fmt) for g in graphs]
+    app.callback(Output(SERIES_LINK, "children"), Input(ids.SELECTED, "data"))(lambda v: series_link(data, v))
+    app.callback([Output(g, "config") for g in two_d_graphs(data)], Input(FIGURE_FORMAT, "value"),
+                 prevent_initial_call=True)(lambda fmt: figure_configs(data, fmt))
 
 
 def _download(payload: bytes | str, mimetype: str, filename: str) -> Response:

@@ -1,0 +1,174 @@
+"""The offline bundle in headless Chromium: built by the real command, served by a plain ``python -m
+http.server``, played with the keyboard.
+
+One small synthetic run (400 voxels) with two scenes whose filters differ from the defaults, one bundle and
+one browser page for every check: the first scene's title and note, both UMAPs drawn with the colours the
+dashboard computes for the scene's filters (``DashboardData.visible`` + ``umap_colour_codes``, the
+independent reference), the flatmap filter layer and selected-voxel mark, ArrowRight to scene 2 (other rule,
+hemisphere, hidden voxels, a camera), digit keys, and a clean console. Screenshots go to test-artifacts/.
+Marked slow: software WebGL.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot
+from core import scenes as S
+from core.store import open_results
+from core.synthetic_results import make_synthetic_results
+from dashboard.figures import DashboardData, FilterState, umap_colour_codes
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+WAIT_MS = 120_000   # software WebGL on a busy 2-core machine
+
+
+def _scenes(results) -> list[dict]:
+    table = results.table
+    first = S.default_scene(title="Early visual cortex", note="V1 and V2, |r| >= 0.05, other voxels faint")
+    first["filters"].update(rois=["V1", "V2"], bins=[0, 1, 2, 3], threshold=0.05)
+    second = S.default_scene(title="Right FFA under FDR", note="q rule, right hemisphere, others hidden")
+    ffa = table.index[(table.roi == "FFA") & (table.hemi == "R")]
+    second["filters"].update(rule="q", hemis=["R"], ns_mode="hidden")
+    second["selected"] = int(ffa[0])
+    second["selected_set"] = [int(v) for v in ffa[1:6]]
+    second["cameras"]["on"] = {"eye": {"x": 0.3, "y": 2.0, "z": 0.4}, "center": {"x": 0, "y": 0, "z": 0},
+                               "up": {"x": 0, "y": 0, "z": 1}}
+    second["viewer"] = {"condition": "on", "view": "flat"}
+    return [first, second]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    require_chromium()
+    root = tmp_path_factory.mktemp("bundle")
+    results_dir = make_synthetic_results(root / "results", n_voxels=400, n_test=20, k=6, seed=5, flatmap_height=96)
+    results = open_results(results_dir)
+    scenes = _scenes(results)
+    scenes_file = root / "talk.json"
+    scenes_file.write_text(S.export_scenes(scenes, run_id=results.run_id, n_voxels=results.n_voxels))
+    out = root / "talk"
+    proc = subprocess.run([sys.executable, "-m", "dashboard", "export-bundle", "--results", str(results_dir),
+                           "--scenes", str(scenes_file), "--out", str(out)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"python -m http.server --directory {out} 8000" in proc.stdout
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(out),
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/index.html", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield {"base": base, "out": out, "results": results, "scenes": scenes}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _expected_codes(data: DashboardData, scene: dict, m: str) -> list[int]:
+    f = scene["filters"]
+    state = FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"])
+    codes = umap_colour_codes(data.bins(m, state.rule), data.visible(m, state), state.ns)
+    return codes[data.umap[m].voxels].tolist()
+
+
+PLOTTED = """(m) => {
+  const gd = document.getElementById('umap-' + m);
+  if (!gd || !gd._fullLayout || !gd.data) return null;
+  return {colour: Array.from(gd.data[0].marker.color), n: gd.data[0].x.length,
+          selected: gd.data[1].x.length, set: gd.data[2].x.length,
+          eye: gd._fullLayout.scene.camera.eye, canvas: !!gd.querySelector('canvas')};
+}"""
+
+
+def test_bundle_plays_scenes(bundle):
+    data = DashboardData(bundle["results"])
+    scenes = bundle["scenes"]
+    doc = json.loads((bundle["out"] / "data" / "bundle.json").read_text())
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        console = ConsoleLog(page)
+        page.goto(bundle["base"] + "/index.html")
+        page.wait_for_function("window.attnbrainBundle && window.attnbrainBundle.ready", timeout=WAIT_MS)
+        page.wait_for_function("document.querySelector('#umap-on canvas') !== null", timeout=WAIT_MS)
+
+        # Scene 1: title, note, and the filters applied to both UMAPs exactly as the dashboard would.
+        assert page.inner_text("#scene-title") == scenes[0]["title"]
+        assert page.inner_text("#scene-note") == scenes[0]["note"]
+        assert page.inner_text("#counter") == "1 / 2"
+        for m in ("off", "on"):
+            plotted = page.evaluate(PLOTTED, m)
+            assert plotted["canvas"] and plotted["n"] == data.umap[m].voxels.size
+            expected = _expected_codes(data, scenes[0], m)
+            assert plotted["colour"] == expected
+            # The filter does something: some embedded voxels are shown in a bin colour and some are not.
+            assert 0 < sum(c >= 3 for c in expected) < sum(c >= 1 for c in expected)
+            assert plotted["selected"] == 0
+            layer = page.get_attribute(f"#flat-{m} img.layer", "src")
+            assert layer == doc["flatmap"]["layers"][0][m]
+        assert page.is_hidden("#flat-off .mark")
+        save_screenshot(page, "bundle_scene1.png")
+
+        # ArrowRight: scene 2 with its rule, hemisphere, hidden voxels, selection, set and camera.
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.getElementById('scene-title').textContent === "
+                               + json.dumps(scenes[1]["title"]), timeout=WAIT_MS)
+        assert page.inner_text("#counter") == "2 / 2"
+        for m in ("off", "on"):
+            plotted = page.evaluate(PLOTTED, m)
+            expected = _expected_codes(data, scenes[1], m)
+            assert plotted["colour"] == expected
+            assert 0 in expected, "ns_mode 'hidden' hides voxels"
+            assert plotted["selected"] == int(data.umap[m].position[scenes[1]["selected"]] >= 0)
+            assert plotted["set"] == int((data.umap[m].position[scenes[1]["selected_set"]] >= 0).sum())
+            assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][1][m]
+            assert page.is_visible(f"#flat-{m} .mark")
+        eye = page.evaluate(PLOTTED, "on")["eye"]
+        assert eye == pytest.approx(scenes[1]["cameras"]["on"]["eye"])
+        voxel = scenes[1]["selected"]
+        caption = page.inner_text("#scene-voxel")
+        assert f"voxel {voxel}" in caption and "FFA (R)" in caption
+        assert f"r on {data.r['on'][voxel]:.3f}" in caption and f"r off {data.r['off'][voxel]:.3f}" in caption
+        save_screenshot(page, "bundle_scene2.png")
+
+        # Digit keys jump, and the position survives in the URL hash.
+        page.keyboard.press("1")
+        page.wait_for_function("document.getElementById('counter').textContent === '1 / 2'", timeout=WAIT_MS)
+        assert page.evaluate("window.location.hash") == "#scene=1"
+        assert console.errors() == []
+
+
+def test_bundle_is_self_contained(bundle):
+    """No file of the page refers to another host: everything is served from the bundle folder."""
+    out = bundle["out"]
+    for name in ("index.html", "bundle.js", "bundle.css", "data/bundle.json"):
+        text = (out / name).read_text()
+        assert "http://" not in text and "https://" not in text, name
+    sizes = {p.relative_to(out).parts[0]: 0 for p in out.iterdir()}
+    assert {"index.html", "bundle.js", "plotly.min.js", "data", "flatmaps", "viewer"} <= set(sizes)
+    index = json.loads((out / "data" / "bundle.json").read_text())["arrays"]["index"]
+    r_on = np.frombuffer((out / "data" / "arrays.bin").read_bytes(), dtype="<f8", count=index["r_on"]["length"],
+                         offset=index["r_on"]["offset"])
+    assert np.array_equal(r_on, np.asarray(bundle["results"].stage("stats").arrays["r_on"], dtype=np.float64),
+                          equal_nan=True)
