@@ -7,12 +7,15 @@ Voxels whose correlation is undefined (a constant or non-finite measured or pred
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import torch
 from scipy import special
 
 from ._validation import InputError, check_ndim
-from .device import resolve_device
+
+# torch is imported only by the block permutation test (the one statistic that runs on a device): the
+# dashboard calls significance_mask / correlation_bins and its workers should not load torch (~300 MB RSS).
 
 __all__ = [
     "BIN_EDGES",
@@ -45,7 +48,8 @@ _CHUNK = 8192  # voxels per chunk for the float64 passes over (n_samples, n_voxe
 # --------------------------------------------------------------------------------------------------------------
 
 def _to_numpy(a, field: str, source: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch was imported
+    if torch is not None and isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     a = np.asarray(a)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
@@ -190,7 +194,8 @@ def fdr_bh(p) -> np.ndarray:
 # Block permutation test
 # --------------------------------------------------------------------------------------------------------------
 
-def _zscore64(a: torch.Tensor) -> torch.Tensor:
+def _zscore64(a: "torch.Tensor") -> "torch.Tensor":
+    import torch
     a = a - a.mean(0)
     sd = torch.sqrt((a * a).mean(0))
     return a / torch.where(sd > 0, sd, torch.ones_like(sd))
@@ -240,6 +245,9 @@ def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: i
     if n_blocks < 2:
         raise InputError(f"{n} samples hold fewer than 2 blocks of {block}; use a shorter block",
                          source="block_permutation_p", field="block")
+    import torch
+
+    from .device import resolve_device
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     perms = torch.stack([torch.randperm(n_blocks, generator=gen) for _ in range(n_perm)])
