@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from dash import Input, Output, dcc, html
+from dash import Input, Output, Patch, dcc, html
 from flask import Response, abort
 
 from core import export
@@ -18,8 +18,8 @@ from . import ids
 from .figures import DashboardData
 
 __all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "FIGURE_FORMATS", "PNG_SCALE", "figure_config",
-           "two_d_graphs", "export_urls", "series_url", "series_link", "figure_configs", "downloads_panel", "register_export_callbacks",
-           "register_export_routes"]
+           "two_d_graphs", "export_urls", "series_url", "series_link", "figure_configs", "format_patch",
+           "downloads_panel", "register_export_callbacks", "register_export_routes"]
 
 DOWNLOADS = "downloads"
 #: RadioItems choosing what the camera button of every 2-D figure saves: "png" or "svg".
@@ -117,11 +117,21 @@ def figure_configs(data: DashboardData, fmt) -> list[dict]:
     return [figure_config(g, fmt) for g in two_d_graphs(data)]
 
 
+def format_patch(fmt) -> Patch:
+    """A small figure change sent with a new config: ``dcc.Graph`` redraws (and so takes the config) only when
+    its figure changes, and this touches nothing drawn (``layout.meta``)."""
+    patch = Patch()
+    patch["layout"]["meta"] = {"image_format": fmt if fmt in FIGURE_FORMATS else "png"}
+    return patch
+
+
 def register_export_callbacks(app, data: DashboardData) -> None:
     """The series link follows the selected voxel; the format switch rewrites the 2-D figures' configs."""
+    graphs = two_d_graphs(data)
     app.callback(Output(SERIES_LINK, "children"), Input(ids.SELECTED, "data"))(lambda v: series_link(data, v))
-    app.callback([Output(g, "config") for g in two_d_graphs(data)], Input(FIGURE_FORMAT, "value"),
-                 prevent_initial_call=True)(lambda fmt: figure_configs(data, fmt))
+    app.callback([Output(g, "config") for g in graphs] + [Output(g, "figure", allow_duplicate=True) for g in graphs],
+                 Input(FIGURE_FORMAT, "value"), prevent_initial_call=True)(
+        lambda fmt: figure_configs(data, fmt) + [format_patch(fmt) for _ in graphs])
 
 
 def _download(payload: bytes | str, mimetype: str, filename: str) -> Response:

@@ -7,11 +7,15 @@ Each row of :data:`CASES` builds one bad input in a temporary folder and names t
   results folder uncreated;
 - ``results``: a damaged results folder, opened both by :func:`core.store.open_results` (an ``InputError``
   holding the expected text) and by ``python -m dashboard --results`` (one ``error:`` line, exit code 2);
-  neither may change a byte of the folder.
+  neither may change a byte of the folder;
+- ``bundle``: ``python -m dashboard export-bundle`` (through :func:`dashboard.bundle.main`) with a good results
+  folder and one bad input: one ``error:`` line, exit code 2, nothing written (no bundle, no temporary folder
+  beside ``--out``, the results folder unchanged);
+- ``export``: a :mod:`core.export` function, which raises a one-line ``InputError``.
 
 The README's bad-input table is generated from the same list: ``python tests/test_bad_inputs.py`` prints it,
-and :func:`test_readme_table_matches_the_catalogue` fails when the two differ. Scene files and URL state
-(the dashboard's presentation features) are not built yet and have no rows.
+and :func:`test_readme_table_matches_the_catalogue` fails when the two differ. Scene files have rows where
+``export-bundle`` reads them.
 """
 from __future__ import annotations
 
@@ -186,8 +190,45 @@ def _wrong_dtype(path: Path):
     np.save(path, arr.astype(np.float64 if arr.dtype != np.float64 else np.float32))
 
 
+# -- export-bundle and exports: each takes (tmp, good results folder) and returns the command's argv
+def _scenes_file(tmp: Path, results_dir: Path, scenes=None, *, run_id=None, n_voxels=None, text=None) -> Path:
+    from core import scenes as S
+    from core.store import open_results
+    res = open_results(results_dir)
+    path = tmp / "talk.json"
+    if text is not None:
+        (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+        return path
+    scenes = [S.default_scene(title="all voxels")] if scenes is None else scenes
+    path.write_text(S.export_scenes(scenes, run_id=run_id or res.run_id, n_voxels=n_voxels or res.n_voxels))
+    return path
+
+
+def _bundle_argv(tmp: Path, results_dir: Path, *, results=None, scenes=None, out=None, extra=()) -> list[str]:
+    return ["--results", str(results or results_dir), "--scenes", str(scenes or _scenes_file(tmp, results_dir)),
+            "--out", str(out or tmp / "talk"), *extra]
+
+
+def _bad_scene(**filters):
+    from core import scenes as S
+    scene = S.default_scene(title="bad")
+    scene["filters"].update(filters)
+    return [scene]
+
+
+def _a_file(path: Path) -> Path:
+    path.write_text("<html></html>")
+    return path
+
+
+def _non_empty(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    return folder
+
+
 # ------------------------------------------------------------------------------------------- the catalogue
-P, R = "precompute", "results"
+P, R, B, E = "precompute", "results", "bundle", "export"
 CASES: list[Case] = [
     # ---- config files and command-line options
     Case("config-missing", "config (--config)", "file does not exist", "config file not found", P,
@@ -329,13 +370,43 @@ CASES: list[Case] = [
          _damage(lambda o: _wrong_dtype(_entry(o, "stats") / "p_off.npy"))),
     Case("results-flatmap-lookup", "cortex assets", "flatmap lookup cut short", "is truncated or not a .npy array", R,
          _damage(lambda o: _truncate(_entry(o, "cortex") / "flatmap_lookup.npy", 120))),
+    # ---- the offline bundle (python -m dashboard export-bundle) and exports
+    Case("bundle-results-missing", "export-bundle --results", "results folder does not exist",
+         "results folder not found", B, lambda t, r: _bundle_argv(t, r, results=t / "nope")),
+    Case("bundle-scenes-missing", "export-bundle --scenes", "file does not exist", "scenes file not found", B,
+         lambda t, r: _bundle_argv(t, r, scenes=t / "nope.json")),
+    Case("bundle-scenes-not-json", "export-bundle --scenes", "damaged (not JSON)", "not valid JSON", B,
+         lambda t, r: _bundle_argv(t, r, scenes=_scenes_file(t, r, text='{"version": 1, "scenes": [')) ),
+    Case("bundle-scenes-binary", "export-bundle --scenes", "not UTF-8 text (a binary file)", "not UTF-8 text", B,
+         lambda t, r: _bundle_argv(t, r, scenes=_scenes_file(t, r, text=b"\xff\xfe\x00binary"))),
+    Case("bundle-scenes-other-run", "export-bundle --scenes", "scenes of another run with another voxel count",
+         "voxel rows would name other voxels", B,
+         lambda t, r: _bundle_argv(t, r, scenes=_scenes_file(t, r, run_id="other-run", n_voxels=999))),
+    Case("bundle-scenes-unknown-roi", "export-bundle --scenes", "a scene filters an ROI the run does not have",
+         "field 'scenes[0].filters.rois': unknown ROI 'FFX'", B,
+         lambda t, r: _bundle_argv(t, r, scenes=_scenes_file(t, r, _bad_scene(rois=["FFX"])))),
+    Case("bundle-scenes-empty", "export-bundle --scenes", "holds no scenes", "the scenes file holds no scenes", B,
+         lambda t, r: _bundle_argv(t, r, scenes=_scenes_file(t, r, []))),
+    Case("bundle-out-not-empty", "export-bundle --out", "folder not empty (no --force)",
+         "output folder is not empty", B, lambda t, r: _bundle_argv(t, r, out=_non_empty(t / "talk"))),
+    Case("bundle-out-is-file", "export-bundle --out", "a file, not a folder",
+         "expected a folder for the bundle, found a file", B,
+         lambda t, r: _bundle_argv(t, r, out=_a_file(t / "talk.html"))),
+    Case("bundle-out-in-results", "export-bundle --out", "inside the results folder",
+         "may not be the results folder, inside it or hold it", B,
+         lambda t, r: _bundle_argv(t, r, out=r / "talk", extra=("--force",))),
+    Case("export-nifti-no-subject", "NIfTI export (core.export.nifti_map)", "run without a pycortex subject here",
+         "NIfTI export needs the run's pycortex subject", E, lambda t, r: (r, "on", "r")),
+    Case("export-series-voxel", "series CSV (core.export.series_csv)", "voxel row out of range",
+         "'voxel': expected a voxel row from 0 to 299", E, lambda t, r: (r, 300)),
 ]
 
 
 def readme_table() -> str:
     rows = ["| # | Input | Problem | Surface | The one error line contains |", "|---|---|---|---|---|"]
     for i, c in enumerate(CASES, 1):
-        surface = "precompute.py, exit 2" if c.surface == P else "open_results / python -m dashboard, exit 2"
+        surface = {P: "precompute.py, exit 2", R: "open_results / python -m dashboard, exit 2",
+                   B: "python -m dashboard export-bundle, exit 2", E: "core.export, InputError"}[c.surface]
         rows.append(f"| {i} | {c.input} | {c.problem} | {surface} | `{c.expect}` |")
     return "\n".join(rows)
 
@@ -406,6 +477,31 @@ def test_damaged_results_folder(case, how, good_results, tmp_path, capsys):
         assert dashboard_main(argv) == 2
         _one_error_line(capsys.readouterr().err, case.expect)
     assert _snapshot(path) == before, "reading a results folder changed it"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == B], ids=lambda c: c.id)
+def test_bundle_bad_input(case, good_results, tmp_path, capsys):
+    """One error line, exit 2, the results folder untouched, nothing written or left beside --out."""
+    from dashboard.bundle import main as bundle_main
+    work = tmp_path / "in"
+    work.mkdir()
+    argv = case.make(work, good_results)
+    before = _snapshot(good_results), _snapshot(work)
+    assert bundle_main(argv) == 2
+    _one_error_line(capsys.readouterr().err, case.expect)
+    assert (_snapshot(good_results), _snapshot(work)) == before, "a refused export-bundle wrote something"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == E], ids=lambda c: c.id)
+def test_export_bad_input(case, good_results, tmp_path):
+    from core import export
+    from core._validation import InputError
+    from core.store import open_results
+    path, *args = case.make(tmp_path, good_results)
+    fn = export.nifti_map if len(args) == 2 else export.series_csv
+    with pytest.raises(InputError) as exc:
+        fn(open_results(path), *args)
+    assert case.expect in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_good_results_folder_opens(good_results):

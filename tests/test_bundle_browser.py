@@ -1,12 +1,12 @@
-"""The offline bundle in headless Chromium: built by the real command, served by a plain ``python -m
-http.server``, played with the keyboard.
+"""Exports in headless Chromium: the offline bundle (built by the real command, served by a plain ``python -m
+http.server``, played with the keyboard) and the dashboard's PNG/SVG switch of the figures' camera button.
 
 One small synthetic run (400 voxels) with two scenes whose filters differ from the defaults, one bundle and
 one browser page for every check: the first scene's title and note, both UMAPs drawn with the colours the
 dashboard computes for the scene's filters (``DashboardData.visible`` + ``umap_colour_codes``, the
 independent reference), the flatmap filter layer and selected-voxel mark, ArrowRight to scene 2 (other rule,
-hemisphere, hidden voxels, a camera), digit keys, and a clean console. Screenshots go to test-artifacts/.
-Marked slow: software WebGL.
+hemisphere, hidden voxels, a camera), digit keys, and a clean console. The format switch is checked on the
+dashboard of the same run, in the same browser. Screenshots go to test-artifacts/. Marked slow: software WebGL.
 """
 from __future__ import annotations
 
@@ -102,61 +102,67 @@ PLOTTED = """(m) => {
 }"""
 
 
-def test_bundle_plays_scenes(bundle):
+@pytest.fixture(scope="module")
+def browser():
+    with launch_chromium() as b:
+        yield b
+
+
+def test_bundle_plays_scenes(bundle, browser):
     data = DashboardData(bundle["results"])
     scenes = bundle["scenes"]
     doc = json.loads((bundle["out"] / "data" / "bundle.json").read_text())
-    with launch_chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        console = ConsoleLog(page)
-        page.goto(bundle["base"] + "/index.html")
-        page.wait_for_function("window.attnbrainBundle && window.attnbrainBundle.ready", timeout=WAIT_MS)
-        page.wait_for_function("document.querySelector('#umap-on canvas') !== null", timeout=WAIT_MS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    console = ConsoleLog(page)
+    page.goto(bundle["base"] + "/index.html")
+    page.wait_for_function("window.attnbrainBundle && window.attnbrainBundle.ready", timeout=WAIT_MS)
+    page.wait_for_function("document.querySelector('#umap-on canvas') !== null", timeout=WAIT_MS)
 
-        # Scene 1: title, note, and the filters applied to both UMAPs exactly as the dashboard would.
-        assert page.inner_text("#scene-title") == scenes[0]["title"]
-        assert page.inner_text("#scene-note") == scenes[0]["note"]
-        assert page.inner_text("#counter") == "1 / 2"
-        for m in ("off", "on"):
-            plotted = page.evaluate(PLOTTED, m)
-            assert plotted["canvas"] and plotted["n"] == data.umap[m].voxels.size
-            expected = _expected_codes(data, scenes[0], m)
-            assert plotted["colour"] == expected
-            # The filter does something: some embedded voxels are shown in a bin colour and some are not.
-            assert 0 < sum(c >= 3 for c in expected) < sum(c >= 1 for c in expected)
-            assert plotted["selected"] == 0
-            layer = page.get_attribute(f"#flat-{m} img.layer", "src")
-            assert layer == doc["flatmap"]["layers"][0][m]
-        assert page.is_hidden("#flat-off .mark")
-        save_screenshot(page, "bundle_scene1.png")
+    # Scene 1: title, note, and the filters applied to both UMAPs exactly as the dashboard would.
+    assert page.inner_text("#scene-title") == scenes[0]["title"]
+    assert page.inner_text("#scene-note") == scenes[0]["note"]
+    assert page.inner_text("#counter") == "1 / 2"
+    for m in ("off", "on"):
+        plotted = page.evaluate(PLOTTED, m)
+        assert plotted["canvas"] and plotted["n"] == data.umap[m].voxels.size
+        expected = _expected_codes(data, scenes[0], m)
+        assert plotted["colour"] == expected
+        # The filter does something: some embedded voxels are shown in a bin colour and some are not.
+        assert 0 < sum(c >= 3 for c in expected) < sum(c >= 1 for c in expected)
+        assert plotted["selected"] == 0
+        layer = page.get_attribute(f"#flat-{m} img.layer", "src")
+        assert layer == doc["flatmap"]["layers"][0][m]
+    assert page.is_hidden("#flat-off .mark")
+    save_screenshot(page, "bundle_scene1.png")
 
-        # ArrowRight: scene 2 with its rule, hemisphere, hidden voxels, selection, set and camera.
-        page.keyboard.press("ArrowRight")
-        page.wait_for_function("document.getElementById('scene-title').textContent === "
-                               + json.dumps(scenes[1]["title"]), timeout=WAIT_MS)
-        assert page.inner_text("#counter") == "2 / 2"
-        for m in ("off", "on"):
-            plotted = page.evaluate(PLOTTED, m)
-            expected = _expected_codes(data, scenes[1], m)
-            assert plotted["colour"] == expected
-            assert 0 in expected, "ns_mode 'hidden' hides voxels"
-            assert plotted["selected"] == int(data.umap[m].position[scenes[1]["selected"]] >= 0)
-            assert plotted["set"] == int((data.umap[m].position[scenes[1]["selected_set"]] >= 0).sum())
-            assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][1][m]
-            assert page.is_visible(f"#flat-{m} .mark")
-        eye = page.evaluate(PLOTTED, "on")["eye"]
-        assert eye == pytest.approx(scenes[1]["cameras"]["on"]["eye"])
-        voxel = scenes[1]["selected"]
-        caption = page.inner_text("#scene-voxel")
-        assert f"voxel {voxel}" in caption and "FFA (R)" in caption
-        assert f"r on {data.r['on'][voxel]:.3f}" in caption and f"r off {data.r['off'][voxel]:.3f}" in caption
-        save_screenshot(page, "bundle_scene2.png")
+    # ArrowRight: scene 2 with its rule, hemisphere, hidden voxels, selection, set and camera.
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.getElementById('scene-title').textContent === "
+                           + json.dumps(scenes[1]["title"]), timeout=WAIT_MS)
+    assert page.inner_text("#counter") == "2 / 2"
+    for m in ("off", "on"):
+        plotted = page.evaluate(PLOTTED, m)
+        expected = _expected_codes(data, scenes[1], m)
+        assert plotted["colour"] == expected
+        assert 0 in expected, "ns_mode 'hidden' hides voxels"
+        assert plotted["selected"] == int(data.umap[m].position[scenes[1]["selected"]] >= 0)
+        assert plotted["set"] == int((data.umap[m].position[scenes[1]["selected_set"]] >= 0).sum())
+        assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][1][m]
+        assert page.is_visible(f"#flat-{m} .mark")
+    eye = page.evaluate(PLOTTED, "on")["eye"]
+    assert eye == pytest.approx(scenes[1]["cameras"]["on"]["eye"])
+    voxel = scenes[1]["selected"]
+    caption = page.inner_text("#scene-voxel")
+    assert f"voxel {voxel}" in caption and "FFA (R)" in caption
+    assert f"r on {data.r['on'][voxel]:.3f}" in caption and f"r off {data.r['off'][voxel]:.3f}" in caption
+    save_screenshot(page, "bundle_scene2.png")
 
-        # Digit keys jump, and the position survives in the URL hash.
-        page.keyboard.press("1")
-        page.wait_for_function("document.getElementById('counter').textContent === '1 / 2'", timeout=WAIT_MS)
-        assert page.evaluate("window.location.hash") == "#scene=1"
-        assert console.errors() == []
+    # Digit keys jump, and the position survives in the URL hash.
+    page.keyboard.press("1")
+    page.wait_for_function("document.getElementById('counter').textContent === '1 / 2'", timeout=WAIT_MS)
+    assert page.evaluate("window.location.hash") == "#scene=1"
+    assert console.errors() == []
+    page.close()
 
 
 def test_bundle_is_self_contained(bundle):
@@ -172,3 +178,42 @@ def test_bundle_is_self_contained(bundle):
                          offset=index["r_on"]["offset"])
     assert np.array_equal(r_on, np.asarray(bundle["results"].stage("stats").arrays["r_on"], dtype=np.float64),
                           equal_nan=True)
+
+
+CONFIG = """(id) => {
+  const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+  return gd && gd._context ? gd._context.toImageButtonOptions : null;
+}"""
+
+
+def test_dashboard_figure_format_switch(bundle, browser):
+    """The Downloads section's switch makes the 2-D figures' camera button save SVG; 3-D UMAPs stay PNG."""
+    import threading
+
+    from waitress import create_server
+
+    from dashboard.app import create_app
+    from dashboard.exports import FIGURE_FORMAT, PNG_SCALE
+    app = create_app(bundle["results"])
+    server = create_server(app.server, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        console = ConsoleLog(page)
+        page.goto(f"http://127.0.0.1:{server.effective_port}/")
+        page.wait_for_function("document.querySelector('#r-scatter .js-plotly-plot') && "
+                               "document.querySelector('#umap-on canvas')", polling=200, timeout=WAIT_MS)
+        assert page.evaluate(CONFIG, "r-scatter") == {"format": "png", "filename": "r-scatter", "scale": PNG_SCALE}
+        page.click("#downloads summary")
+        page.click(f"#{FIGURE_FORMAT} label:has-text('SVG')")
+        for graph in ("r-scatter", "bin-counts", "flat-on"):
+            page.wait_for_function(f"({CONFIG})('{graph}') && ({CONFIG})('{graph}').format === 'svg'",
+                                   polling=200, timeout=WAIT_MS)
+        assert page.evaluate(CONFIG, "umap-on")["format"] == "png"
+        save_screenshot(page, "dashboard_downloads.png")
+        assert console.errors() == []
+        page.close()
+    finally:
+        server.close()
+        thread.join(timeout=5)

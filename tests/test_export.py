@@ -283,6 +283,10 @@ def test_format_switch_and_series_link(s1_run):
     assert all(c["toImageButtonOptions"] == {"format": "svg", "filename": g}
                for g, c in zip(graphs, figure_configs(data, "svg")))
     assert all(c["toImageButtonOptions"]["format"] == "png" for c in figure_configs(data, None))
+    # dcc.Graph redraws (taking a new config) only with a new figure: the switch sends a patch of layout.meta.
+    from dashboard.exports import format_patch
+    ops = format_patch("svg").to_plotly_json()["operations"]
+    assert ops == [{"operation": "Assign", "location": ["layout", "meta"], "params": {"value": {"image_format": "svg"}}}]
     link = series_link(data, 7)
     assert isinstance(link, html.A) and link.href.endswith("_voxel7_series.csv")
     assert series_link(data, None) == series_link(data, 300) == series_link(data, True) == \
