@@ -99,12 +99,20 @@
       }
     });
   }
+  function bindAll() {
+    bind();
+    if (A.pendingCameras && PAIR.every(function (m) { return !plotOf("umap-" + m) || A.defaultCameras[m]; })) {
+      var targets = A.pendingCameras;
+      A.pendingCameras = null;
+      animateTo(targets);
+    }
+  }
   document.addEventListener("pointerup", onPointerUp, true);
   var scheduled = false;
   new MutationObserver(function () {
     if (scheduled) { return; }
     scheduled = true;
-    window.requestAnimationFrame(function () { scheduled = false; bind(); });
+    window.requestAnimationFrame(function () { scheduled = false; bindAll(); });
   }).observe(document.documentElement, { childList: true, subtree: true });
 
   // ------------------------------------------------------------------ viewer bridge
@@ -214,6 +222,9 @@
   // Both UMAP cameras move to a scene's over ~600 ms (eased); the last frame sets them exactly, so the
   // result does not depend on how many frames software WebGL manages to draw.
   function animateTo(targets) {
+    bind();
+    var ready = PAIR.every(function (m) { return !plotOf("umap-" + m) || A.defaultCameras[m]; });
+    if (!ready) { A.pendingCameras = targets; return; }      // graphs not drawn yet: bind() moves them
     var moves = [];
     PAIR.forEach(function (m) {
       var gd = plotOf("umap-" + m), from = currentCamera(m);

@@ -11,11 +11,16 @@ Each row of :data:`CASES` builds one bad input in a temporary folder and names t
 - ``bundle``: ``python -m dashboard export-bundle`` (through :func:`dashboard.bundle.main`) with a good results
   folder and one bad input: one ``error:`` line, exit code 2, nothing written (no bundle, no temporary folder
   beside ``--out``, the results folder unchanged);
-- ``export``: a :mod:`core.export` function, which raises a one-line ``InputError``.
+- ``export``: a :mod:`core.export` function, which raises a one-line ``InputError``;
+- ``scenes``: a scenes file read by the dashboard (``RUN/scenes/scenes.json`` at start through
+  :func:`core.scenes.load_scenes`, an uploaded file through :func:`core.scenes.import_scenes`): one-line
+  ``InputError`` (the dashboard shows it as a notice), the file unchanged;
+- ``url``: a page URL's scene state (``?scene=<token>``, ``#voxel=<row>``) read by
+  :func:`dashboard.presenting.scene_from_page_url`: never an error, the default for every unusable field and
+  a one-line notice.
 
 The README's bad-input table is generated from the same list: ``python tests/test_bad_inputs.py`` prints it,
-and :func:`test_readme_table_matches_the_catalogue` fails when the two differ. Scene files have rows where
-``export-bundle`` reads them.
+and :func:`test_readme_table_matches_the_catalogue` fails when the two differ.
 """
 from __future__ import annotations
 
@@ -216,6 +221,25 @@ def _bad_scene(**filters):
     return [scene]
 
 
+def _scene_with(**fields):
+    from core import scenes as S
+    scene = S.default_scene(title="bad")
+    scene.update(fields)
+    return [scene]
+
+
+def _url(scene=None, *, filters=None, cut=False, search=None, hash="") -> tuple[str, str]:
+    """(location.search, location.hash) of a page URL holding ``scene`` (default scene with changes)."""
+    from core import scenes as S
+    if search is None:
+        s = S.default_scene(title="from a link")
+        s.update(scene or {})
+        s["filters"].update(filters or {})
+        search = S.scene_to_url(s)
+        search = search[: len(search) // 2] if cut else search
+    return search, hash
+
+
 def _a_file(path: Path) -> Path:
     path.write_text("<html></html>")
     return path
@@ -228,7 +252,7 @@ def _non_empty(folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- the catalogue
-P, R, B, E = "precompute", "results", "bundle", "export"
+P, R, B, E, S, U = "precompute", "results", "bundle", "export", "scenes", "url"
 CASES: list[Case] = [
     # ---- config files and command-line options
     Case("config-missing", "config (--config)", "file does not exist", "config file not found", P,
@@ -399,6 +423,51 @@ CASES: list[Case] = [
          "NIfTI export needs the run's pycortex subject", E, lambda t, r: (r, "on", "r")),
     Case("export-series-voxel", "series CSV (core.export.series_csv)", "voxel row out of range",
          "'voxel': expected a voxel row from 0 to 299", E, lambda t, r: (r, 300)),
+    # ---- scenes files in the dashboard (RUN/scenes/scenes.json, imports) and the page URL's scene state
+    Case("scenes-not-json", "scenes file", "damaged (not JSON)", "not valid JSON", S,
+         lambda t, r: _scenes_file(t, r, text='{"version": 1, "run_id": "x", "scenes": [')),
+    Case("scenes-version", "scenes file", "another format version", "field 'version': expected scenes file "
+         "version 1, found 2", S, lambda t, r: _scenes_file(t, r, text='{"version": 2, "run_id": "x", "scenes": []}')),
+    Case("scenes-not-a-list", "scenes file", "scenes not a list", "field 'scenes': expected a list of scenes", S,
+         lambda t, r: _scenes_file(t, r, text='{"version": 1, "run_id": "x", "n_voxels": 300, "scenes": {}}')),
+    Case("scenes-other-run", "scenes file", "scenes of another run with another voxel count",
+         "voxel rows would name other voxels", S, lambda t, r: _scenes_file(t, r, run_id="other-run", n_voxels=999)),
+    Case("scenes-voxel-range", "scenes file", "selected voxel out of range",
+         "field 'scenes[0].selected': expected a voxel row from 0 to 299, found 300", S,
+         lambda t, r: _scenes_file(t, r, _scene_with(selected=300))),
+    Case("scenes-set-range", "scenes file", "a set voxel out of range",
+         "field 'scenes[0].selected_set[1]': expected a voxel row from 0 to 299, found 5000", S,
+         lambda t, r: _scenes_file(t, r, _scene_with(selected_set=[1, 5000]))),
+    Case("scenes-unknown-roi", "scenes file", "a scene filters an ROI the run does not have",
+         "field 'scenes[0].filters.rois': unknown ROI 'FFX'", S,
+         lambda t, r: _scenes_file(t, r, _bad_scene(rois=["FFX"]))),
+    Case("scenes-unknown-field", "scenes file", "misspelt scene field", "unknown scene field 'titel'", S,
+         lambda t, r: _scenes_file(t, r, _scene_with(titel="x"))),
+    Case("scenes-unknown-filter", "scenes file", "misspelt filter", "unknown filter 'treshold'", S,
+         lambda t, r: _scenes_file(t, r, _bad_scene(treshold=0.1))),
+    Case("scenes-threshold", "scenes file", "|r| threshold out of range",
+         "'scenes[0].filters.threshold': expected a number between 0 and 1 (minimum |r|), found 2", S,
+         lambda t, r: _scenes_file(t, r, _bad_scene(threshold=2))),
+    Case("scenes-rule", "scenes file", "significance rule the run lacks (no permutations)",
+         "expected one of 'p', 'q' (the significance rules of this run), found 'perm'", S,
+         lambda t, r: _scenes_file(t, r, _bad_scene(rule="perm"))),
+    Case("scenes-camera", "scenes file", "camera vector without z", "field 'scenes[0].cameras.off.eye': expected "
+         '{"x": number, "y": number, "z": number}', S,
+         lambda t, r: _scenes_file(t, r, _scene_with(cameras={"off": {"eye": {"x": 1, "y": 1}, "center": None,
+                                                                       "up": None}, "on": None}))),
+    Case("url-garbage", "page URL (?scene=)", "not base64url", "its scene state is unreadable (it is not base64url "
+         "text)", U, lambda t, r: _url(search="?scene=%25%25not*base64")),
+    Case("url-cut-short", "page URL (?scene=)", "link cut short when copied", "it is not a compressed scene", U,
+         lambda t, r: _url(cut=True)),
+    Case("url-voxel-range", "page URL (?scene=)", "selected voxel out of range (stale link)",
+         "selected: expected a voxel row from 0 to 299, found 300", U, lambda t, r: _url({"selected": 300})),
+    Case("url-unknown-roi", "page URL (?scene=)", "an ROI the run does not have", "filters.rois: unknown ROI 'FFX'",
+         U, lambda t, r: _url(filters={"rois": ["FFX"]})),
+    Case("url-bad-threshold", "page URL (?scene=)", "|r| threshold out of range",
+         "filters.threshold: expected a number between 0 and 1", U, lambda t, r: _url(filters={"threshold": 7})),
+    Case("url-hash-voxel", "page URL (#voxel=)", "voxel link out of range",
+         "the link's '#voxel=300' names no voxel of this run (rows 0-299)", U,
+         lambda t, r: _url(search="", hash="#voxel=300")),
 ]
 
 
@@ -406,7 +475,9 @@ def readme_table() -> str:
     rows = ["| # | Input | Problem | Surface | The one error line contains |", "|---|---|---|---|---|"]
     for i, c in enumerate(CASES, 1):
         surface = {P: "precompute.py, exit 2", R: "open_results / python -m dashboard, exit 2",
-                   B: "python -m dashboard export-bundle, exit 2", E: "core.export, InputError"}[c.surface]
+                   B: "python -m dashboard export-bundle, exit 2", E: "core.export, InputError",
+                   S: "dashboard scene list (start, import) / core.scenes, notice", U: "dashboard page URL, "
+                   "default view + notice"}[c.surface]
         rows.append(f"| {i} | {c.input} | {c.problem} | {surface} | `{c.expect}` |")
     return "\n".join(rows)
 
@@ -502,6 +573,42 @@ def test_export_bad_input(case, good_results, tmp_path):
     with pytest.raises(InputError) as exc:
         fn(open_results(path), *args)
     assert case.expect in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == S], ids=lambda c: c.id)
+def test_scenes_file_bad_input(case, good_results, tmp_path):
+    """Loading (a run's scenes.json) and importing (an upload) refuse it with one line; nothing changes."""
+    from core._validation import InputError
+    from core.scenes import import_scenes, load_scenes, scene_context
+    from core.store import open_results
+    path = case.make(tmp_path, good_results)
+    before = _snapshot(good_results), path.read_bytes()
+    context = scene_context(open_results(good_results))
+    for read in (lambda: load_scenes(path, **context), lambda: import_scenes(path.read_bytes(), **context)):
+        with pytest.raises(InputError) as exc:
+            read()
+        assert case.expect in str(exc.value) and "\n" not in str(exc.value)
+    assert (_snapshot(good_results), path.read_bytes()) == before
+
+
+@pytest.fixture(scope="module")
+def good_dashboard_data(good_results):
+    from core.store import open_results
+    from dashboard.figures import DashboardData
+    return DashboardData(open_results(good_results))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface == U], ids=lambda c: c.id)
+def test_url_state_bad_input(case, good_dashboard_data, tmp_path):
+    """A bad link never fails: a valid scene (the defaults where the link's fields are unusable) and one
+    line of notice."""
+    from core.scenes import validate_scene
+    from dashboard.presenting import scene_from_page_url, scene_kwargs
+    data = good_dashboard_data
+    search, url_hash = case.make(tmp_path, None)
+    scene, notice = scene_from_page_url(data, search, url_hash)
+    assert case.expect in notice and "\n" not in notice
+    assert scene is None or validate_scene(scene, **scene_kwargs(data)) == scene
 
 
 def test_good_results_folder_opens(good_results):
