@@ -248,6 +248,8 @@ def test_download_routes(s1_run):
                 urls["nifti:on:r"].replace("_on.", "_sideways."), urls["table"].replace(".csv", ".tsv"),
                 urls["flatmap:off"].replace("_off", "_x"), urls["table"].replace("export/", "export/../")):
         assert client.get(bad).status_code == 404, bad
+    for method in ("post", "put", "delete"):
+        assert getattr(client, method)(urls["table"]).status_code == 405
     assert _snapshot(results.out) == before, "a download wrote into the results folder"
 
 
