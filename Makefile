@@ -29,11 +29,7 @@ precompute-demo: install
 	$(PY) precompute.py --preset demo --out $(RESULTS)
 
 demo: precompute-demo
-	@if $(PY) -c "import dashboard.app" 2>/dev/null; then \
-		$(PY) -m dashboard --results $(RESULTS) --port $(PORT); \
-	else \
-		echo "precompute finished: see $(RESULTS)/*/summary.json. The dashboard is not built yet (issue 7), so the demo stops here."; \
-	fi
+	$(PY) -m dashboard --results $(RESULTS) --port $(PORT)
 
 # Browser tests drive Debian's Chromium headless. Without root or apt they skip with a reason, except under CI=true.
 browser-deps:

@@ -37,5 +37,5 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 'umap', umap.__version__, 'pycortex', cortex.__version__)" 2>&1 | grep -v Inkscape
 set -o pipefail
 # shellcheck disable=SC2086
-"$PY" bench/paper_scale.py --device cuda --json "$OUT/paper_scale.json" ${PAPER_ARGS:-} 2>&1 \
+"$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --json "$OUT/paper_scale.json" ${PAPER_ARGS:-} 2>&1 \
     | grep --line-buffered -v Inkscape | tee "$OUT/paper_scale.log"
