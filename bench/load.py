@@ -308,7 +308,8 @@ def main(argv=None) -> int:
         for t in threads:
             t.join(timeout=args.seconds + 120)
         wall = time.perf_counter() - t_load
-        workers = _children(server.pid)
+        # gunicorn (--workers N > 1) serves from forked children; waitress (one worker) from the process itself.
+        workers = _children(server.pid) or [server.pid]
         memory = [worker_memory(w) for w in workers]
         parent = worker_memory(server.pid)
     finally:
