@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-cache MPLBACKEND=Agg
 PY="${PYTHON:-python3}"
 
-if ! "$PY" -c "import umap, cortex, nibabel" 2>/dev/null; then
+if ! "$PY" -c "import umap, cortex, nibabel" >/dev/null 2>&1; then
     if ! ls .whl/pycortex-*-slim.tar.gz >/dev/null 2>&1; then
         echo "error: umap-learn/pycortex are not installed here and .whl/ (with pycortex-1.4.0-slim.tar.gz) did" \
              "not come along; run 'bash bench/gpu_wheels.sh' where PyPI is reachable and carry .whl" >&2
