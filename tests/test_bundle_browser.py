@@ -2,11 +2,12 @@
 http.server``, played with the keyboard) and the dashboard's PNG/SVG switch of the figures' camera button.
 
 One small synthetic run (400 voxels) with two scenes whose filters differ from the defaults, one bundle and
-one browser page for every check: the first scene's title and note, both UMAPs drawn with the colours the
+one browser for every check: the first scene's title and note, both UMAPs drawn with the colours the
 dashboard computes for the scene's filters (``DashboardData.visible`` + ``umap_colour_codes``, the
 independent reference), the flatmap filter layer and selected-voxel mark, ArrowRight to scene 2 (other rule,
-hemisphere, hidden voxels, a camera), digit keys, and a clean console. The format switch is checked on the
-dashboard of the same run, in the same browser. Screenshots go to test-artifacts/. Marked slow: software WebGL.
+hemisphere, hidden voxels, a camera), the copied viewer following the scenes, digit keys, and a clean
+console. The format switch is checked on the dashboard of the same run, in the same browser. Screenshots go
+to test-artifacts/. Marked slow: software WebGL.
 """
 from __future__ import annotations
 
@@ -157,10 +158,19 @@ def test_bundle_plays_scenes(bundle, browser):
     assert f"r on {data.r['on'][voxel]:.3f}" in caption and f"r off {data.r['off'][voxel]:.3f}" in caption
     save_screenshot(page, "bundle_scene2.png")
 
+    # The 3-D brain (the run's viewer, copied) follows the scene: its condition, view and voxel.
+    page.click("#viewer-toggle")
+    frame = page.wait_for_selector("#viewer").content_frame()
+    frame.wait_for_function(f"window.attnbrainViewer && window.attnbrainViewer.ready && "
+                            f"window.attnbrainViewer.dataset === 'on' && window.attnbrainViewer.marked === {voxel}",
+                            timeout=WAIT_MS)
+
     # Digit keys jump, and the position survives in the URL hash.
     page.keyboard.press("1")
     page.wait_for_function("document.getElementById('counter').textContent === '1 / 2'", timeout=WAIT_MS)
     assert page.evaluate("window.location.hash") == "#scene=1"
+    frame.wait_for_function("window.attnbrainViewer.dataset === 'off' && window.attnbrainViewer.marked === null",
+                            timeout=WAIT_MS)
     assert console.errors() == []
     page.close()
 

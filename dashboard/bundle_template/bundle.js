@@ -12,7 +12,7 @@
     var TYPES = {int8: Int8Array, uint8: Uint8Array, int16: Int16Array, uint16: Uint16Array, int32: Int32Array,
                  float32: Float32Array, float64: Float64Array};
     var CODE = {hidden: 0, faint: 1, negative: 2, bin0: 3};
-    var state = {doc: null, arrays: {}, index: -1, codes: {}, ready: false, viewerLoaded: false};
+    var state = {doc: null, arrays: {}, index: -1, codes: {}, ready: false, viewerLoaded: false, viewerReady: false};
     window.attnbrainBundle = state;
 
     function $(id) { return document.getElementById(id); }
@@ -129,6 +129,8 @@
             return;
         }
         if (!div.firstChild) {
+            // At most a third of the screen's height, so a whole scene fits on a projector.
+            div.style.maxWidth = (33 * fm.width / fm.height).toFixed(2) + "vh";
             var base = document.createElement("img");
             base.src = fm.images[m];
             base.alt = "flatmap, attention " + m;
@@ -255,11 +257,11 @@
     // ------------------------------------------------------------------------------------------ viewer
     function post(msg) {
         var frame = $("viewer");
-        if (state.viewerLoaded && frame.contentWindow) frame.contentWindow.postMessage(msg, window.location.origin);
+        if (state.viewerReady && frame.contentWindow) frame.contentWindow.postMessage(msg, window.location.origin);
     }
 
     function syncViewer() {
-        if (!state.viewerLoaded) return;
+        if (!state.viewerReady) return;
         var scene = state.doc.scenes[state.index];
         post({type: "attnbrain:setDataset", name: scene.viewer.condition});
         post({type: "attnbrain:setView", view: scene.viewer.view});
@@ -270,18 +272,25 @@
         var panel = $("viewer-panel"), frame = $("viewer");
         panel.hidden = !panel.hidden;
         if (!panel.hidden && !state.viewerLoaded) {
-            frame.addEventListener("load", function () {
-                state.viewerLoaded = true;
-                post({type: "attnbrain:setKeys", mode: "parent"});
-                syncViewer();
-            }, {once: true});
+            state.viewerLoaded = true;
             frame.src = state.doc.viewer;
         }
     }
 
+    // The viewer says "ready" once its surfaces are loaded; from then on it follows the scenes, and keys pressed
+    // in it come back as attnbrain:key so the keyboard keeps stepping through the scenes.
     window.addEventListener("message", function (event) {
-        if (event.origin !== window.location.origin || !event.data || event.data.type !== "attnbrain:key") return;
-        onKey(event.data.key);
+        var frame = $("viewer"), msg = event.data;
+        if (event.origin !== window.location.origin || event.source !== frame.contentWindow || !msg) return;
+        if (msg.type === "attnbrain:ready") {
+            state.viewerReady = true;
+            post({type: "attnbrain:setKeys", mode: "parent"});
+            syncViewer();
+        } else if (msg.type === "attnbrain:ack") {
+            state.viewerState = msg.state;
+        } else if (msg.type === "attnbrain:key") {
+            onKey(msg.key);
+        }
     });
 
     // ------------------------------------------------------------------------------------------ start
