@@ -75,6 +75,23 @@ def _scene_voxels(scenes: list[dict]) -> list[int]:
     return sorted({s["selected"] for s in scenes if s["selected"] is not None})
 
 
+def _flat_pixel(data, voxel: int) -> list[float] | None:
+    """The voxel's (column, row) on the flatmap images: the centre of its pixels or, for a voxel that owns no
+    pixel (another voxel wins every pixel it touches), its flat position mapped as the images were made."""
+    col, row = data.flatmap.centre[voxel]
+    if np.isfinite(col):
+        return [float(col), float(row)]
+    from core.flatmap import flat_to_pixel
+    try:
+        meta = json.loads((data.flatmap.folder / "flatmap_meta.json").read_text())
+        flat_xy = data.results.stage("dataset").arrays["flat_xy"][voxel]
+        colrow = flat_to_pixel(flat_xy, extents=meta["extents"], height=data.flatmap.height,
+                               width=data.flatmap.width)[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [float(colrow[0]), float(colrow[1])] if np.isfinite(colrow).all() else None
+
+
 def _caption(data, voxel: int, rules: list[str]) -> dict:
     cap = {"voxel": voxel, "r": {}, "p": {}, "q": {}, "bins": {}}
     for m in data.conditions:
@@ -87,8 +104,7 @@ def _caption(data, voxel: int, rules: list[str]) -> dict:
         cap["hemi"] = "R" if int(data.hemi[voxel]) == 1 else "L"
         cap["ijk"] = [int(v) for v in data.ijk[voxel]]
     if data.flatmap is not None:
-        col, row = data.flatmap.centre[voxel]
-        cap["flat_px"] = None if not np.isfinite(col) else [float(col), float(row)]
+        cap["flat_px"] = _flat_pixel(data, voxel)
     # JSON has no NaN: a voxel without a valid r shows "n/a".
     for key in ("r", "p", "q"):
         cap[key] = {m: (v if np.isfinite(v) else None) for m, v in cap[key].items()}

@@ -298,3 +298,52 @@ def test_format_switch_and_series_link(s1_run):
     assert f"{SERIES_LINK}.children" in outputs and all(f"{g}.config" in outputs for g in graphs)
     layout = json.dumps(app.layout.to_plotly_json(), default=str)
     assert FIGURE_FORMAT in layout and "Downloads" in layout
+
+
+# ------------------------------------------------------------------------------------------------ bundle
+def test_bundle_files_hold_the_run(s1_run, tmp_path):
+    """The offline bundle's data equal the dashboard's arrays; --force replaces atomically; results untouched."""
+    from core import scenes as S
+    from core.flatmap import flat_to_pixel
+    from dashboard.bundle import main as bundle_main
+    from dashboard.figures import DashboardData
+    results, _ = s1_run
+    data = DashboardData(results)
+    centre = data.flatmap.centre
+    owner, orphan = int(np.flatnonzero(np.isfinite(centre[:, 0]))[0]), int(np.flatnonzero(np.isnan(centre[:, 0]))[0])
+    scenes = [S.default_scene(title="one"), S.default_scene(title="two")]
+    scenes[0]["selected"], scenes[1]["selected"] = owner, orphan
+    scenes[1]["filters"].update(rule="q", ns_mode="hidden")
+    scenes_file = tmp_path / "talk.json"
+    scenes_file.write_text(S.export_scenes(scenes, run_id=results.run_id, n_voxels=results.n_voxels))
+    out = tmp_path / "talk"
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier bundle")
+    before = _snapshot(results.out)
+    argv = ["--results", str(results.out), "--scenes", str(scenes_file), "--out", str(out), "--force"]
+    assert bundle_main(argv) == 0
+    assert not (out / "old.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["talk", "talk.json"]
+    assert _snapshot(results.out) == before
+    doc = json.loads((out / "data" / "bundle.json").read_text())
+    raw = (out / "data" / "arrays.bin").read_bytes()
+
+    def array(name):
+        spec = doc["arrays"]["index"][name]
+        return np.frombuffer(raw, dtype=np.dtype(spec["dtype"]).newbyteorder("<"), count=spec["length"],
+                             offset=spec["offset"]).reshape(spec["shape"])
+    for m in ("off", "on"):
+        assert np.array_equal(array(f"umap_voxels_{m}"), data.umap[m].voxels)
+        assert np.array_equal(array(f"umap_coords_{m}"), data.umap[m].coords)
+        assert np.array_equal(array(f"r_{m}"), data.r[m], equal_nan=True)
+        for rule in data.rules:
+            assert np.array_equal(array(f"bins_{rule}_{m}"), data.bins(m, rule))
+    assert np.array_equal(array("roi"), data.roi) and np.array_equal(array("hemi"), data.hemi)
+    assert [s["title"] for s in doc["scenes"]] == ["one", "two"]
+    assert doc["voxels"][str(owner)]["flat_px"] == pytest.approx(centre[owner].tolist())
+    meta = json.loads((data.flatmap.folder / "flatmap_meta.json").read_text())
+    expected = flat_to_pixel(results.stage("dataset").arrays["flat_xy"][orphan], extents=meta["extents"],
+                             height=data.flatmap.height, width=data.flatmap.width)[0]
+    assert doc["voxels"][str(orphan)]["flat_px"] == pytest.approx(expected.tolist())
+    assert doc["flatmap"]["layers"][0] != doc["flatmap"]["layers"][1]
+    assert all((out / name).is_file() for layer in doc["flatmap"]["layers"] for name in layer.values())
+    assert (out / "viewer" / "index.html").is_file() and (out / "plotly.min.js").stat().st_size > 1_000_000
