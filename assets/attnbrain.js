@@ -99,9 +99,18 @@
       }
     });
   }
+  // A condition's UMAP can take a camera once plotly has drawn it (dcc.Graph loads plotly.js lazily); a
+  // condition without an embedding (an empty figure, no 3-D scene) never needs one.
+  function umapReady(m) {
+    if (!document.getElementById("umap-" + m)) { return true; }
+    var gd = plotOf("umap-" + m);
+    if (!gd || !gd._fullLayout) { return false; }
+    return !gd._fullLayout.scene || !!A.defaultCameras[m];
+  }
+
   function bindAll() {
     bind();
-    if (A.pendingCameras && PAIR.every(function (m) { return !plotOf("umap-" + m) || A.defaultCameras[m]; })) {
+    if (A.pendingCameras && PAIR.every(umapReady)) {
       var targets = A.pendingCameras;
       A.pendingCameras = null;
       animateTo(targets);
@@ -223,8 +232,7 @@
   // result does not depend on how many frames software WebGL manages to draw.
   function animateTo(targets) {
     bind();
-    var ready = PAIR.every(function (m) { return !plotOf("umap-" + m) || A.defaultCameras[m]; });
-    if (!ready) { A.pendingCameras = targets; return; }      // graphs not drawn yet: bind() moves them
+    if (!PAIR.every(umapReady)) { A.pendingCameras = targets; return; }      // graphs not drawn yet: bind() moves them
     var moves = [];
     PAIR.forEach(function (m) {
       var gd = plotOf("umap-" + m), from = currentCamera(m);
@@ -239,8 +247,11 @@
       if (id !== A.cameraMoves) { return; }          // a newer move took over
       var t = duration ? Math.min(1, (performance.now() - start) / duration) : 1;
       var e = t < 0.5 ? 2 * t * t : 1 - Math.pow(-2 * t + 2, 2) / 2;
+      // As a GUI edit (like a drag): with the figures' uirevision, a later figure patch from the server keeps
+      // this camera instead of resetting it to the one the figure was built with.
+      var relayout = window.Plotly._guiRelayout || window.Plotly.relayout;
       var done = moves.map(function (mv) {
-        return window.Plotly.relayout(mv.gd, { "scene.camera": t >= 1 ? mv.to : mix(mv.from, mv.to, e) });
+        return relayout(mv.gd, { "scene.camera": t >= 1 ? mv.to : mix(mv.from, mv.to, e) });
       });
       if (t < 1) {
         Promise.all(done).then(function () { window.setTimeout(frame, 16); });
@@ -265,21 +276,38 @@
 
   function root() { return document.getElementById("app-root"); }
 
+  // Bigger highlight and set markers and larger figure fonts while presenting. A figure patch from the server
+  // (a new selection) redraws a graph with its own sizes, so plotly_afterplot puts the large ones back.
+  function presentationStyle(gd, on) {
+    if (!window.Plotly || !gd || !gd.data || gd.data.length < 3 || !gd.data[1].marker || !gd.data[2].marker) {
+      return;
+    }
+    if (on && !gd._attnbrainSizes) {
+      gd._attnbrainSizes = { hl: gd.data[1].marker.size, set: gd.data[2].marker.size,
+                             font: (gd.layout.font && gd.layout.font.size) || null };
+    }
+    var orig = gd._attnbrainSizes;
+    if (!orig) { return; }
+    var want = on ? [BIG.highlight, BIG.set] : [orig.hl, orig.set];
+    if (gd.data[1].marker.size !== want[0] || gd.data[2].marker.size !== want[1]) {
+      window.Plotly.restyle(gd, { "marker.size": want }, [1, 2]);
+    }
+    var font = on ? BIG.font : orig.font;
+    if (((gd.layout.font && gd.layout.font.size) || null) !== font) {
+      window.Plotly.relayout(gd, { "font.size": font });
+    }
+    if (!on) { gd._attnbrainSizes = null; }
+  }
+
   function restyleForPresentation(on) {
-    if (!window.Plotly) { return; }
     PAIR.forEach(function (m) {
       ["umap-", "flat-"].forEach(function (prefix) {
         var gd = plotOf(prefix + m);
-        if (!gd || !gd.data || gd.data.length < 3) { return; }
-        if (on && !gd._attnbrainSizes) {
-          gd._attnbrainSizes = { hl: gd.data[1].marker.size, set: gd.data[2].marker.size,
-                                 font: (gd.layout.font && gd.layout.font.size) || null };
+        if (gd && gd.on && gd._attnbrainAfterplot !== gd._ev) {
+          gd._attnbrainAfterplot = gd._ev;
+          gd.on("plotly_afterplot", function () { if (A.presenting) { presentationStyle(gd, true); } });
         }
-        var orig = gd._attnbrainSizes;
-        if (!orig) { return; }
-        window.Plotly.restyle(gd, { "marker.size": on ? [BIG.highlight, BIG.set] : [orig.hl, orig.set] }, [1, 2]);
-        window.Plotly.relayout(gd, { "font.size": on ? BIG.font : orig.font });
-        if (!on) { gd._attnbrainSizes = null; }
+        presentationStyle(gd, on);
       });
     });
   }

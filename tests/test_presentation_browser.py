@@ -84,7 +84,19 @@ def page(browser, served):
 
 
 def _wait(page, expression: str, arg=None):
-    return page.wait_for_function(expression, arg=arg, polling=200, timeout=WAIT_MS)
+    """Wait until ``expression`` is truthy; on a timeout, fail with what the page shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    try:
+        return page.wait_for_function(expression, arg=arg, polling=200, timeout=WAIT_MS)
+    except PlaywrightTimeout:
+        state = page.evaluate("() => { const A = window.attnbrain || {}; return {url: location.href, "
+                              "animating: A.animating, target: A.lastCameraTarget, urlWrites: A.urlWrites, "
+                              "pending: A.pendingCameras, sceneCurrent: A.sceneCurrent}; }")
+        try:
+            state["view"] = _view(page)
+        except Exception as exc:  # the page may not have its graphs yet
+            state["view"] = repr(exc)
+        pytest.fail(f"timed out waiting for {expression[:200]!r} (arg {arg!r}); page state: {state}")
 
 
 def _view(page) -> dict:
@@ -142,6 +154,9 @@ def test_arrow_keys_step_through_the_scenes(page, served):
     # The selected set reached both UMAPs (trace 2 holds its embedded voxels).
     n_set = sum(1 for s in scenes[0]["selected_set"] if data.umap["on"].position[s] >= 0)
     _wait(page, f"document.querySelector('#umap-on .js-plotly-plot')._fullData[2].x.length === {n_set}")
+    # Presentation sizes survive the selection patch: a large highlight marker, large figure fonts.
+    _wait(page, "document.querySelector('#umap-on .js-plotly-plot').data[1].marker.size === 16 && "
+                "document.querySelector('#umap-on .js-plotly-plot')._fullLayout.font.size === 18")
     save_screenshot(page, "presentation-mode.png")
 
     page.keyboard.press("ArrowRight")
