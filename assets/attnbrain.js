@@ -390,6 +390,7 @@
   function returnFocus() {
     var f = frame();
     if (f && document.activeElement === f) {
+      A.focusReturns = (A.focusReturns || 0) + 1;
       toViewer({ type: "attnbrain:blur" });
       f.blur();
     }

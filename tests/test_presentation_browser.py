@@ -210,5 +210,24 @@ def test_a_corrupted_url_shows_the_notice_and_the_default_view(served, browser):
         pg.context.close()
 
 
+def test_keys_reach_the_page_after_a_click_in_the_viewer(page, served):
+    """The viewer iframe takes keyboard focus when clicked; in presentation mode the page takes it back, so the
+    next key still steps through the scenes."""
+    scenes = served[2]
+    page.click(f"#{ids.VIEWER_LOAD}")
+    _wait(page, "window.attnbrain.viewer.ready === true")
+    page.keyboard.press("p")
+    _wait(page, "document.getElementById('app-root').classList.contains('presenting')")
+    assert page.locator(f"#{ids.VIEWER_FRAME}").is_visible()
+    page.frame_locator(f"#{ids.VIEWER_FRAME}").locator("body").click(position={"x": 3, "y": 3})
+    # The click focused the iframe (the window blurred), and the page took focus back.
+    _wait(page, f"window.attnbrain.focusReturns >= 1 && "
+                f"document.activeElement !== document.getElementById('{ids.VIEWER_FRAME}')")
+    page.keyboard.press("ArrowRight")                 # from scene 2 (index 1) to scene 3
+    _wait(page, "(t) => document.getElementById('scene-caption').innerText.includes(t)", scenes[2]["title"])
+    page.keyboard.press("Escape")
+    _wait(page, "!document.getElementById('app-root').classList.contains('presenting')")
+
+
 def test_no_console_errors(page):
     assert page.console_log.errors() == []
