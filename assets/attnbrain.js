@@ -170,6 +170,7 @@
     }
     if (msg.type === "attnbrain:ready") {
       A.viewer.ready = true;
+      hookFrameKeys();
       if (A.presenting) { toViewer({ type: "attnbrain:setKeys", mode: "parent" }); }
       A.viewer.datasets = Array.isArray(msg.datasets) ? msg.datasets.map(String) : null;
       syncViewer(true);
@@ -400,6 +401,20 @@
     }
     window.focus();
   }
+  // The viewer is same-origin: a capture listener on its window sees keys before pycortex's shortcuts do.
+  // Outside presentation mode only `p` is taken (the viewer keeps its own keys); while presenting, ours.
+  function hookFrameKeys() {
+    var f = frame(), w = f && f.contentWindow;
+    if (!w || w._attnbrainKeys) { return; }
+    try {
+      w.addEventListener("keydown", function (ev) {
+        if (!A.presenting && ev.key !== "p" && ev.key !== "P") { return; }
+        onKey(ev);
+      }, true);
+      w._attnbrainKeys = true;
+    } catch (e) { /* not same-origin: the viewer's own key forwarding (setKeys) still applies */ }
+  }
+
   window.addEventListener("blur", function () {
     window.setTimeout(function () {
       if (A.presenting && document.activeElement === frame()) { returnFocus(); }

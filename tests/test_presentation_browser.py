@@ -211,18 +211,21 @@ def test_a_corrupted_url_shows_the_notice_and_the_default_view(served, browser):
 
 
 def test_keys_reach_the_page_after_a_click_in_the_viewer(page, served):
-    """The viewer iframe takes keyboard focus when clicked; in presentation mode the page takes it back, so the
-    next key still steps through the scenes."""
+    """The viewer iframe takes keyboard focus when clicked: `p` pressed there still enters presentation mode,
+    the page then takes focus back, and after another click on the viewer the next key still steps on."""
     scenes = served[2]
+    frame_js = f"document.getElementById('{ids.VIEWER_FRAME}')"
     page.click(f"#{ids.VIEWER_LOAD}")
     _wait(page, "window.attnbrain.viewer.ready === true")
-    page.keyboard.press("p")
+    viewer = page.frame_locator(f"#{ids.VIEWER_FRAME}").locator("body")
+    viewer.click(position={"x": 3, "y": 3})
+    _wait(page, f"document.activeElement === {frame_js}")
+    page.keyboard.press("p")                          # typed into the viewer
     _wait(page, "document.getElementById('app-root').classList.contains('presenting')")
+    _wait(page, f"window.attnbrain.focusReturns >= 1 && document.activeElement !== {frame_js}")
     assert page.locator(f"#{ids.VIEWER_FRAME}").is_visible()
-    page.frame_locator(f"#{ids.VIEWER_FRAME}").locator("body").click(position={"x": 3, "y": 3})
-    # The click focused the iframe (the window blurred), and the page took focus back.
-    _wait(page, f"window.attnbrain.focusReturns >= 1 && "
-                f"document.activeElement !== document.getElementById('{ids.VIEWER_FRAME}')")
+    viewer.click(position={"x": 3, "y": 3})
+    _wait(page, f"window.attnbrain.focusReturns >= 2 && document.activeElement !== {frame_js}")
     page.keyboard.press("ArrowRight")                 # from scene 2 (index 1) to scene 3
     _wait(page, "(t) => document.getElementById('scene-caption').innerText.includes(t)", scenes[2]["title"])
     page.keyboard.press("Escape")
