@@ -351,8 +351,8 @@ def register_scene_callbacks(app, data: DashboardData, patch_ids: list[str]) -> 
         elif not isinstance(pick, int):
             return [no_update, no_update, no_update, "select a scene in the list first"] + clear
         new, index = edit_scenes(scenes, action, pick if isinstance(pick, int) else None, new_scene)
-        # The list value changes only where the current scene moved or went; applying the same scene again
-        # after a move is avoided by sending no_update when the index is unchanged.
+        # The list's value follows the current scene. When it changes (a new or moved scene), on_apply applies
+        # that scene again, which leaves the view as it is; a deleted one leaves no scene current.
         value = no_update if index == pick else index
         return [new, scene_options(new), value, persist_scenes(data, new)] + clear
 
