@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ARTIFACTS", "require_chromium", "launch_chromium", "serve_directory",
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "ARTIFACTS", "require_chromium", "launch_chromium", "serve_directory", "serve_wsgi",
            "ConsoleLog", "save_screenshot"]
 
 CHROMIUM = os.environ.get("ATTNBRAIN_CHROMIUM", "/usr/bin/chromium")
@@ -77,6 +77,20 @@ def serve_directory(root: str | Path):
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve_wsgi(wsgi_app, threads: int = 4):
+    """Serve a WSGI app (a Dash app's ``.server``) with waitress on 127.0.0.1 at a free port; yields the base URL."""
+    from waitress import create_server
+    server = create_server(wsgi_app, host="127.0.0.1", port=0, threads=threads)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
         thread.join(timeout=5)
 
 

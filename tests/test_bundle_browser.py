@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot
+from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
 from core import scenes as S
 from core.store import open_results
 from core.synthetic_results import make_synthetic_results
@@ -198,20 +198,13 @@ CONFIG = """(id) => {
 
 def test_dashboard_figure_format_switch(bundle, browser):
     """The Downloads section's switch makes the 2-D figures' camera button save SVG; 3-D UMAPs stay PNG."""
-    import threading
-
-    from waitress import create_server
-
     from dashboard.app import create_app
     from dashboard.exports import FIGURE_FORMAT, PNG_SCALE
     app = create_app(bundle["results"])
-    server = create_server(app.server, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    with serve_wsgi(app.server) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         console = ConsoleLog(page)
-        page.goto(f"http://127.0.0.1:{server.effective_port}/")
+        page.goto(url + "/")
         page.wait_for_function("document.querySelector('#r-scatter .js-plotly-plot') && "
                                "document.querySelector('#umap-on canvas')", polling=200, timeout=WAIT_MS)
         assert page.evaluate(CONFIG, "r-scatter") == {"format": "png", "filename": "r-scatter", "scale": PNG_SCALE}
@@ -224,6 +217,3 @@ def test_dashboard_figure_format_switch(bundle, browser):
         save_screenshot(page, "dashboard_downloads.png")
         assert console.errors() == []
         page.close()
-    finally:
-        server.close()
-        thread.join(timeout=5)

@@ -8,13 +8,12 @@ a minute on 2 idle cores (software WebGL), several on a busy machine.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot
+from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
 from core.store import open_results
 from core.synthetic_results import make_synthetic_results
 from dashboard import ids
@@ -64,15 +63,8 @@ def app_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(app_data):
-    from waitress import create_server
-    server = create_server(app_data[0].server, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        thread.join(timeout=5)
+    with serve_wsgi(app_data[0].server) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ test-artifacts/. Marked slow: about a minute on 2 idle cores.
 """
 from __future__ import annotations
 
-import threading
 
 import pytest
 
-from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot
+from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
 from core.scenes import default_scene, save_scenes, scene_to_url, validate_scene
 from core.store import open_results
 from core.synthetic_results import make_synthetic_results
@@ -49,15 +48,8 @@ def served(tmp_path_factory):
     scenes = _scenes(results.n_voxels, results.roi_names)
     save_scenes(results.run_dir, scenes, run_id=results.run_id, n_voxels=results.n_voxels)
     app = create_app(results)
-    from waitress import create_server
-    server = create_server(app.server, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}", app.attnbrain_data, scenes
-    finally:
-        server.close()
-        thread.join(timeout=5)
+    with serve_wsgi(app.server) as url:
+        yield url, app.attnbrain_data, scenes
 
 
 @pytest.fixture(scope="module")
