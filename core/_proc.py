@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "spawn_pool"]
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -21,3 +21,16 @@ def die_with_parent(parent_pid: int) -> None:
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def spawn_pool(workers: int):
+    """A ``ProcessPoolExecutor`` of ``workers`` freshly spawned processes that die with this one.
+
+    ``spawn``, not ``fork``: the workers inherit no OpenMP/BLAS thread pools or torch state from a parent that
+    has already started them; :func:`die_with_parent` runs first in each.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))

@@ -345,11 +345,8 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
         return [_embed_umap_job(job) for job in jobs]
     for i, d, _, _ in jobs:  # bad input fails here, with its message, not inside a worker
         _check_graph(i, d, kwargs.get("n_neighbors"))
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from ._proc import die_with_parent
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    from ._proc import spawn_pool
+    with spawn_pool(workers) as pool:
         return list(pool.map(_embed_umap_job, jobs))
 
 

@@ -134,17 +134,13 @@ def render_scenes(n: int, size: int, seed: int = 0, *, start: int = 0,
         workers = min(os.cpu_count() or 1, 16) if n * size * size > _PARALLEL_PIXELS else 1
     if workers <= 1 or n < 2 * workers:
         return make_scenes(n, size, seed, start=start)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from ._proc import die_with_parent
+    from ._proc import spawn_pool
 
     images = np.empty((n, size, size, 3), np.uint8)
     labels = np.empty(n, np.int16)
     step = -(-n // (4 * workers))  # a few chunks per worker evens out the load
     jobs = [(min(step, n - o), size, seed, start + o, o) for o in range(0, n, step)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+    with spawn_pool(workers) as pool:
         for offset, im, lab in pool.map(_scenes_job, jobs):
             images[offset:offset + len(im)] = im
             labels[offset:offset + len(im)] = lab

@@ -138,10 +138,6 @@ def viewer_surfaces_in_background(subject: str, cache_dir: str | Path):
     either way. Leaving the block waits for the helper; if it failed, make_viewer simply computes what is
     missing itself.
     """
-    import multiprocessing
-
-    from concurrent.futures import ProcessPoolExecutor
-
     with pycortex_cache(cache_dir):
         missing = []
         for kind in _BACKGROUND_SURFINFO:
@@ -151,9 +147,8 @@ def viewer_surfaces_in_background(subject: str, cache_dir: str | Path):
     if not missing:
         yield
         return
-    from ._proc import die_with_parent
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent,
-                               initargs=(os.getpid(),))
+    from ._proc import spawn_pool
+    pool = spawn_pool(1)
     try:
         job = pool.submit(_compute_surfinfo, subject, str(cache_dir), tuple(missing))
         yield
