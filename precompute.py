@@ -144,10 +144,10 @@ def run_precompute(args) -> int:
 def _run_locked(args, cfg, pipe, wanted, device) -> int:
     import json
 
-    from core._io import atomic_write
+    from core._io import atomic_write, json_default
     from core._validation import InputError
     from core.pipeline import peak_rss_mb, versions
-    from core.store import _json_default, fault_point
+    from core.store import fault_point
     from core.summary import build_summary
     # A full disk must end in one error line, not in a logging traceback for each unwritable run.log line.
     logging.raiseExceptions = False
@@ -195,7 +195,7 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
     fault_point("run:before-summary")
 
     def write_summary(fh):
-        json.dump(summary, fh, indent=2, default=_json_default)
+        json.dump(summary, fh, indent=2, default=json_default)
         fh.flush()
         fault_point("run:mid-summary")
     atomic_write(pipe.run_dir / "summary.json", write_summary, binary=False)

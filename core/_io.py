@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_json_atomic"]
+__all__ = ["atomic_write", "json_default", "write_json_atomic"]
 
 
 def atomic_write(path: str | Path, write: Callable, *, binary: bool = True) -> Path:
@@ -29,16 +29,27 @@ def atomic_write(path: str | Path, write: Callable, *, binary: bool = True) -> P
     return path
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dump(..., default=json_default)``: numpy scalars and arrays as Python numbers and lists, paths
+    as strings; anything else is an error."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
-    return str(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _json_default_or_str(o):
+    try:
+        return json_default(o)
+    except TypeError:
+        return str(o)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """``obj`` as indented JSON (numpy scalars and arrays converted), written atomically; parents created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=_json_default), binary=False)
+    return atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=_json_default_or_str), binary=False)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import write_json_atomic
+from ._io import json_default, write_json_atomic
 from ._validation import InputError
 
 __all__ = ["fault_point", "StageEntry", "ResultsStore", "Results", "open_results", "list_runs", "STORE_VERSION"]
@@ -85,16 +85,6 @@ class StageEntry:
     seconds: float = 0.0
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
 def _fsync_tree(root: Path) -> None:
     for p in [*root.rglob("*"), root]:
         fd = os.open(p, os.O_RDONLY)
@@ -149,7 +139,7 @@ class ResultsStore:
                     if i == 1:  # this file's tail may still sit in the write buffer
                         fault_point(f"{name}:mid-write")
             meta = {**meta, "store_arrays": manifest}
-            (workdir / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+            (workdir / "meta.json").write_text(json.dumps(meta, indent=2, default=json_default))
             _fsync_tree(workdir)
             fault_point(f"{name}:before-rename")
             if final.exists():  # a renamed-but-never-indexed leftover of an interrupted run
@@ -161,7 +151,7 @@ class ResultsStore:
         fault_point(f"{name}:before-index")
         # Index values are JSON text (diskcache stores str natively): reading the index never unpickles.
         self.index.set(f"stage:{name}:{key}", json.dumps({"written": time.time(), "meta": meta},
-                                                         default=_json_default))
+                                                         default=json_default))
         entry = self.read(name, key)
         entry.cached = False
         return entry

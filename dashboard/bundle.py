@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core._io import json_default
 from core._validation import InputError
 
 __all__ = ["TEMPLATE_DIR", "BUNDLE_VERSION", "build_bundle", "write_bundle", "bundle_size", "main"]
@@ -157,7 +158,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
                                    run_id=data.run_id, simulated=data.simulated)
             spec = fig.to_plotly_json()
             spec["data"][0]["marker"]["size"] = umap_marker_size(view.voxels.size)
-            umap[m] = {"n": int(view.voxels.size), "figure": json.loads(json.dumps(spec, default=_jsonable))}
+            umap[m] = {"n": int(view.voxels.size), "figure": json.loads(json.dumps(spec, default=json_default))}
         else:
             umap[m] = {"n": 0, "reason": data.umap_reason[m]}
         arrays.add(f"r_{m}", data.r[m].astype(np.float64))       # float64: thresholds compare as in the dashboard
@@ -214,14 +215,6 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         shutil.copyfile(TEMPLATE_DIR / name, folder / name)
     shutil.copyfile(_plotly_js(), folder / "plotly.min.js")
     return doc
-
-
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
 def bundle_size(folder: str | Path) -> int:
