@@ -210,26 +210,22 @@ def highlight_patches(data: DashboardData, voxel: int | None, into: dict[str, Pa
             p["data"][1].update(x=[x], y=[y], z=[z])
         else:
             p["data"][1].update(x=[], y=[], z=[])
-        out[ids.umap_graph(m)] = p
     if data.flatmap is not None:
         fx, fy = _flat_xy(data, np.array([v])) if v is not None else (np.zeros(0), np.zeros(0))
         for m in ids.PAIR:
             p = out.setdefault(ids.flat_graph(m), Patch())
             p["data"][1].update(x=[round(float(a), 2) for a in fx], y=[round(float(b), 2) for b in fy])
-            out[ids.flat_graph(m)] = p
     p = out.setdefault(ids.R_SCATTER, Patch())
     if v is None:
         p["data"][1].update(x=[], y=[])
     else:
         p["data"][1].update(x=[round(float(data.r["off"][v]), 4)], y=[round(float(data.r["on"][v]), 4)])
-    out[ids.R_SCATTER] = p
     jm = data.jaccard_map
     if jm is not None:
         pos = -1 if v is None else int(jm.position[v])
         p = out.setdefault(ids.JACCARD_MAP, Patch())
         p["data"][jm.highlight_trace].update(x=[int(jm.coords[pos, 0])] if pos >= 0 else [],
                                              y=[int(jm.coords[pos, 1])] if pos >= 0 else [])
-        out[ids.JACCARD_MAP] = p
     return out
 
 
@@ -345,17 +341,14 @@ def set_patches(data: DashboardData, voxels: np.ndarray, into: dict[str, Patch] 
         c = view.coords[pos[pos >= 0]]
         p = out.setdefault(ids.umap_graph(m), Patch())
         p["data"][2].update(x=typed_array(c[:, 0]), y=typed_array(c[:, 1]), z=typed_array(c[:, 2]))
-        out[ids.umap_graph(m)] = p
     if data.flatmap is not None:
         fx, fy = _flat_xy(data, voxels)
         for m in ids.PAIR:
             p = out.setdefault(ids.flat_graph(m), Patch())
             p["data"][2].update(x=typed_array(fx), y=typed_array(fy))
-            out[ids.flat_graph(m)] = p
     p = out.setdefault(ids.R_SCATTER, Patch())
     p["data"][2].update(x=typed_array(data.r["off"][voxels].astype(np.float32)),
                         y=typed_array(data.r["on"][voxels].astype(np.float32)))
-    out[ids.R_SCATTER] = p
     return out
 
 
