@@ -5,16 +5,29 @@
 #   there:  bash bench/gpu_check.sh                      # via the device tool with carry [".whl"]
 #
 # Installs the carried wheels into /tmp/site (pycortex is built from its trimmed sdist against the machine's
-# numpy and Cython), then runs bench/paper_scale.py on CUDA: the whole paper-sim pipeline from images on disk to a
-# dashboard-ready results folder, then the ridge/kNN voxel sweep. Numbers go to $OUT (default ./gpu-out):
-# paper_scale.json, paper_scale.log, nvidia-smi.txt. Sized to finish in under 8 minutes on one H100/H200;
-# PAPER_ARGS adds flags (e.g. PAPER_ARGS="--sweep none" to skip the sweep).
-set -euo pipefail
+# numpy and Cython), then, each part under its own time limit so that one failure or overrun leaves the others'
+# numbers:
+#   1. the CUDA tests (GPU against CPU: ridge, kNN, bf16 features);
+#   2. bench/paper_scale.py on CUDA: the whole paper-sim pipeline from images on disk to a dashboard-ready
+#      results folder (-> paper_scale.json, and the run's summary.json);
+#   3. the ridge/kNN voxel sweep, 10k..80k voxels (-> sweep.json);
+#   4. ABN feature throughput at batch sizes 32/128/256 (bench/features.py).
+# Everything printed also goes to $OUT/gpu_check.log ($OUT defaults to ./gpu-out), with nvidia-smi.txt.
+# On one H100/H200 it ends within 10 minutes (limits 60 + 330 + 100 + 50 s after a ~40 s install). Settings:
+# PAPER_ARGS adds flags to part 2 (e.g. "--voxels 20000"); SWEEP (default 10000,20000,40000,80000; "none" skips
+# it) and SWEEP_ARGS (its flags); PARTS (default "tests main sweep features"); DEVICE, PYTHON, WORK.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-cache MPLBACKEND=Agg
 PY="${PYTHON:-python3}"
+PARTS="${PARTS:-tests main sweep features}"
+SWEEP="${SWEEP:-10000,20000,40000,80000}"
+WORK="${WORK:-/tmp/attnbrain-paper}"
+t_start=$(date +%s)
+stamp() { echo "=== [$(( $(date +%s) - t_start )) s] $*"; }
 
 if ! "$PY" -c "import umap, cortex, nibabel" >/dev/null 2>&1; then
     if ! ls .whl/pycortex-*-slim.tar.gz >/dev/null 2>&1; then
@@ -22,7 +35,9 @@ if ! "$PY" -c "import umap, cortex, nibabel" >/dev/null 2>&1; then
              "not come along; run 'bash bench/gpu_wheels.sh' where PyPI is reachable and carry .whl" >&2
         exit 2
     fi
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    stamp "installing the carried wheels"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "error: installing .whl/*.whl failed" >&2; exit 2; }
     # pycortex from source, its two Cython extensions built in place (~25 s); imported from the source tree,
     # it finds subject S1 in the tree's filestore/ (no user config on a fresh machine points elsewhere).
     mkdir -p /tmp/pycortex
@@ -33,9 +48,34 @@ if ! "$PY" -c "import umap, cortex, nibabel" >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
-"$PY" -c "import torch, umap, cortex; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
-'umap', umap.__version__, 'pycortex', cortex.__version__)" 2>&1 | grep -v Inkscape
-set -o pipefail
+stamp "environment"
+"$PY" -c "import torch, numpy, scipy, numba, umap, cortex; print('torch', torch.__version__, 'cuda', \
+torch.cuda.is_available(), 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'numba', numba.__version__, \
+'umap', umap.__version__, 'pycortex', cortex.__version__, 'cpus', __import__('os').cpu_count())" 2>&1 | grep -v Inkscape
+status=0
+part() {  # part NAME SECONDS COMMAND...: run one part under a time limit, note its exit code, go on
+    local name=$1 limit=$2; shift 2
+    case " $PARTS " in *" $name "*) ;; *) return 0 ;; esac
+    stamp "$name (limit ${limit} s)"
+    timeout --kill-after=5 "$limit" "$@" 2>&1 | grep --line-buffered -v Inkscape
+    local rc=${PIPESTATUS[0]}
+    stamp "$name: exit code $rc"
+    [ "$rc" -eq 0 ] || status=1
+}
+rm -rf "$WORK"
+part tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_encoding.py tests/test_rsa.py tests/test_features.py \
+    -k "cuda" -rA
 # shellcheck disable=SC2086
-"$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --json "$OUT/paper_scale.json" ${PAPER_ARGS:-} 2>&1 \
-    | grep --line-buffered -v Inkscape | tee "$OUT/paper_scale.log"
+part main 330 "$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --sweep none --workdir "$WORK" \
+    --json "$OUT/paper_scale.json" ${PAPER_ARGS:-}
+cp "$WORK"/results/*/summary.json "$OUT/summary.json" 2>/dev/null || true
+if [ "$SWEEP" != none ]; then
+    # shellcheck disable=SC2086
+    part sweep 100 "$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --skip-main --sweep "$SWEEP" \
+        --workdir "$WORK/sweep" --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
+fi
+part features 50 "$PY" bench/features.py --device "${DEVICE:-cuda}" --n 2048 --size 224 --batch-sizes 32 128 256 \
+    --repeats 2
+grep -h "^RESULT" "$OUT/gpu_check.log" || true
+stamp "done (exit $status)"
+exit $status

@@ -63,6 +63,40 @@ def peak_gpu_mb(device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def gemm_ceiling(device, n: int = 8192, repeats: int = 5) -> dict:
+    """Measured matrix-product rates on ``device`` (TFLOP/s, median of ``repeats`` after a warm-up): the ceiling
+    the ridge (float32, full precision) and the ABN pass (bf16) are measured against. CUDA only."""
+    import torch
+    if device.type != "cuda":
+        return {}
+    out = {}
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=g)
+    b = torch.randn(n, n, device=device, generator=g)
+    prev = torch.get_float32_matmul_precision()
+    try:
+        for name, dtype, precision in (("fp32", torch.float32, "highest"), ("tf32", torch.float32, "high"),
+                                       ("bf16", torch.bfloat16, "highest")):
+            torch.set_float32_matmul_precision(precision)
+            x, y = a.to(dtype), b.to(dtype)
+            x @ y
+            times = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                x @ y
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            out[f"{name}_tflops"] = round(2 * n**3 / float(np.median(times)) / 1e12, 1)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+    del a, b
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
 def _sync(device) -> None:
     import torch
     if device.type == "cuda":
@@ -247,7 +281,7 @@ def run_pipeline(args, device) -> dict:
     }
 
 
-def run_sweep(args, device) -> list[dict]:
+def run_sweep(args, device, on_row=None) -> list[dict]:
     """Ridge (one feature set) and kNN (one condition) at each voxel count of ``--sweep``."""
     from core import rsa
     from core.config import make_config
@@ -278,6 +312,8 @@ def run_sweep(args, device) -> list[dict]:
             clock(f"knn {n}", rsa.knn_correlation, series, k=cfg.rsa.k, device=device)
             row["knn_s"] = round(clock.times[f"knn {n}"], 3)
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     base = rows[0]
     for row in rows:  # growth relative to the smallest count: ~n for ridge, ~n^2 for the kNN
         f = row["voxels"] / base["voxels"]
@@ -334,11 +370,21 @@ def main(argv=None) -> int:
         args.workdir = tmp.name
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     report: dict = {"environment": env}
+
+    def save() -> None:  # after every part, so a run stopped at a time limit keeps what it measured
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+
+    if device.type == "cuda":
+        env["gemm_ceiling"] = gemm_ceiling(device)
+        print(json.dumps({"gemm_ceiling": env["gemm_ceiling"]}), flush=True)
     try:
         if not args.skip_main:
             report["main"] = (run_synthetic if args.synthetic_features else run_pipeline)(args, device)
+            save()
         if args.sweep:
-            report["sweep"] = run_sweep(args, device)
+            report["sweep"] = run_sweep(args, device, on_row=lambda rows: (report.update(sweep=rows), save()))
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -347,9 +393,7 @@ def main(argv=None) -> int:
     if gpu is not None:
         report["peak_gpu_mb"] = round(gpu, 1)
     print(json.dumps(report, indent=1, default=str), flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    save()
     main_ = report.get("main", {})
     fields = {k: main_.get(k, "na") for k in ("total_s", "features_s", "ridge_s", "knn_s", "umap_s")}
     if "analysis_s" in main_:

@@ -55,7 +55,7 @@ class FeatureConfig:
     weights: str = "auto"                    # "auto" | "random" | path to a checkpoint
     layer: str = "pool"
     input_size: int = 224
-    batch_size: int = 32
+    batch_size: int = 0                      # images per forward pass; 0 = auto (32 on the CPU, 128 on CUDA)
     modes: tuple[str, ...] = ("on", "off", "uniform")
     seed: int = 0
 
@@ -204,6 +204,9 @@ def _check(cfg: RunConfig) -> RunConfig:
     if cfg.umap.n_neighbors > cfg.rsa.k:
         bad("umap.n_neighbors", f"at most rsa.k = {cfg.rsa.k} (UMAP reads the precomputed kNN graph)",
             cfg.umap.n_neighbors)
+    if isinstance(cfg.features.batch_size, bool) or cfg.features.batch_size < 0:
+        bad("features.batch_size", "0 (auto: 32 on the CPU, 128 on CUDA) or a positive integer",
+            cfg.features.batch_size)
     if cfg.features.input_size < 64:
         bad("features.input_size", "at least 64 pixels (ResNet-50 downsamples by 32)", cfg.features.input_size)
     for name in ("n_train", "n_test", "image_size", "n_repeats"):

@@ -29,10 +29,19 @@ def build_model(cfg: RunConfig):
     return build_abn(cfg.features.weights, seed=cfg.features.seed)
 
 
+def feature_batch_size(cfg: RunConfig, device) -> int:
+    """``features.batch_size``, with 0 (auto) meaning 32 images per pass on the CPU and 128 on CUDA, where
+    batches of 32 leave the GPU waiting on kernel launches and the per-batch copies back."""
+    if cfg.features.batch_size:
+        return int(cfg.features.batch_size)
+    kind = getattr(device, "type", str(device).split(":")[0])
+    return 128 if kind == "cuda" else 32
+
+
 def _extract(cfg: RunConfig, model, images, cache_dir: Path, device, modes, progress: bool):
     from .features import extract_features_cached
     return extract_features_cached(model, images, cache_dir=cache_dir / "features", modes=modes,
-                                   layer=cfg.features.layer, batch_size=cfg.features.batch_size,
+                                   layer=cfg.features.layer, batch_size=feature_batch_size(cfg, device),
                                    device=device, input_size=cfg.features.input_size, progress=progress)
 
 

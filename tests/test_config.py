@@ -1,5 +1,6 @@
 """The typed run config: presets, TOML overrides, errors naming unknown keys, stage hashes."""
 import pytest
+import torch
 
 from core._validation import InputError
 from core.config import PRESETS, config_hash, load_config, make_config
@@ -84,3 +85,16 @@ def test_stage_hashes_depend_only_on_their_fields():
     c = make_config("demo", {"stats": {"level": 0.05}})
     assert config_hash(a, "encoding") == config_hash(c, "encoding")
     assert config_hash(a, "stats") != config_hash(c, "stats")
+
+
+def test_feature_batch_size_auto_and_explicit():
+    from core.stages import feature_batch_size
+    auto = make_config("demo")
+    assert auto.features.batch_size == 0
+    assert feature_batch_size(auto, torch.device("cpu")) == 32
+    assert feature_batch_size(auto, torch.device("cuda", 0)) == 128  # a device object needs no GPU
+    assert feature_batch_size(auto, "cuda") == 128
+    fixed = make_config("demo", {"features": {"batch_size": 8}})
+    assert feature_batch_size(fixed, torch.device("cuda")) == 8
+    with pytest.raises(InputError, match="features.batch_size"):
+        make_config("demo", {"features": {"batch_size": -1}})

@@ -316,3 +316,20 @@ def test_cpu_extraction_leaves_the_model_layout_alone(images):
     # channels_last is used inside the extraction only; the caller's model comes back in its own layout.
     assert m.conv1.weight.is_contiguous() and not m.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert fs.features["off"].shape == (2, 2048)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_features_match_cpu_float32(model, images):
+    """The GPU path (bf16 autocast, channels_last) against the CPU's float32 on the same 224-px inputs."""
+    cpu = extract_features(model, images, batch_size=5, device="cpu", input_size=224)
+    gpu = extract_features(model, images, batch_size=5, device="cuda", input_size=224)
+    for mode in MODES:
+        # bf16 keeps 8 significant bits (relative rounding 2^-9 ~ 2e-3 per operand); ~50 layers of convolutions
+        # accumulate that to ~1e-2 of the feature scale. 3e-2 leaves room for this random network.
+        _close(gpu.features[mode], cpu.features[mode], 3e-2)
+    # What the study measures is the on - off difference: bf16 noise must stay well below the effect itself.
+    d_cpu = cpu.features["on"] - cpu.features["off"]
+    d_gpu = gpu.features["on"] - gpu.features["off"]
+    assert np.linalg.norm(d_gpu - d_cpu) <= 0.1 * np.linalg.norm(d_cpu)
+    # Attention maps in [0, 1]: bf16 rounding of the logits moves the sigmoid by at most ~1e-2.
+    assert np.abs(gpu.attention - cpu.attention).max() <= 2e-2
