@@ -29,7 +29,7 @@ WORK="${WORK:-/tmp/attnbrain-paper}"
 t_start=$(date +%s)
 stamp() { echo "=== [$(( $(date +%s) - t_start )) s] $*"; }
 
-if ! "$PY" -c "import umap, cortex, nibabel" >/dev/null 2>&1; then
+if ! "$PY" -c "import umap, cortex, nibabel, diskcache" >/dev/null 2>&1; then
     if ! ls .whl/pycortex-*-slim.tar.gz >/dev/null 2>&1; then
         echo "error: umap-learn/pycortex are not installed here and .whl/ (with pycortex-1.4.0-slim.tar.gz) did" \
              "not come along; run 'bash bench/gpu_wheels.sh' where PyPI is reachable and carry .whl" >&2
@@ -47,6 +47,9 @@ if ! "$PY" -c "import umap, cortex, nibabel" >/dev/null 2>&1; then
     export PYTHONPATH="/tmp/site:/tmp/pycortex/pycortex-1.4.0${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# Everything precompute.py imports, checked before any part runs (a missing one fails the run in one line here).
+"$PY" -c "import diskcache, h5py, matplotlib, nibabel, PIL, scipy, sklearn, threadpoolctl, torchvision, tqdm, umap" \
+    || { echo "error: a package precompute.py needs is missing: add it to bench/gpu_wheels.sh" >&2; exit 2; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 stamp "environment"
 "$PY" -c "import torch, numpy, scipy, numba, umap, cortex; print('torch', torch.__version__, 'cuda', \
