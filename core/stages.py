@@ -247,16 +247,19 @@ def stage_encoding(ctx: Context):
 
 def stage_stats(ctx: Context):
     """r, p, q, significance and correlation bin per voxel and condition; noise ceiling with repeats."""
-    from .stats import voxel_stats
+    from .stats import noise_ceiling, voxel_stats
     cfg = ctx.cfg
     enc = ctx["encoding"]
     ds = load_dataset(cfg, ctx.cache_dir)
     Y_test = ds.responses.Y_test
+    repeats = ds.responses.Y_test_repeats
+    # The ceiling depends on the measured responses only: once for all feature sets.
+    ceiling = noise_ceiling(repeats) if repeats is not None else None
     arrays, meta = {}, {"conditions": {}}
     for mode in cfg.features.modes:
         pred = np.asarray(enc.arrays[f"pred_{mode}"]).T
         st = voxel_stats(pred, Y_test, rule=cfg.stats.rule, level=cfg.stats.level,
-                         edges=tuple(cfg.stats.bin_edges), Y_test_repeats=ds.responses.Y_test_repeats,
+                         edges=tuple(cfg.stats.bin_edges), Y_test_repeats=repeats, ceiling=ceiling,
                          n_perm=cfg.stats.n_permutations, device=ctx.device)
         for k, v in st.items():
             if isinstance(v, np.ndarray):

@@ -409,7 +409,8 @@ def correlation_bins(r, significant, edges=BIN_EDGES) -> np.ndarray:
 
 
 def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN_EDGES, Y_test_repeats=None,
-                n_perm: int = 0, block: int = 10, seed: int = 0, device="cpu") -> dict:
+                ceiling: dict | None = None, n_perm: int = 0, block: int = 10, seed: int = 0,
+                device="cpu") -> dict:
     """Every per-voxel statistic the results store and the dashboard need, with no NaN in the outputs.
 
     Parameters
@@ -427,6 +428,10 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN
         Correlation bin edges (see :func:`correlation_bins`).
     Y_test_repeats : array of shape (n_repeats, n_test, n_voxels) or None
         Single-repeat test responses, for the noise ceiling.
+    ceiling : dict or None
+        ``noise_ceiling(Y_test_repeats)`` computed beforehand: it depends on the measured responses only, so
+        one computation serves every feature set (at paper scale it is half of this function's time).
+        Used instead of ``Y_test_repeats``.
     n_perm : int
         Number of block permutations (0 = no permutation test).
     block, seed : int
@@ -473,12 +478,16 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN
     out["bin"] = correlation_bins(out["r"], significant, e)
     out["valid"] = valid
 
-    if Y_test_repeats is not None:
+    if ceiling is None and Y_test_repeats is not None:
         R = _to_numpy(Y_test_repeats, "Y_test_repeats", "voxel_stats")
         if R.ndim != 3 or R.shape[1:] != Y_test.shape:
             raise InputError(f"expected shape (n_repeats, {n}, {n_voxels}) matching Y_test, found {R.shape}",
                              source="voxel_stats", field="Y_test_repeats")
         ceiling = noise_ceiling(R)
+    if ceiling is not None:
+        if np.shape(ceiling.get("cc_max")) != (n_voxels,) or np.shape(ceiling.get("ev")) != (n_voxels,):
+            raise InputError(f"expected noise_ceiling() output for {n_voxels} voxels, found 'cc_max' of shape "
+                             f"{np.shape(ceiling.get('cc_max'))}", source="voxel_stats", field="ceiling")
         ok = np.isfinite(ceiling["cc_max"]) & valid
         out["ev"] = np.nan_to_num(ceiling["ev"], nan=0.0)
         out["cc_max"] = np.where(ok, ceiling["cc_max"], 0.0)

@@ -227,6 +227,18 @@ def test_voxel_stats_excludes_and_counts_invalid_voxels(rng):
         assert st[key].shape == (v,), key
 
 
+def test_voxel_stats_precomputed_ceiling_is_the_same(rng):
+    n, v = 80, 50
+    Y, pred = _correlated(rng, n, v, rho_max=0.6)
+    R = np.stack([Y + rng.standard_normal((n, v)) for _ in range(3)])
+    inline = voxel_stats(pred, Y, Y_test_repeats=R)
+    shared = voxel_stats(pred, Y, ceiling=noise_ceiling(R))
+    for key in ("ev", "cc_max", "r_norm", "ceiling_valid", "r", "significant"):
+        np.testing.assert_array_equal(shared[key], inline[key], err_msg=key)
+    with pytest.raises(InputError, match="ceiling"):
+        voxel_stats(pred, Y, ceiling=noise_ceiling(R[:, :, :10]))
+
+
 def test_voxel_stats_rules_change_significance(rng):
     pred, Y = _correlated(rng, 80, 400, rho_max=0.5)
     by_p = voxel_stats(pred, Y, rule="p", level=0.01)
