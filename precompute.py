@@ -185,6 +185,8 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
     summary = build_summary(cfg, pipe.run_id, results, device=str(device), timings=timings,
                             peak_rss_mb=peak_rss_mb(), versions=versions())
     summary["stage_keys"] = {n: r.key for n, r in results.items()}
+    from core.pipeline import default_parallel_stages
+    summary["parallel_stages"] = default_parallel_stages()
     if device.type == "cuda":
         import torch
         summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -15,7 +15,7 @@
 # Everything printed also goes to $OUT/gpu_check.log ($OUT defaults to ./gpu-out), with nvidia-smi.txt.
 # On one H100/H200 it ends within 10 minutes (limits 60 + 330 + 100 + 50 s after a ~40 s install). Settings:
 # PAPER_ARGS adds flags to part 2 (e.g. "--voxels 20000"); SWEEP (default 10000,20000,40000,80000; "none" skips
-# it) and SWEEP_ARGS (its flags); PARTS (default "tests main sweep features"); DEVICE, PYTHON, WORK.
+# it) and SWEEP_ARGS (its flags); PARTS (default "env tests main sweep features"); DEVICE, PYTHON, WORK.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -23,7 +23,7 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-cache MPLBACKEND=Agg
 PY="${PYTHON:-python3}"
-PARTS="${PARTS:-tests main sweep features}"
+PARTS="${PARTS:-env tests main sweep features}"
 SWEEP="${SWEEP:-10000,20000,40000,80000}"
 WORK="${WORK:-/tmp/attnbrain-paper}"
 t_start=$(date +%s)
@@ -51,10 +51,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import diskcache, h5py, matplotlib, nibabel, PIL, scipy, sklearn, threadpoolctl, torchvision, tqdm, umap" \
     || { echo "error: a package precompute.py needs is missing: add it to bench/gpu_wheels.sh" >&2; exit 2; }
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
-stamp "environment"
-"$PY" -c "import torch, numpy, scipy, numba, umap, cortex; print('torch', torch.__version__, 'cuda', \
+case " $PARTS " in *" env "*) stamp "environment"; "$PY" -c "import torch, numpy, scipy, numba, umap, cortex; print('torch', torch.__version__, 'cuda', \
 torch.cuda.is_available(), 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'numba', numba.__version__, \
-'umap', umap.__version__, 'pycortex', cortex.__version__, 'cpus', __import__('os').cpu_count())" 2>&1 | grep -v Inkscape
+'umap', umap.__version__, 'pycortex', cortex.__version__, 'cpus', __import__('os').cpu_count())" 2>&1 \
+    | grep -v Inkscape ;; esac
 status=0
 part() {  # part NAME SECONDS COMMAND...: run one part under a time limit, note its exit code, go on
     local name=$1 limit=$2; shift 2

@@ -19,7 +19,8 @@ import numpy as np
 
 from ._validation import InputError, check_finite, check_ndim, check_positive_int
 
-__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "embed_umap", "embed_umap_each", "embed_aligned"]
+__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "embed_umap", "embed_umap_each", "embed_aligned",
+           "numba_cache_is_warm", "prewarm_numba_cache"]
 
 DEFAULT_NUMBA_CACHE = Path("~/.cache/attnbrain/numba")
 """Where numba keeps compiled kernels unless ``NUMBA_CACHE_DIR`` or an explicit path says otherwise."""
@@ -68,6 +69,50 @@ def configure_numba_cache(path: str | os.PathLike | None = None) -> Path:
         from numba.core import config
         config.reload_config()
     return chosen
+
+
+def numba_cache_is_warm(path: str | os.PathLike | None = None) -> bool:
+    """Whether the numba cache already holds UMAP's compiled epoch kernel (the one a run spends most of its
+    compilation on): a fresh machine has none, every later process loads it in well under a second."""
+    chosen = Path(path or os.environ.get("NUMBA_CACHE_DIR") or DEFAULT_NUMBA_CACHE).expanduser()
+    return chosen.is_dir() and any(chosen.rglob("layouts._optimize_layout_euclidean_single_epoch-*.nbi"))
+
+
+def _prewarm_job(parent_pid: int) -> None:
+    """In a spawned process: a tiny seeded embedding and RDM agreement, with the same argument types as the
+    pipeline's, so that their numba kernels get compiled into the on-disk cache."""
+    from ._proc import die_with_parent
+    die_with_parent(parent_pid)
+    try:
+        from . import rsa
+        rng = np.random.default_rng(0)
+        series = rng.standard_normal((40, 400)).astype(np.float32)
+        idx, dist = rsa.knn_correlation(series, k=10, device="cpu")
+        embed_umap(idx, dist, n_components=3, random_state=0, n_epochs=5, series=series)
+        rsa.rdm_agreement(series, series[::-1], n_pairs=2_000, n_boot=20, seed=0, device="cpu")
+    except Exception:  # noqa: BLE001 - best effort: the real stages compile whatever is still missing
+        pass
+
+
+def prewarm_numba_cache():
+    """Compile UMAP's (and the RDM bootstrap's) numba kernels into the on-disk cache in a background process,
+    while the run's GPU stages go on; the UMAP workers then load them instead of compiling (~25-40 s each on a
+    fresh machine). Only where the cache is cold and there are cores to spare
+    (:func:`core.pipeline.default_parallel_stages` >= 2): on a 2-core machine it would compete with the
+    ridge. Returns the daemon process (ended with this one), or None when nothing was started."""
+    import multiprocessing
+
+    from .pipeline import default_parallel_stages
+    if default_parallel_stages() < 2:
+        return None
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        configure_numba_cache()  # the spawned process inherits the environment, hence the same cache
+    if numba_cache_is_warm():
+        return None
+    proc = multiprocessing.get_context("spawn").Process(target=_prewarm_job, args=(os.getpid(),),
+                                                        name="numba-prewarm", daemon=True)
+    proc.start()
+    return proc
 
 
 def _import_umap():

@@ -9,6 +9,7 @@ an interrupted run leaves no partial entry and the next run resumes after the la
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import resource
 import shutil
@@ -23,7 +24,7 @@ from ._validation import InputError
 from .config import RunConfig, config_hash, config_to_dict
 from .store import ResultsStore, StageEntry, arm_during_fault, fault_point
 
-__all__ = ["Stage", "StageEntry", "Context", "Pipeline", "peak_rss_mb", "run_id_for"]
+__all__ = ["Stage", "StageEntry", "Context", "Pipeline", "default_parallel_stages", "peak_rss_mb", "run_id_for"]
 
 log = logging.getLogger("attnbrain")
 # Bumped when a stage's output format or algorithm changes, so stale cache entries are not reused.
@@ -50,6 +51,11 @@ class Stage:
     fields: tuple[str, ...] = ()          # config sections / dotted fields the output depends on
     description: str = ""
     extra: Callable[[RunConfig], Any] | None = None   # more key material (e.g. input file fingerprints)
+    # Called once at the start of a run in which this stage computes (not cached): may start background
+    # preparation (e.g. compiling kernels while the GPU stages run); returns a process to end with the run.
+    prewarm: Callable[[], Any] | None = None
+    # With parallel stages, computed in its own spawned process beside the others (fn must be picklable).
+    isolated: bool = False
 
 
 @dataclass
@@ -128,41 +134,164 @@ class Pipeline:
         return plan
 
     def run(self, wanted: list[str] | None = None, force: tuple[str, ...] = (),
-            on_stage: Callable[[str, StageEntry], None] | None = None) -> dict[str, StageEntry]:
+            on_stage: Callable[[str, StageEntry], None] | None = None,
+            parallel: int | None = None) -> dict[str, StageEntry]:
+        """Run (or read from the cache) the ``wanted`` stages and what they depend on.
+
+        With ``parallel`` >= 2 (default :func:`default_parallel_stages`: 2 on a machine with at least 8 cores,
+        else 1), a stage marked ``isolated`` is computed in its own spawned process as soon as its inputs are
+        ready, while this process goes on with the others: in this graph the pycortex assets (``cortex``)
+        beside ``rsa`` and ``umap``, which matters where the GPU has made everything else short. Stages are
+        never run in threads of one process: CPython 3.11/3.12 can fail with "AST constructor recursion depth
+        mismatch" when two threads parse at once (``np.load`` does, for every header), cpython#106905.
+        Results do not depend on ``parallel``. ``on_stage`` is called here, in the order the stages finish.
+        When a stage fails, no new stage starts; one already running elsewhere finishes and is cached, then
+        the error is raised.
+        """
+        plan = self.plan(wanted, force)
+        workers = default_parallel_stages() if parallel is None else int(parallel)
+        helpers = [self.stages[name].prewarm() for name, reason in plan
+                   if reason != "cached" and self.stages[name].prewarm is not None]
+        try:
+            if workers <= 1:
+                results: dict[str, StageEntry] = {}
+                for name, reason in plan:
+                    results[name] = self._run_stage(name, reason, results)
+                    if on_stage:
+                        on_stage(name, results[name])
+                return results
+            return self._run_overlapped(plan, workers - 1, on_stage)
+        finally:
+            for proc in helpers:  # still compiling when the run ends (few stages ran): not needed any more
+                if proc is not None and proc.is_alive():
+                    proc.terminate()
+
+    def _run_overlapped(self, plan, n_processes: int, on_stage) -> dict[str, StageEntry]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        from ._proc import spawn_pool
+        reasons = dict(plan)
+        pending = [name for name, _ in plan]
         results: dict[str, StageEntry] = {}
-        for name, reason in self.plan(wanted, force):
-            st = self.stages[name]
-            key = self.keys[name]
-            if reason == "cached":
-                try:
-                    results[name] = self.store.read(name, key)
-                except InputError as exc:
-                    # A damaged entry (file deleted or cut short outside the tool): recompute it under the
-                    # same key; stages are deterministic, so what follows stays valid.
-                    log.warning("cached %s entry is damaged (%s); recomputing it", name, exc)
-                    reason = "damaged"
-            if reason != "cached":
-                workdir = self.store.new_workdir(name, key)
-                ctx = Context(cfg=self.cfg, device=self.device, cache_dir=self.cache_dir,
-                              inputs={d: results[d] for d in st.deps}, progress=self.progress, workdir=workdir)
-                t0 = time.perf_counter()
-                fault_point(f"{name}:start")
-                kill_at_end = arm_during_fault(name)
-                try:
-                    arrays, meta = st.fn(ctx)
-                    if kill_at_end:
-                        kill_at_end()
-                except BaseException:
-                    shutil.rmtree(workdir, ignore_errors=True)
-                    raise
-                seconds = time.perf_counter() - t0
-                meta = {**meta, "stage": name, "key": key, "seconds": seconds,
-                        "peak_rss_mb": peak_rss_mb(), "device": str(self.device)}
-                results[name] = self.store.commit(workdir, name, key, arrays, meta)
-                results[name].seconds = seconds
+        running: dict[str, Any] = {}          # isolated stage -> its future
+        error: BaseException | None = None
+        pool = None
+
+        def ready(name):
+            return all(d in results for d in self.stages[name].deps)
+
+        def elsewhere(name):
+            return self.stages[name].isolated and reasons[name] != "cached"
+
+        def finish(name, entry):
+            results[name] = entry
             if on_stage:
-                on_stage(name, results[name])
-        return results
+                on_stage(name, entry)
+
+        try:
+            while pending or running:
+                local = None
+                if error is None:
+                    for name in [n for n in pending if elsewhere(n) and ready(n)][:n_processes - len(running)]:
+                        pool = pool or spawn_pool(n_processes)
+                        job = (self.stages[name], self.keys[name], {d: self.keys[d] for d in self.stages[name].deps},
+                               self.cfg, str(self.out), self.device, self.progress)
+                        running[name] = pool.submit(_compute_in_child, job)
+                        pending.remove(name)
+                    local = next((n for n in pending if not elsewhere(n) and ready(n)), None)
+                if local is not None:
+                    pending.remove(local)
+                    try:
+                        finish(local, self._run_stage(local, reasons[local], results))
+                    except Exception as exc:  # noqa: BLE001 - raised below, once the others have finished
+                        error = exc
+                elif running:
+                    wait(list(running.values()), return_when=FIRST_COMPLETED)
+                else:
+                    break  # after an error: nothing is running any more
+                for name, future in list(running.items()):
+                    if future.done():
+                        del running[name]
+                        try:
+                            seconds = future.result()
+                            entry = self.store.read(name, self.keys[name])
+                            entry.cached, entry.seconds = False, seconds
+                            finish(name, entry)
+                        except Exception as exc:  # noqa: BLE001
+                            error = error or exc
+        except BaseException:
+            # Ctrl-C: stop now. The spawned stage dies with this process; its entry was never committed.
+            if pool is not None:
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        if error is not None:
+            raise error
+        return {name: results[name] for name, _ in plan}
+
+    def _run_stage(self, name: str, reason: str, results: dict[str, StageEntry]) -> StageEntry:
+        """One stage in this process: read from the cache when ``reason`` is 'cached' (and the entry is intact),
+        else computed from ``results`` (its inputs) and committed."""
+        st = self.stages[name]
+        key = self.keys[name]
+        if reason == "cached":
+            try:
+                return self.store.read(name, key)
+            except InputError as exc:
+                # A damaged entry (file deleted or cut short outside the tool): recompute it under the
+                # same key; stages are deterministic, so what follows stays valid.
+                log.warning("cached %s entry is damaged (%s); recomputing it", name, exc)
+        return _compute(self.store, st, key, self.cfg, self.device, {d: results[d] for d in st.deps},
+                        self.progress)
+
+
+def _compute(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device, inputs: dict[str, StageEntry],
+             progress: bool) -> StageEntry:
+    """Compute one stage from its inputs into a temporary folder and commit it as the entry ``key``."""
+    workdir = store.new_workdir(st.name, key)
+    ctx = Context(cfg=cfg, device=device, cache_dir=store.cache_dir, inputs=inputs, progress=progress,
+                  workdir=workdir)
+    t0 = time.perf_counter()
+    fault_point(f"{st.name}:start")
+    kill_at_end = arm_during_fault(st.name)
+    try:
+        arrays, meta = st.fn(ctx)
+        if kill_at_end:
+            kill_at_end()
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - t0
+    meta = {**meta, "stage": st.name, "key": key, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+            "device": str(device)}
+    entry = store.commit(workdir, st.name, key, arrays, meta)
+    entry.seconds = seconds
+    return entry
+
+
+def _compute_in_child(job) -> float:
+    """:func:`_compute` in a spawned process: inputs read from the store, the entry committed there; returns
+    the stage's seconds (the parent reads the entry back, memory-mapped)."""
+    st, key, dep_keys, cfg, out, device, progress = job
+    store = ResultsStore(out)
+    inputs = {d: store.read(d, k) for d, k in dep_keys.items()}
+    return _compute(store, st, key, cfg, device, inputs, progress).seconds
+
+
+def default_parallel_stages() -> int:
+    """Stages run at once by default: 2 with at least 8 cores (the GPU machines this targets have 16), else 1.
+    On 2-4 cores two CPU-heavy stages would only share the cores, and raise the peak memory.
+    ``ATTNBRAIN_PARALLEL_STAGES=N`` overrides it."""
+    forced = os.environ.get("ATTNBRAIN_PARALLEL_STAGES", "").strip()
+    if forced:
+        if not forced.isdigit() or int(forced) < 1:
+            raise InputError(f"expected a positive integer, found {forced!r}", field="ATTNBRAIN_PARALLEL_STAGES")
+        return int(forced)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if cores >= 8 else 1
 
 
 #: Reported package -> distribution whose installed version is read (without importing the package:

@@ -272,6 +272,11 @@ def _significant(ctx_stats, modes) -> dict[str, np.ndarray]:
     return {m: np.asarray(ctx_stats.arrays[f"significant_{m}"]) for m in modes}
 
 
+def _prewarm_umap():
+    from .embedding import prewarm_numba_cache
+    return prewarm_numba_cache()
+
+
 def stage_rsa(ctx: Context):
     """kNN graph of the correlation-distance RDM per condition, and RDM summaries."""
     from . import rsa
@@ -384,8 +389,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("encoding", stage_encoding, ("dataset", "features"), ("encoding",), "per-voxel ridge, CV alpha"),
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
-    Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition"),
+    Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition",
+          prewarm=_prewarm_umap),
     Stage("cortex", stage_cortex, ("dataset", "stats"), ("data.subject", "data.transform", "data.mask",
                                                           "stats.bin_edges"),
-          "flatmaps, pixel lookup, WebGL viewer"),
+          "flatmaps, pixel lookup, WebGL viewer", isolated=True),
 )}

@@ -198,3 +198,25 @@ def test_aligned_embedding_puts_shared_voxels_in_comparable_places():
     assert mismatch(a_off, a_on) < 0.3 < mismatch(u_off, u_on)
     for series, emb in ((off, a_off), (on, a_on)):
         assert trustworthiness(zscore_series(series).T, emb, n_neighbors=K, metric="correlation") >= 0.9
+
+
+def test_prewarm_only_with_cores_to_spare(tmp_path, monkeypatch):
+    from core.embedding import numba_cache_is_warm, prewarm_numba_cache
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cold"))
+    monkeypatch.setenv("ATTNBRAIN_PARALLEL_STAGES", "1")
+    assert prewarm_numba_cache() is None and not numba_cache_is_warm()
+
+
+@pytest.mark.slow
+def test_prewarm_fills_a_cold_cache_in_the_background(tmp_path, monkeypatch):
+    """On a fresh machine the background process compiles UMAP's epoch kernel into the cache (what the UMAP
+    workers then load instead of compiling); once warm, nothing more is started."""
+    from core.embedding import numba_cache_is_warm, prewarm_numba_cache
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cold"))
+    monkeypatch.setenv("ATTNBRAIN_PARALLEL_STAGES", "2")
+    assert not numba_cache_is_warm()
+    proc = prewarm_numba_cache()
+    assert proc is not None and proc.daemon
+    proc.join(timeout=300)
+    assert proc.exitcode == 0 and numba_cache_is_warm()
+    assert prewarm_numba_cache() is None

@@ -51,7 +51,8 @@ def _precompute(out, cfg, *extra, env=None, check=True, stages=STAGES):
         proc = subprocess.Popen([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out",
                                  str(out), "--device", "cpu", "--quiet", "--stages", stages, *extra], stdout=fo,
                                 stderr=fe, text=True, cwd=ROOT, start_new_session=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+                                env={**os.environ, "OMP_NUM_THREADS": "2", "ATTNBRAIN_PARALLEL_STAGES": "1",
+                                     **(env or {})})
         try:
             proc.wait(timeout=900)
         finally:
@@ -307,6 +308,31 @@ def test_two_runs_with_the_same_seed_are_identical(base, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_stages_run_side_by_side_give_identical_results(base, tmp_path):
+    """Parallel stages (the default on machines with 8+ cores): the cortex assets are built in their own
+    process while rsa and umap run here. The schedule changes, nothing else: every array of the one-at-a-time
+    run is bit-identical, and the cortex entry is complete (flatmaps and viewer on disk)."""
+    _, cfg, ref, _, cortex_cache = base
+    out = tmp_path / "parallel"
+    _seed_cortex_cache(out, cortex_cache)
+    proc = _precompute(out, cfg, env={"ATTNBRAIN_PARALLEL_STAGES": "2"}, stages=STAGES + ",cortex")
+    assert proc.survivors == []
+    a, b = _arrays(ref), _arrays(out)
+    assert a.keys() <= b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    summary = _summary(out)
+    assert summary["parallel_stages"] == 2 and summary["timings_s"]["cortex"] > 0
+    entry = next((out / "cache" / "stages").glob("cortex-*"))
+    meta = json.loads((entry / "meta.json").read_text())
+    assert (entry / meta["viewer"] / "index.html").is_file()
+    assert all((entry / p).is_file() for p in _files(meta["flatmap"]))
+
+
+def _files(tree) -> list[str]:
+    return [p for v in tree.values() for p in (_files(v) if isinstance(v, dict) else [v])]
 
 
 def test_one_thread_instead_of_two_agrees_within_tolerance(base, tmp_path):

@@ -1,0 +1,99 @@
+"""The stage scheduler with parallel stages: an ``isolated`` stage runs in its own process beside the others,
+dependencies are respected, results do not depend on it, and a failing stage stops new stages but lets the
+running one finish and be cached."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from core._validation import InputError
+from core.config import make_config
+from core.pipeline import Pipeline, Stage, default_parallel_stages
+
+PAUSE = 1.5  # seconds the slow toy stages sleep: well above a spawned process's start-up here (~0.5 s)
+
+
+def _body(ctx, name: str, slow: bool):
+    t0 = time.time()
+    if slow:
+        time.sleep(PAUSE)
+    if os.environ.get("TOY_FAIL") == name:
+        raise ValueError(f"stage {name} failed")
+    base = sum(float(np.asarray(ctx[d].arrays["x"]).sum()) for d in sorted(ctx.inputs))
+    return ({"x": np.full(3, base + ord(name), dtype=np.float64)},
+            {"t0": t0, "t1": time.time(), "pid": os.getpid()})
+
+
+# Module level, so that a spawned process can unpickle the isolated stage's function.
+def stage_a(ctx):
+    return _body(ctx, "a", False)
+
+
+def stage_b(ctx):
+    return _body(ctx, "b", True)
+
+
+def stage_c(ctx):
+    return _body(ctx, "c", True)
+
+
+def stage_d(ctx):
+    return _body(ctx, "d", False)
+
+
+STAGES = {"a": Stage("a", stage_a, (), ("encoding",)),
+          "b": Stage("b", stage_b, ("a",), ("stats",), isolated=True),   # a -> (b elsewhere, c here) -> d
+          "c": Stage("c", stage_c, ("a",), ("rsa",)),
+          "d": Stage("d", stage_d, ("b", "c"), ("umap",))}
+
+
+def _pipe(out):
+    return Pipeline(make_config("demo"), out, stages=STAGES, device="cpu", progress=False)
+
+
+def test_isolated_stage_overlaps_and_results_do_not_change(tmp_path):
+    seen = []
+    seq = _pipe(tmp_path / "seq").run(parallel=1)
+    par = _pipe(tmp_path / "par").run(parallel=2, on_stage=lambda n, e: seen.append(n))
+    assert list(par) == ["a", "b", "c", "d"]                 # plan order, whatever the finishing order
+    assert seen[0] == "a" and seen[-1] == "d" and sorted(seen) == ["a", "b", "c", "d"]
+    for name in seq:
+        np.testing.assert_array_equal(par[name].arrays["x"], seq[name].arrays["x"])
+        assert not par[name].cached and par[name].seconds > 0
+    m = {name: par[name].meta for name in par}
+    assert m["b"]["pid"] != os.getpid() and m["c"]["pid"] == os.getpid()   # b ran in another process
+    assert m["b"]["t0"] < m["c"]["t1"] and m["c"]["t0"] < m["b"]["t1"]     # ... at the same time as c
+    assert m["d"]["t0"] >= max(m["b"]["t1"], m["c"]["t1"]) and m["a"]["t1"] <= min(m["b"]["t0"], m["c"]["t0"])
+    s = {name: seq[name].meta for name in seq}
+    assert {v["pid"] for v in s.values()} == {os.getpid()} and s["c"]["t0"] >= s["b"]["t1"]
+    # A rerun reads everything from the cache, isolated stage included.
+    again = _pipe(tmp_path / "par").run(parallel=2)
+    assert all(entry.cached for entry in again.values())
+
+
+@pytest.mark.parametrize("failing, finished", [("b", "c"), ("c", "b")])
+def test_a_failing_stage_lets_the_other_finish_and_be_cached(tmp_path, monkeypatch, failing, finished):
+    monkeypatch.setenv("TOY_FAIL", failing)        # the spawned process inherits the environment
+    with pytest.raises(ValueError, match=f"stage {failing} failed"):
+        _pipe(tmp_path / "out").run(parallel=2)
+    monkeypatch.delenv("TOY_FAIL")
+    res = _pipe(tmp_path / "out").run(parallel=2)
+    assert res["a"].cached and res[finished].cached                     # kept from the failed run
+    assert not res[failing].cached and not res["d"].cached              # d never ran before
+    assert not list((tmp_path / "out" / "cache" / "stages").glob(".*tmp*"))
+
+
+def test_default_parallel_stages(monkeypatch):
+    monkeypatch.delenv("ATTNBRAIN_PARALLEL_STAGES", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert default_parallel_stages() == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert default_parallel_stages() == 1
+    monkeypatch.setenv("ATTNBRAIN_PARALLEL_STAGES", "3")
+    assert default_parallel_stages() == 3
+    monkeypatch.setenv("ATTNBRAIN_PARALLEL_STAGES", "two")
+    with pytest.raises(InputError, match="ATTNBRAIN_PARALLEL_STAGES"):
+        default_parallel_stages()
