@@ -233,7 +233,7 @@ def stage_encoding(ctx: Context):
         X = np.asarray(feats.arrays[f"X_{mode}"])
         model = VoxelRidgeCV(alphas=_alphas(cfg), n_folds=cfg.encoding.n_folds, run_onsets=r.run_onsets,
                              delays=list(cfg.encoding.delays) or None, device=ctx.device, dtype=dtype,
-                             progress=ctx.progress)
+                             progress=ctx.progress, alpha_search=cfg.encoding.alpha_search)
         t0 = time.perf_counter()
         model.fit(X[:n_train], r.Y_train)
         pred = model.predict(X[n_train:])
@@ -241,7 +241,8 @@ def stage_encoding(ctx: Context):
         arrays[f"pred_{mode}"] = np.ascontiguousarray(np.asarray(pred, dtype=np.float32).T)
         arrays[f"alpha_{mode}"] = np.asarray(model.best_alphas_, dtype=np.float32)
         arrays[f"cv_{mode}"] = np.asarray(model.cv_scores_, dtype=np.float32)
-        meta["conditions"][mode] = {"solver": getattr(model, "solver_", None), "seconds": round(seconds, 3)}
+        meta["conditions"][mode] = {"solver": getattr(model, "solver_", None), "cv_path": model.cv_path_,
+                                    "seconds": round(seconds, 3)}
     return arrays, meta
 
 

@@ -343,3 +343,54 @@ def test_bad_inputs_raise_input_error(rng, make_call, match):
     Y = rng.standard_normal((40, 3))
     with pytest.raises(InputError, match=match):
         make_call(X, Y)
+
+
+# ------------------------------------------------------------------------------------------ refined alpha search
+
+def test_refine_levels():
+    from core.encoding import refine_levels
+    assert refine_levels(21) == ([0, 4, 8, 12, 16, 20], [2, 1])          # 6 + 2 x 2 = 10 of 21 scored
+    assert refine_levels(11) == ([0, 2, 4, 6, 8, 10], [1])
+    assert refine_levels(12) == ([0, 2, 4, 6, 8, 10, 11], [1])           # the last alpha is always coarse
+    assert refine_levels(8) == (list(range(8)), [])                       # small grids: the whole grid
+
+
+def test_refine_finds_the_grid_alpha_on_unimodal_curves(rng):
+    """The refined search against scoring all 21 alphas (the reference): wherever a voxel's full CV curve is
+    unimodal over the grid it must pick the very same alpha (its argument), and its scores at the alphas it
+    did evaluate must be the grid's up to float32 rounding of a differently ordered product."""
+    X, Y, X_test, _ = _planted(rng, 400, 60, 600)
+    grid = VoxelRidgeCV(solver="eigh").fit(X, Y)
+    ref = VoxelRidgeCV(solver="eigh", alpha_search="refine").fit(X, Y)
+    assert grid.cv_path_ == "per-fold" and ref.cv_path_ == "refine"
+    curves = grid.cv_curves_.astype(np.float64)
+    peak = np.argmax(curves, 0)
+    steps = np.diff(curves, axis=0)
+    rows = np.arange(curves.shape[0] - 1)[:, None]
+    # Unimodal: non-decreasing up to the peak, non-increasing after it (float32 curves: 1e-7 slack).
+    unimodal = np.all(np.where(rows < peak, steps >= -1e-7, steps <= 1e-7), axis=0)
+    assert unimodal.mean() > 0.9                                  # ridge CV curves mostly are
+    chosen = np.searchsorted(grid.alphas_, ref.best_alphas_)
+    at_choice = curves[chosen, np.arange(curves.shape[1])]
+    # On a unimodal curve the refined choice scores the grid's maximum; only a plateau (null voxels, R^2 flat at
+    # large alphas where float32 rounding orders equal values) can leave it on another point of that plateau.
+    assert np.all(at_choice[unimodal] >= curves.max(0)[unimodal] - 1e-6)
+    runner_up = np.sort(curves, 0)[-2]
+    clear = unimodal & (curves.max(0) - runner_up > 1e-5)
+    np.testing.assert_array_equal(ref.best_alphas_[clear], grid.best_alphas_[clear])
+    # Curves with two local maxima (a few here) may end on the lower one.
+    assert np.mean(ref.best_alphas_ == grid.best_alphas_) >= 0.99
+    scored = ~np.isnan(ref.cv_curves_)
+    assert scored.sum(0).max() <= 10 and scored.sum(0).min() >= 6   # 6 coarse + at most 4 refined
+    # R^2 values ~1e-1..1: float32 products of 400 x 60 summed in another order differ by ~1e-6 relative.
+    np.testing.assert_allclose(ref.cv_curves_[scored], grid.cv_curves_[scored], rtol=1e-4, atol=1e-5)
+    same = ref.best_alphas_ == grid.best_alphas_           # the same alpha: the same refit
+    np.testing.assert_allclose(ref.predict(X_test)[:, same], grid.predict(X_test)[:, same], rtol=1e-6, atol=1e-6)
+
+
+def test_refine_falls_back_to_the_grid_where_it_cannot_help(rng):
+    X, Y, _, _ = _planted(rng, 60, 100, 20)      # n < p: the kernel solver's residual operators score the grid
+    m = VoxelRidgeCV(alpha_search="refine").fit(X, Y)
+    assert m.cv_path_ == "operators" and not np.isnan(m.cv_curves_).any()
+    with pytest.raises(InputError, match="alpha_search"):
+        VoxelRidgeCV(alpha_search="golden").fit(X, Y)
