@@ -394,3 +394,15 @@ def test_refine_falls_back_to_the_grid_where_it_cannot_help(rng):
     assert m.cv_path_ == "operators" and not np.isnan(m.cv_curves_).any()
     with pytest.raises(InputError, match="alpha_search"):
         VoxelRidgeCV(alpha_search="golden").fit(X, Y)
+
+
+def test_refine_on_the_kernel_solver_per_fold_path(rng):
+    """n < p without room for the residual operators: the kernel solver's per-fold products, refined."""
+    X, Y, X_test, _ = _planted(rng, 120, 200, 300)
+    kw = dict(solver="kernel", memory_budget_gb=1e-4)   # operators (21 x 120^2 floats) do not fit
+    grid = VoxelRidgeCV(**kw).fit(X, Y)
+    ref = VoxelRidgeCV(alpha_search="refine", **kw).fit(X, Y)
+    assert grid.cv_path_ == "per-fold" and ref.cv_path_ == "refine"
+    scored = ~np.isnan(ref.cv_curves_)
+    np.testing.assert_allclose(ref.cv_curves_[scored], grid.cv_curves_[scored], rtol=1e-4, atol=1e-5)
+    assert np.mean(ref.best_alphas_ == grid.best_alphas_) >= 0.98
