@@ -146,7 +146,7 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
 
     from core._io import atomic_write, json_default
     from core._validation import InputError
-    from core.pipeline import peak_rss_mb, versions
+    from core.pipeline import default_parallel_stages, peak_rss_mb, versions
     from core.store import fault_point
     from core.summary import build_summary
     # A full disk must end in one error line, not in a logging traceback for each unwritable run.log line.
@@ -185,7 +185,6 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
     summary = build_summary(cfg, pipe.run_id, results, device=str(device), timings=timings,
                             peak_rss_mb=peak_rss_mb(), versions=versions())
     summary["stage_keys"] = {n: r.key for n, r in results.items()}
-    from core.pipeline import default_parallel_stages
     summary["parallel_stages"] = default_parallel_stages()
     if device.type == "cuda":
         import torch

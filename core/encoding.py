@@ -416,6 +416,26 @@ def _inverse_sst(Yv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return has_var, torch.where(has_var, 1.0 / torch.where(has_var, sst, 1.0), 0.0)
 
 
+def _fold_validation(solver, fold: _Fold, Yc: torch.Tensor, XtY, y_sum: torch.Tensor, fit_intercept: bool):
+    """One fold's fixed part of cross-validation: the training-fold coordinates (rank, n_voxels), the validation
+    targets centred on the training-fold means (a copy), and per voxel whether they vary and 1 / SST."""
+    Yv = Yc[fold.val]  # an index gather, hence a copy: it becomes the validation target below
+    # Training-fold mean of the responses (himalaya centres each fold on its training rows).
+    y_train_mean = ((y_sum - Yv.sum(0).double()) / fold.train.numel() if fit_intercept
+                    else torch.zeros_like(y_sum)).to(Yc.dtype)
+    coords = solver.fold_coordinates(fold, Yc, XtY, y_train_mean)
+    has_var, inv_sst = _inverse_sst(Yv)
+    Yv -= y_train_mean
+    return coords, Yv, has_var, inv_sst
+
+
+def _fold_r2(pred: torch.Tensor, Yv: torch.Tensor, has_var: torch.Tensor, inv_sst: torch.Tensor) -> torch.Tensor:
+    """Validation R^2 per voxel (float64) from the fold's predictions, which are overwritten by the residuals."""
+    pred -= Yv
+    sse = pred.square_().sum(0).double()
+    return torch.where(has_var, 1.0 - sse * inv_sst, 0.0)
+
+
 def _cv_scores(solver, inv_shrink: list[torch.Tensor], Yc: torch.Tensor, XtY, fit_intercept: bool) -> torch.Tensor:
     """Validation R^2 averaged over folds for every alpha, shape (n_alphas, n_voxels) float64.
 
@@ -428,21 +448,13 @@ def _cv_scores(solver, inv_shrink: list[torch.Tensor], Yc: torch.Tensor, XtY, fi
     scores = torch.zeros((n_alphas, Yc.shape[1]), dtype=torch.float64, device=Yc.device)
     y_sum = Yc.sum(0).double()
     for fold, inv in zip(solver.folds, inv_shrink):
-        Yv = Yc[fold.val]  # an index gather, hence a copy: it becomes the validation target below
-        # Training-fold mean of the responses (himalaya centres each fold on its training rows).
-        y_train_mean = ((y_sum - Yv.sum(0).double()) / fold.train.numel() if fit_intercept
-                        else torch.zeros_like(y_sum)).to(Yc.dtype)
-        coords = solver.fold_coordinates(fold, Yc, XtY, y_train_mean)
-        has_var, inv_sst = _inverse_sst(Yv)
-        Yv -= y_train_mean
+        coords, Yv, has_var, inv_sst = _fold_validation(solver, fold, Yc, XtY, y_sum, fit_intercept)
         resid = torch.empty_like(Yv)
         for a in range(n_alphas):
             # Scaling the small (n_val, rank) matrix rather than the (rank, n_voxels) coordinates leaves one
             # GEMM and two in-place passes over the residuals per alpha.
             _mm(fold.A_val * inv[a], coords, out=resid)
-            resid -= Yv
-            sse = resid.square_().sum(0).double()
-            scores[a] += torch.where(has_var, 1.0 - sse * inv_sst, 0.0)
+            scores[a] += _fold_r2(resid, Yv, has_var, inv_sst)
     return scores / len(solver.folds)
 
 
@@ -492,28 +504,16 @@ def _cv_scores_refine(solver, alphas: torch.Tensor, tie_break: torch.Tensor, Yc:
     coarse, steps = refine_levels(n_alphas)
     scores = torch.full((n_alphas, n_vox), -torch.inf, dtype=torch.float64, device=Yc.device)
     y_sum = Yc.sum(0).double()
-    folds = []
-    for fold in solver.folds:  # per fold: coordinates, centred validation targets and 1 / SST, kept for all levels
-        Yv = Yc[fold.val]
-        y_train_mean = ((y_sum - Yv.sum(0).double()) / fold.train.numel() if fit_intercept
-                        else torch.zeros_like(y_sum)).to(Yc.dtype)
-        coords = solver.fold_coordinates(fold, Yc, XtY, y_train_mean)
-        has_var, inv_sst = _inverse_sst(Yv)
-        Yv -= y_train_mean
-        folds.append((fold, coords, Yv, has_var, inv_sst))
+    # Per fold, kept for all levels: coordinates, centred validation targets and 1 / SST.
+    folds = [(fold, *_fold_validation(solver, fold, Yc, XtY, y_sum, fit_intercept)) for fold in solver.folds]
     resid = torch.empty((max(f[2].shape[0] for f in folds), n_vox), dtype=Yc.dtype, device=Yc.device)
-
-    def r2(fold, Yv, has_var, inv_sst, out):
-        out -= Yv
-        sse = out.square_().sum(0).double()
-        return torch.where(has_var, 1.0 - sse * inv_sst, 0.0)
 
     for a in coarse:  # one alpha for every voxel: the same products as the full grid
         total = torch.zeros(n_vox, dtype=torch.float64, device=Yc.device)
         for fold, coords, Yv, has_var, inv_sst in folds:
             out = resid[:Yv.shape[0]]
             _mm(fold.A_val * (1.0 / (fold.eigvals + alphas[a])).to(Yc.dtype), coords, out=out)
-            total += r2(fold, Yv, has_var, inv_sst, out)
+            total += _fold_r2(out, Yv, has_var, inv_sst)
         scores[a] = total / len(folds)
     cols = torch.arange(n_vox, device=Yc.device)
     for step in steps:  # a different alpha per voxel: the shrinkage scales the coordinates instead
@@ -525,7 +525,7 @@ def _cv_scores_refine(solver, alphas: torch.Tensor, tie_break: torch.Tensor, Yc:
                 out = resid[:Yv.shape[0]]
                 shrink = (1.0 / (fold.eigvals[:, None] + alphas[idx][None, :])).to(Yc.dtype)
                 _mm(fold.A_val, coords * shrink, out=out)
-                total += r2(fold, Yv, has_var, inv_sst, out)
+                total += _fold_r2(out, Yv, has_var, inv_sst)
             fresh = torch.isneginf(scores[idx, cols])  # an index clamped onto a point already scored keeps it
             scores[idx[fresh], cols[fresh]] = (total / len(folds))[fresh]
     return scores
@@ -744,10 +744,10 @@ class VoxelRidgeCV:
         rank = solver_obj.rank()
         # 1 / (w + alpha) per fold and alpha, formed in float64 then cast once.
         operators = getattr(solver_obj, "residual_ops", None) is not None
-        inv_shrink = [] if operators else [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype)
-                                           for f in solver_obj.folds]
-        n_val_max = max(len(v) for _, v in folds)
         refine = self.alpha_search == "refine" and not operators and bool(refine_levels(len(alphas_np))[1])
+        inv_shrink = [] if operators or refine else [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype)
+                                                     for f in solver_obj.folds]
+        n_val_max = max(len(v) for _, v in folds)
         batch = int(self.voxel_batch) if self.voxel_batch is not None else self._auto_batch(
             n, rank, q, n_val_max, len(alphas_np), torch.finfo(dtype).bits // 8, len(folds) if refine else 0)
         self.voxel_batch_ = min(batch, n_voxels)
@@ -781,7 +781,7 @@ class VoxelRidgeCV:
             state[:, cols] = W.to(torch.float64 if state.dtype == np.float64 else torch.float32).cpu().numpy()
             best_alphas[cols] = chosen.cpu().numpy()
             cv_scores[cols] = scores.gather(0, best[None, :])[0].cpu().numpy()
-            cv_curves[:, cols] = scores.nan_to_num(nan=torch.nan, neginf=torch.nan).to(torch.float32).cpu().numpy()
+            cv_curves[:, cols] = scores.masked_fill(scores.isneginf(), torch.nan).to(torch.float32).cpu().numpy()
             intercept[cols] = y_mean.cpu().numpy()
             del Yb, XtY, W, scores
 
