@@ -220,3 +220,88 @@ def test_prewarm_fills_a_cold_cache_in_the_background(tmp_path, monkeypatch):
     proc.join(timeout=300)
     assert proc.exitcode == 0 and numba_cache_is_warm()
     assert prewarm_numba_cache() is None
+
+
+# ------------------------------------------------------------------------------ spectral initialisation
+def sheet_series(rng, n_voxels: int, n_samples: int = 200) -> np.ndarray:
+    """Voxels scattered on a 2-D sheet whose series vary smoothly across it: a connected kNN graph."""
+    pos = rng.random((n_voxels, 2))
+    freq = rng.standard_normal((40, 2)) * 3.0
+    drive = rng.standard_normal((n_samples, 40))
+    return (drive @ np.cos(np.pi * pos @ freq.T).T
+            + 0.3 * rng.standard_normal((n_samples, n_voxels))).astype(np.float32)
+
+
+def _subspace_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - the smallest cosine of the principal angles between the column spaces of a and b (0: same span)."""
+    qa, _ = np.linalg.qr(a)
+    qb, _ = np.linalg.qr(b)
+    return float(1.0 - np.linalg.svd(qa.T @ qb, compute_uv=False).min())
+
+
+def _fuzzy_graph(series, seed=0):
+    from core.embedding import _fit_data, _import_umap, _prune, _umap_graph
+    idx, dist = knn_correlation(series, k=K, device="cpu")
+    data = _fit_data(series, idx.shape[0], seed)
+    return _prune(_umap_graph(_import_umap(), idx, dist, data, seed), None), data, (idx, dist)
+
+
+def test_laplacian_eigenmap_matches_a_dense_eigendecomposition():
+    from scipy.sparse.csgraph import connected_components
+
+    from core.embedding import _DENSE_EIGH_MAX, _laplacian_eigenmap
+    series = sheet_series(np.random.default_rng(3), _DENSE_EIGH_MAX + 500)   # the Lanczos path
+    graph, _, _ = _fuzzy_graph(series)
+    assert connected_components(graph)[0] == 1
+    # Brute-force reference: every eigenpair of the dense normalised Laplacian.
+    A = graph.toarray().astype(np.float64)
+    inv_sqrt = 1.0 / np.sqrt(A.sum(0))
+    w, V = np.linalg.eigh(np.eye(A.shape[0]) - inv_sqrt[:, None] * A * inv_sqrt[None, :])
+    # The wanted span (eigenvectors 2-4) is well defined: its edge eigenvalue is separated from the next.
+    assert (w[4] - w[3]) / w[3] > 0.05
+    ours = _laplacian_eigenmap(graph, 3)
+    # ARPACK's tol=1e-6 on eigenvalues ~1 of D^-1/2 A D^-1/2 bounds the span's error far below this.
+    assert _subspace_gap(ours, V[:, 1:4]) < 1e-5
+    assert _subspace_gap(ours, V[:, 4:7]) > 0.5          # and the comparison can fail
+
+
+def test_spectral_layout_of_several_components_matches_umap_learn():
+    """Disconnected groups are laid out where umap-learn lays them out: both place the components through
+    umap's component_layout from the same seed, each component's eigenmap scaled within half the distance to
+    its nearest neighbour component."""
+    from scipy.sparse.csgraph import connected_components
+    from umap.spectral import spectral_layout
+
+    from core.embedding import _spectral_layout
+    rng = np.random.default_rng(6)
+    # Eight groups of voxels driven by independent signals: no kNN edge joins two groups.
+    series = np.hstack([sheet_series(rng, 200 + 40 * g) for g in range(8)])
+    graph, data, _ = _fuzzy_graph(series)
+    n_comp, labels = connected_components(graph, directed=False)
+    assert n_comp > 6        # more than 2 x dim: the data-driven component_layout path
+    ours = _spectral_layout(graph, data, 3, np.random.RandomState(0))
+    theirs = spectral_layout(data, graph, 3, np.random.RandomState(0), metric="correlation")
+    o = np.array([ours[labels == c].mean(0) for c in range(n_comp)])
+    t = np.array([theirs[labels == c].mean(0) for c in range(n_comp)])
+    gaps = np.sqrt(((t[:, None] - t[None]) ** 2).sum(-1))
+    np.fill_diagonal(gaps, np.inf)
+    # Each of our components sits within its own place (closer to umap's centroid than half the distance
+    # from there to any other component), so every component also has the same nearest neighbour.
+    assert (np.sqrt(((o - t) ** 2).sum(1)) < gaps.min(1) / 2).all()
+    assert np.array_equal(gaps.argmin(1), np.where(np.eye(n_comp, dtype=bool), np.inf,
+                                                   np.sqrt(((o[:, None] - o[None]) ** 2).sum(-1))).argmin(1))
+
+
+def test_fast_spectral_initialisation_keeps_umap_learns_quality():
+    """Trustworthiness of the embedding with our initialisation within 0.01 of umap-learn's own spectral one
+    (the issue's bar for changing how UMAP is computed), on a connected graph."""
+    from core.embedding import _import_umap, _mapper
+    series = sheet_series(np.random.default_rng(4), 2500)
+    _, data, (idx, dist) = _fuzzy_graph(series)
+    ours = embed_umap(idx, dist, series=series, random_state=0, n_epochs=100)
+    with pytest.warns(UserWarning):   # umap's own: a seed overrides n_jobs
+        theirs = _mapper(_import_umap(), idx, dist, 3, 0.1, 0, 100, False).fit_transform(data)
+    z = zscore_series(series).T
+    t_ours = trustworthiness(z, ours, n_neighbors=K, metric="correlation")
+    t_theirs = trustworthiness(z, theirs, n_neighbors=K, metric="correlation")
+    assert t_ours >= t_theirs - 0.01 and t_ours > 0.95
