@@ -99,14 +99,11 @@ def _prewarm_job(parent_pid: int) -> None:
 def prewarm_numba_cache():
     """Compile UMAP's (and the RDM bootstrap's) numba kernels into the on-disk cache in a background process,
     while the run's GPU stages go on; the UMAP workers then load them instead of compiling (~25-40 s each on a
-    fresh machine). Only where the cache is cold and there are cores to spare
-    (:func:`core.pipeline.default_parallel_stages` >= 2): on a 2-core machine it would compete with the
-    ridge. Returns the daemon process (ended with this one), or None when nothing was started."""
+    fresh machine). Only where the cache is cold; the pipeline calls it only when it runs stages side by side
+    (cores to spare: on a 2-core machine it would compete with the ridge). Returns the daemon process (ended
+    with this one), or None when nothing was started."""
     import multiprocessing
 
-    from .pipeline import default_parallel_stages
-    if default_parallel_stages() < 2:
-        return None
     if not os.environ.get("NUMBA_CACHE_DIR"):
         configure_numba_cache()  # the spawned process inherits the environment, hence the same cache
     if numba_cache_is_warm():

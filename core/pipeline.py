@@ -150,8 +150,10 @@ class Pipeline:
         """
         plan = self.plan(wanted, force)
         workers = default_parallel_stages() if parallel is None else int(parallel)
+        # Background helpers (e.g. compiling UMAP's kernels while the GPU stages run) only with cores to spare:
+        # on fewer they would compete with the stages themselves.
         helpers = [self.stages[name].prewarm() for name, reason in plan
-                   if reason != "cached" and self.stages[name].prewarm is not None]
+                   if workers >= 2 and reason != "cached" and self.stages[name].prewarm is not None]
         try:
             if workers <= 1:
                 results: dict[str, StageEntry] = {}

@@ -97,3 +97,18 @@ def test_default_parallel_stages(monkeypatch):
     monkeypatch.setenv("ATTNBRAIN_PARALLEL_STAGES", "two")
     with pytest.raises(InputError, match="ATTNBRAIN_PARALLEL_STAGES"):
         default_parallel_stages()
+
+
+def test_background_helpers_start_only_with_stages_side_by_side(tmp_path):
+    """A stage's ``prewarm`` (compiling UMAP's kernels in the background) competes with the stages themselves
+    on a machine without cores to spare: the run starts it only when it runs stages side by side, and only for
+    a stage it will compute."""
+    import dataclasses
+    calls = []
+    stages = dict(STAGES, d=dataclasses.replace(STAGES["d"], prewarm=lambda: calls.append("d")))
+    Pipeline(make_config("demo"), tmp_path / "one", stages=stages, device="cpu", progress=False).run(parallel=1)
+    assert calls == []
+    Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False).run(parallel=2)
+    assert calls == ["d"]
+    Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False).run(parallel=2)
+    assert calls == ["d"]          # everything cached: nothing to prepare for
