@@ -467,9 +467,9 @@ def embed_umap(indices, distances, *, n_components: int = 3, n_neighbors: int | 
     with _expected_umap_warnings(), threadpool_limits(1):
         graph = _prune(_umap_graph(umap, idx, dist, data, seed), n_epochs)
         init = _spectral_init(graph, data, n_components, seed)
-        t1 = time.perf_counter()
         a, b = find_ab_params(1.0, min_dist)
-        embedding = optimize_layout(init, graph, a, b, n_epochs, seed)
+    t1 = time.perf_counter()
+    embedding = optimize_layout(init, graph, a, b, n_epochs, seed)   # numba threads, outside the BLAS limit
     if verbose:
         print(f"UMAP of {idx.shape[0]:,} voxels: graph and spectral initialisation {t1 - t0:.1f} s, "
               f"{n_epochs} epochs {time.perf_counter() - t1:.1f} s", flush=True)
