@@ -333,13 +333,18 @@ def _laplacian_eigenmap(graph, dim: int) -> np.ndarray:
     return V[:, np.argsort(-w)[1:k]]
 
 
+def _default_epochs(n_vertices: int) -> int:
+    """umap-learn's default number of epochs: 500 up to 10,000 vertices, 200 above."""
+    return 500 if n_vertices <= 10_000 else 200
+
+
 def _prune(graph, n_epochs: int | None):
     """The graph UMAP optimises and initialises from: edges too weak to be sampled once in ``n_epochs``
     dropped, as in ``umap.umap_.simplicial_set_embedding`` (CSR, float32)."""
     g = graph.tocoo(copy=True)
     g.sum_duplicates()
     if not n_epochs or n_epochs <= 10:  # none or too few to prune by: umap-learn prunes by its default count
-        n_epochs = 500 if g.shape[0] <= 10_000 else 200
+        n_epochs = _default_epochs(g.shape[0])
     g.data[g.data < g.data.max() / float(n_epochs)] = 0.0
     g.eliminate_zeros()
     return g.tocsr()
@@ -460,7 +465,7 @@ def embed_umap(indices, distances, *, n_components: int = 3, n_neighbors: int | 
 
     from .layout import optimize_layout
     seed = random_state if random_state is not None else int(np.random.SeedSequence().entropy % 2**32)
-    n_epochs = n_epochs or (500 if idx.shape[0] <= 10_000 else 200)   # umap-learn's defaults
+    n_epochs = n_epochs or _default_epochs(idx.shape[0])
     t0 = time.perf_counter()
     # One BLAS thread in the spectral initialisation: its result then does not depend on the machine's core
     # count or on how many embeddings run side by side (the layout's own threads never change its result).

@@ -484,7 +484,7 @@ def refine_levels(n_alphas: int) -> tuple[list[int], list[int]]:
     return coarse, steps
 
 
-def _cv_scores_refine(solver, alphas: torch.Tensor, tie_break: torch.Tensor, Yc: torch.Tensor, XtY,
+def _cv_scores_refine(solver, inv_shrink: list[torch.Tensor], tie_break: torch.Tensor, Yc: torch.Tensor, XtY,
                       fit_intercept: bool) -> torch.Tensor:
     """:func:`_cv_scores` on a coarse part of the grid, then refined per voxel around its best alpha.
 
@@ -493,22 +493,20 @@ def _cv_scores_refine(solver, alphas: torch.Tensor, tie_break: torch.Tensor, Yc:
     the true best, and each halving of the step keeps it within the step. Alphas not evaluated for a voxel score
     -inf. Shape (n_alphas, n_voxels) float64.
     """
-    n_alphas, n_vox = alphas.numel(), Yc.shape[1]
+    n_alphas, n_vox = inv_shrink[0].shape[0], Yc.shape[1]
     coarse, steps = refine_levels(n_alphas)
     scores = torch.full((n_alphas, n_vox), -torch.inf, dtype=torch.float64, device=Yc.device)
     y_sum = Yc.sum(0).double()
     # Per fold, kept for all levels: coordinates, centred validation targets and 1 / SST.
     folds = [(fold, *_fold_validation(solver, fold, Yc, XtY, y_sum, fit_intercept)) for fold in solver.folds]
     resid = torch.empty((max(f[2].shape[0] for f in folds), n_vox), dtype=Yc.dtype, device=Yc.device)
-    # 1 / (w + alpha) per fold for every alpha of the grid, formed in float64 and cast once: (rank, n_alphas).
-    tables = [(1.0 / (fold.eigvals[:, None] + alphas[None, :])).to(Yc.dtype) for fold in solver.folds]
-    scaled = torch.empty((max(t.shape[0] for t in tables), n_vox), dtype=Yc.dtype, device=Yc.device)
+    scaled = torch.empty((max(inv.shape[1] for inv in inv_shrink), n_vox), dtype=Yc.dtype, device=Yc.device)
 
     for a in coarse:  # one alpha for every voxel: the same products as the full grid
         total = torch.zeros(n_vox, dtype=torch.float64, device=Yc.device)
-        for (fold, coords, Yv, has_var, inv_sst), table in zip(folds, tables):
+        for (fold, coords, Yv, has_var, inv_sst), inv in zip(folds, inv_shrink):
             out = resid[:Yv.shape[0]]
-            _mm(fold.A_val * table[:, a], coords, out=out)
+            _mm(fold.A_val * inv[a], coords, out=out)
             total += _fold_r2(out, Yv, has_var, inv_sst)
         scores[a] = total / len(folds)
     cols = torch.arange(n_vox, device=Yc.device)
@@ -517,9 +515,9 @@ def _cv_scores_refine(solver, alphas: torch.Tensor, tie_break: torch.Tensor, Yc:
         for side in (-step, step):
             idx = (best + side).clamp_(0, n_alphas - 1)
             total = torch.zeros(n_vox, dtype=torch.float64, device=Yc.device)
-            for (fold, coords, Yv, has_var, inv_sst), table in zip(folds, tables):
+            for (fold, coords, Yv, has_var, inv_sst), inv in zip(folds, inv_shrink):
                 out = resid[:Yv.shape[0]]
-                shrunk = torch.index_select(table, 1, idx, out=scaled[:table.shape[0]]).mul_(coords)
+                shrunk = torch.index_select(inv.T, 1, idx, out=scaled[:inv.shape[1]]).mul_(coords)
                 _mm(fold.A_val, shrunk, out=out)
                 total += _fold_r2(out, Yv, has_var, inv_sst)
             fresh = torch.isneginf(scores[idx, cols])  # an index clamped onto a point already scored keeps it
@@ -741,8 +739,8 @@ class VoxelRidgeCV:
         # 1 / (w + alpha) per fold and alpha, formed in float64 then cast once.
         operators = getattr(solver_obj, "residual_ops", None) is not None
         refine = self.alpha_search == "refine" and not operators and bool(refine_levels(len(alphas_np))[1])
-        inv_shrink = [] if operators or refine else [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype)
-                                                     for f in solver_obj.folds]
+        inv_shrink = [] if operators else [(1.0 / (f.eigvals[None, :] + alphas[:, None])).to(dtype)
+                                           for f in solver_obj.folds]
         n_val_max = max(len(v) for _, v in folds)
         batch = int(self.voxel_batch) if self.voxel_batch is not None else self._auto_batch(
             n, rank, q, n_val_max, len(alphas_np), torch.finfo(dtype).bits // 8, len(folds) if refine else 0)
@@ -769,7 +767,7 @@ class VoxelRidgeCV:
             Yb = _column_block(Y, cols, device, dtype)
             y_mean = _center_responses(Yb, runs, self.standardize_Y, self.fit_intercept)
             XtY = solver_obj.batch_state(Yb)
-            scores = (_cv_scores_refine(solver_obj, alphas, tie_break, Yb, XtY, self.fit_intercept) if refine
+            scores = (_cv_scores_refine(solver_obj, inv_shrink, tie_break, Yb, XtY, self.fit_intercept) if refine
                       else _cv_scores(solver_obj, inv_shrink, Yb, XtY, self.fit_intercept))
             best = torch.argmax(scores + tie_break[:, None], dim=0)
             chosen = alphas[best]

@@ -24,15 +24,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .rsa import SPLITMIX_GAMMA, splitmix_mix as _mix
+
 __all__ = ["optimize_layout"]
-
-
-@numba.njit(cache=True, inline="always")
-def _mix(z):
-    """splitmix64's finaliser: a well-mixed 64-bit value from a counter."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 @numba.njit(cache=True, inline="always")
@@ -78,9 +72,9 @@ def _epoch(pos, moved, indptr, tail, reverse, pull, epochs_per_sample, next_samp
                 next_sample[e] += epochs_per_sample[e]
 
                 n_neg = int((epoch - next_negative[e]) / epochs_per_negative[e])
-                counter = _mix(key ^ _mix(np.uint64(epoch) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(e)))
+                counter = _mix(key ^ _mix(np.uint64(epoch) * SPLITMIX_GAMMA + np.uint64(e)))
                 for p in range(n_neg):
-                    counter = _mix(counter + np.uint64(0x9E3779B97F4A7C15))
+                    counter = _mix(counter + SPLITMIX_GAMMA)
                     k = np.int64(counter % np.uint64(n_vertices))
                     if k == i:
                         continue
@@ -131,9 +125,8 @@ def optimize_layout(init: np.ndarray, graph, a: float, b: float, n_epochs: int, 
     -------
     float32 array of shape (n_vertices, dim)
     """
-    from umap.umap_ import make_epochs_per_sample
-
     from scipy.sparse import csr_matrix
+    from umap.umap_ import make_epochs_per_sample
 
     g = graph.tocsr(copy=True)
     g.sum_duplicates()

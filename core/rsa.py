@@ -614,15 +614,23 @@ def _corr_from_sums(total, sx, sy, sxx, syy, sxy):
     return cov / np.sqrt((sxx / total - (sx / total) ** 2) * (syy / total - (sy / total) ** 2))
 
 
+#: splitmix64's state increment (the golden ratio in 64 bits).
+SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(cache=True, inline="always")
+def splitmix_mix(z):
+    """splitmix64's finaliser: a well-mixed 64-bit value from a counter (also core.layout's generator)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 @numba.njit(cache=True, inline="always")
 def _splitmix64(state):
     """Next state and a uniform float in [0, 1): a tiny, fast generator each resample seeds on its own."""
-    state = state + np.uint64(0x9E3779B97F4A7C15)
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return state, (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    state = state + SPLITMIX_GAMMA
+    return state, (splitmix_mix(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @numba.njit(parallel=True, cache=True)
