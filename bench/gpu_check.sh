@@ -8,12 +8,14 @@
 # numpy and Cython), then, each part under its own time limit so that one failure or overrun leaves the others'
 # numbers:
 #   1. the CUDA tests (GPU against CPU: ridge, kNN, bf16 features);
-#   2. bench/paper_scale.py on CUDA: the whole paper-sim pipeline from images on disk to a dashboard-ready
-#      results folder (-> paper_scale.json, and the run's summary.json);
+#   2. bench/paper_scale.py --from-files on CUDA: what a user with images on disk runs, 7,800 PNGs and a
+#      responses file to a dashboard-ready results folder, cold caches (-> paper_scale.json, the run's
+#      summary.json); the files are simulated and written first, untimed. (Part "sim", not run by default:
+#      the paper-sim preset's own run, dataset simulation included, -> paper_scale_sim.json.)
 #   3. the ridge/kNN voxel sweep, 10k..80k voxels (-> sweep.json);
 #   4. ABN feature throughput at batch sizes 32/128/256 (bench/features.py).
 # Everything printed also goes to $OUT/gpu_check.log ($OUT defaults to ./gpu-out), with nvidia-smi.txt.
-# On one H100/H200 it ends within 10 minutes (limits 60 + 330 + 100 + 50 s after a ~40 s install). Settings:
+# On one H100/H200 it ends within 10 minutes (limits 60 + 330 + 100 + 50 s after a ~40-55 s install). Settings:
 # PAPER_ARGS adds flags to part 2 (e.g. "--voxels 20000"); SWEEP (default 10000,20000,40000,80000; "none" skips
 # it) and SWEEP_ARGS (its flags); PARTS (default "env tests main sweep features"); DEVICE, PYTHON, WORK.
 set -uo pipefail
@@ -69,9 +71,12 @@ rm -rf "$WORK"
 part tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_encoding.py tests/test_rsa.py tests/test_features.py \
     -k "cuda" -rA
 # shellcheck disable=SC2086
-part main 330 "$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --sweep none --workdir "$WORK" \
+part main 330 "$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --from-files --sweep none --workdir "$WORK" \
     --json "$OUT/paper_scale.json" ${PAPER_ARGS:-}
-cp "$WORK"/results/*/summary.json "$OUT/summary.json" 2>/dev/null || true
+cp "$WORK"/results-files/*/summary.json "$OUT/summary.json" 2>/dev/null || true
+# shellcheck disable=SC2086
+part sim 200 "$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --sweep none --workdir "$WORK/sim-run" \
+    --json "$OUT/paper_scale_sim.json" ${PAPER_ARGS:-}
 if [ "$SWEEP" != none ]; then
     # shellcheck disable=SC2086
     part sweep 100 "$PY" bench/paper_scale.py --device "${DEVICE:-cuda}" --skip-main --sweep "$SWEEP" \

@@ -1,6 +1,7 @@
 """Atomic file writes: readers see the old file or the whole new one, never a half-written one."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -9,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["atomic_write", "json_default", "write_json_atomic"]
+__all__ = ["atomic_write", "file_lock", "json_default", "write_json_atomic"]
 
 
 def atomic_write(path: str | Path, write: Callable, *, binary: bool = True) -> Path:
@@ -28,6 +29,21 @@ def atomic_write(path: str | Path, write: Callable, *, binary: bool = True) -> P
         raise
     return path
 
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block; waits while another process
+    holds it. The lock goes with the process, so a killed holder never leaves it taken."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 def json_default(o):
     """``json.dump(..., default=json_default)``: numpy scalars and arrays as Python numbers and lists, paths

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, file_lock
 
 __all__ = ["VoxelGeometry", "load_geometry", "roi_vertices", "EARLY_VISUAL", "OBJECT_SCENE"]
 
@@ -90,17 +90,26 @@ def load_geometry(subject: str, transform: str, mask: str, cache_dir: str | Path
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = _cache_file(cache_dir, subject, transform, mask)
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            kw = {k: z[k] for k in z.files}
-        kw["roi_names"] = [str(s) for s in kw["roi_names"]]
-        for k in ("subject", "transform", "mask_name"):
-            kw[k] = str(kw[k])
-        return VoxelGeometry(**kw)
-    geom = _compute_geometry(subject, transform, mask)
-    arrays = {f.name: (np.asarray(getattr(geom, f.name)) if f.name != "roi_names"
-                       else np.asarray(geom.roi_names, dtype=str)) for f in fields(geom)}
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return _read_geometry(path)
+    # One process computes it (pycortex may write the mask into its filestore on first use); another that
+    # asks meanwhile (the run's background pycortex preparation) waits and reads the result.
+    with file_lock(path.with_suffix(".lock")):
+        if path.is_file():
+            return _read_geometry(path)
+        geom = _compute_geometry(subject, transform, mask)
+        arrays = {f.name: (np.asarray(getattr(geom, f.name)) if f.name != "roi_names"
+                           else np.asarray(geom.roi_names, dtype=str)) for f in fields(geom)}
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return geom
+
+
+def _read_geometry(path: Path) -> VoxelGeometry:
+    with np.load(path, allow_pickle=False) as z:
+        kw = {k: z[k] for k in z.files}
+    kw["roi_names"] = [str(s) for s in kw["roi_names"]]
+    for k in ("subject", "transform", "mask_name"):
+        kw[k] = str(kw[k])
+    return VoxelGeometry(**kw)
 
 
 def _mesh_adjacency(polys: np.ndarray, n_vertices: int):

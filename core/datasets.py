@@ -7,6 +7,7 @@ movie cut to one frame per sample at a given TR and offset. Responses come as HD
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -101,6 +102,20 @@ class FolderImages:
         with Image.open(self.files[i]) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
+    def fingerprint(self) -> str:
+        """SHA-256 over the files' names and bytes, in order: changes whenever an image does, without decoding
+        one (7,800 224-px PNGs: a fraction of a second on several threads, against seconds to decode them)."""
+        import hashlib
+        from concurrent.futures import ThreadPoolExecutor
+
+        def digest(path: Path) -> bytes:  # hashlib releases the GIL on large buffers: threads overlap
+            return hashlib.sha256(path.read_bytes()).digest()
+        h = hashlib.sha256(f"files|{len(self.files)}|".encode())
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for path, d in zip(self.files, pool.map(digest, self.files, chunksize=64), strict=True):
+                h.update(path.name.encode() + b"|" + d)
+        return h.hexdigest()
+
 
 class MovieFrames:
     """One frame per sample cut from a movie: sample ``i`` is the frame on screen at ``offset + i * tr``.
@@ -186,14 +201,17 @@ class MovieFrames:
 
 
 def open_stimuli(path: str | Path, *, key: str = "stimuli", movie_tr: float = 0.0, movie_offset: float = 0.0,
-                 n_samples: int | None = None, size: int | None = None) -> ImageSource:
-    """Open a stimulus source by what ``path`` is: a folder, ``.npy``, HDF5 or a movie file."""
+                 n_samples: int | None = None, size: int | None = None, verify: bool = True) -> ImageSource:
+    """Open a stimulus source by what ``path`` is: a folder, ``.npy``, HDF5 or a movie file.
+
+    ``verify``: check that every image of a folder decodes (one read of each file) before returning.
+    """
     p = Path(path)
     if not str(path):
         raise InputError("no stimulus path given; set data.stimuli_train and data.stimuli_test",
                          field="stimuli")
     if p.is_dir():
-        return FolderImages(p)
+        return FolderImages(p, verify=verify)
     if not p.exists():
         raise InputError("stimulus file or folder not found", source=str(p))
     suffix = p.suffix.lower()
@@ -229,19 +247,33 @@ def _open_h5(path: Path):
 @dataclass
 class Responses:
     """Measured BOLD responses. ``Y_test`` is the repeat average when repeats were given."""
-    Y_train: np.ndarray                      # (n_train, n_voxels) float32
+    Y_train: np.ndarray | None               # (n_train, n_voxels) float32; None when read with train=False
     Y_test: np.ndarray                       # (n_test, n_voxels) float32
     Y_test_repeats: np.ndarray | None = None  # (n_repeats, n_test, n_voxels) float32
     run_onsets: np.ndarray | None = None     # (n_runs,) int64 sample indices into the training set
     source: str = ""
+    train_shape: tuple[int, int] | None = None  # (n_train, n_voxels), known also when Y_train was not read
+
+    def __post_init__(self):
+        if self.train_shape is None:
+            self.train_shape = tuple(int(n) for n in self.Y_train.shape)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_shape[0])
 
     @property
     def n_voxels(self) -> int:
-        return int(self.Y_train.shape[1])
+        return int(self.train_shape[1])
 
 
-def load_responses(path: str | Path) -> Responses:
-    """Read ``Y_train``, ``Y_test`` (2-D, or 3-D with repeats first) and optional ``run_onsets``."""
+def load_responses(path: str | Path, *, train: bool = True) -> Responses:
+    """Read ``Y_train``, ``Y_test`` (2-D, or 3-D with repeats first) and optional ``run_onsets``.
+
+    With ``train=False`` only the test responses are read and checked (``Y_train`` is None; its shape is
+    still known): what the statistics need, without reading the ~2 GB training responses of a study-sized
+    dataset again after the dataset stage has checked them.
+    """
     p = Path(path)
     name = str(p)
     if not str(path):
@@ -259,30 +291,38 @@ def load_responses(path: str | Path) -> Responses:
             raise InputError(f"not a readable .npz file ({exc})", source=name) from None
         keys = list(store.files)
         get = store.__getitem__
+        shape = lambda k: _npz_member_shape(store, k, name)  # noqa: E731
     else:
         store = _open_h5(p)
         keys = list(store.keys())
         get = lambda k: store[k][()]  # noqa: E731
+        shape = lambda k: tuple(store[k].shape)  # noqa: E731
     missing = [k for k in ("Y_train", "Y_test") if k not in keys]
     if missing:
         raise InputError(f"missing key(s) {', '.join(missing)}; found {sorted(keys)}. Responses need Y_train "
                          "(n_train, n_voxels) and Y_test (n_test, n_voxels) or (n_repeats, n_test, n_voxels)",
                          source=name, field=missing[0])
     arrays = {}
-    for key in ("Y_train", "Y_test"):
+    for key in ("Y_train", "Y_test") if train else ("Y_test",):
         arr = np.asarray(get(key))
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise InputError(f"expected numbers, found dtype {arr.dtype}", source=name, field=key)
         arrays[key] = arr
-    check_ndim(arrays["Y_train"], (2,), source=name, field="Y_train", layout="(n_train, n_voxels)")
+    train_shape = tuple(arrays["Y_train"].shape) if train else shape("Y_train")
+    if train:
+        check_ndim(arrays["Y_train"], (2,), source=name, field="Y_train", layout="(n_train, n_voxels)")
+    elif len(train_shape) != 2:
+        raise InputError(f"expected a 2-D array (n_train, n_voxels), found a {len(train_shape)}-D array of shape "
+                         f"{train_shape}", source=name, field="Y_train")
     check_ndim(arrays["Y_test"], (2, 3), source=name, field="Y_test",
                layout="(n_test, n_voxels) or (n_repeats, n_test, n_voxels)")
-    Y_train = arrays["Y_train"].astype(np.float32, copy=False)
+    Y_train = arrays["Y_train"].astype(np.float32, copy=False) if train else None
     Y_test_raw = arrays["Y_test"].astype(np.float32, copy=False)
-    check_finite(Y_train, source=name, field="Y_train")
+    if train:
+        check_finite(Y_train, source=name, field="Y_train")
     check_finite(Y_test_raw, source=name, field="Y_test")
-    if Y_test_raw.shape[-1] != Y_train.shape[1]:
-        raise InputError(f"Y_test has {Y_test_raw.shape[-1]} voxels but Y_train has {Y_train.shape[1]}; both must "
+    if Y_test_raw.shape[-1] != train_shape[1]:
+        raise InputError(f"Y_test has {Y_test_raw.shape[-1]} voxels but Y_train has {train_shape[1]}; both must "
                          "hold the same voxels in the same order (last axis)", source=name, field="Y_test")
     repeats = Y_test_raw if Y_test_raw.ndim == 3 else None
     Y_test = Y_test_raw.mean(axis=0, dtype=np.float64).astype(np.float32) if repeats is not None else Y_test_raw
@@ -293,19 +333,33 @@ def load_responses(path: str | Path) -> Responses:
             raise InputError(f"expected a 1-D integer array of run start indices, found dtype {onsets.dtype} "
                              f"shape {onsets.shape}", source=name, field="run_onsets")
         onsets = onsets.astype(np.int64)
-        n = Y_train.shape[0]
+        n = train_shape[0]
         if onsets.size == 0 or onsets[0] != 0 or np.any(np.diff(onsets) <= 0) or onsets[-1] >= n:
             raise InputError(f"expected strictly increasing run starts beginning at 0 and below n_train = {n}, "
                              f"found {onsets[:10].tolist()}", source=name, field="run_onsets")
-    _check_constant(Y_train, name, "Y_train")
-    return Responses(Y_train=Y_train, Y_test=Y_test, Y_test_repeats=repeats, run_onsets=onsets, source=name)
+    if train:
+        _check_constant(Y_train, name, "Y_train")
+    return Responses(Y_train=Y_train, Y_test=Y_test, Y_test_repeats=repeats, run_onsets=onsets, source=name,
+                     train_shape=(int(train_shape[0]), int(train_shape[1])))
+
+
+def _npz_member_shape(store, key: str, source: str) -> tuple[int, ...]:
+    """Shape of array ``key`` in an open ``.npz`` without reading its data (from the member's .npy header)."""
+    if key not in store.files:
+        raise InputError(f"missing key {key}; found {sorted(store.files)}", source=source, field=key)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with store.zip.open(f"{key}.npy") as fh:
+        reader = readers.get(np.lib.format.read_magic(fh))
+        shape = reader(fh)[0] if reader else store[key].shape  # other versions: read the array
+    return tuple(int(n) for n in shape)
 
 
 def _check_constant(Y: np.ndarray, source: str, fieldname: str) -> None:
     # A voxel without variance in the training data cannot be fitted or correlated; it is almost always a
     # masking error (voxels outside the brain), so we stop rather than silently drop it.
-    std = Y.std(axis=0)
-    const = np.flatnonzero(std == 0)
+    # min == max is exact (a float32 std of equal values need not be 0) and, unlike std, allocates no
+    # temporary of the array's size (2 GB at the study's scale).
+    const = np.flatnonzero(Y.min(axis=0) == Y.max(axis=0))
     if const.size:
         raise InputError(
             f"{const.size} voxel(s) are constant over all samples (first voxel indices {const[:8].tolist()}); "

@@ -51,9 +51,10 @@ class Stage:
     fields: tuple[str, ...] = ()          # config sections / dotted fields the output depends on
     description: str = ""
     extra: Callable[[RunConfig], Any] | None = None   # more key material (e.g. input file fingerprints)
-    # Called once at the start of a run in which this stage computes (not cached): may start background
-    # preparation (e.g. compiling kernels while the GPU stages run); returns a process to end with the run.
-    prewarm: Callable[[], Any] | None = None
+    # Called as prewarm(cfg, cache_dir) once at the start of a run in which this stage computes (not cached):
+    # may start background preparation (e.g. compiling kernels or building pycortex's caches while the GPU
+    # stages run); returns a process to end with the run, or None.
+    prewarm: Callable[[RunConfig, Path], Any] | None = None
     # With parallel stages, computed in its own spawned process beside the others (fn must be picklable).
     isolated: bool = False
 
@@ -152,7 +153,7 @@ class Pipeline:
         workers = default_parallel_stages() if parallel is None else int(parallel)
         # Background helpers (e.g. compiling UMAP's kernels while the GPU stages run) only with cores to spare:
         # on fewer they would compete with the stages themselves.
-        helpers = [self.stages[name].prewarm() for name, reason in plan
+        helpers = [self.stages[name].prewarm(self.cfg, self.cache_dir) for name, reason in plan
                    if workers >= 2 and reason != "cached" and self.stages[name].prewarm is not None]
         try:
             if workers <= 1:

@@ -118,17 +118,29 @@ def pearson_r(pred, Y) -> np.ndarray:
     """
     pred, Y = _pair(pred, Y, "pearson_r")
     r = np.full(pred.shape[1], np.nan)
-    for start in range(0, pred.shape[1], _CHUNK):
-        cols = slice(start, start + _CHUNK)
-        a = pred[:, cols].astype(np.float64)
-        b = Y[:, cols].astype(np.float64)
-        ok = _defined(a) & _defined(b)
-        a = a[:, ok] - a[:, ok].mean(0)
-        b = b[:, ok] - b[:, ok].mean(0)
-        num = np.einsum("ij,ij->j", a, b)
-        den = np.sqrt(np.einsum("ij,ij->j", a, a) * np.einsum("ij,ij->j", b, b))
-        r[np.arange(start, start + ok.size)[ok]] = np.clip(num / den, -1.0, 1.0)
+    # Blocks of voxels whose float64 copies (~2 MB each) stay in cache through the six passes below.
+    step = max(64, (2 << 20) // (8 * pred.shape[0]))
+    for start in range(0, pred.shape[1], step):
+        cols = slice(start, start + step)
+        # Voxel-major copies, one voxel's series per contiguous row, so that every pass runs along rows (the
+        # pipeline's predictions arrive voxel-major: theirs is a plain copy). At the study's 600 x 70,933:
+        # 0.46 s against 1.9 s for column-wise passes over 8,192-voxel blocks with boolean-indexed copies.
+        a = np.array(pred[:, cols].T, dtype=np.float64, order="C")
+        b = np.array(Y[:, cols].T, dtype=np.float64, order="C")
+        ok = _defined_rows(a) & _defined_rows(b)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # rows with NaN/inf end as NaN
+            a -= a.mean(1, keepdims=True)
+            b -= b.mean(1, keepdims=True)
+            num = np.einsum("ij,ij->i", a, b)
+            den = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
+            r[cols] = np.where(ok, np.clip(num / den, -1.0, 1.0), np.nan)
     return r
+
+
+def _defined_rows(a: np.ndarray) -> np.ndarray:
+    """:func:`_defined` for voxel-major rows."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(a).all(1) & (a.max(1) > a.min(1))
 
 
 def pvalues_t(r, n_samples: int) -> np.ndarray:

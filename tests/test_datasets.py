@@ -56,6 +56,32 @@ def test_run_onsets_are_read(tmp_path):
     assert r.run_onsets.tolist() == [0, 10]
 
 
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_test_responses_alone_match_the_full_read(tmp_path, suffix):
+    # What the statistics stage reads: Y_test, its repeats and the run onsets as the full read gives them,
+    # the training responses left unread but their shape known (from the HDF5 dataset / the .npy header).
+    path = _responses(tmp_path / f"r{suffix}", repeats=3, run_onsets=np.array([0, 12]))
+    full, test_only = load_responses(path), load_responses(path, train=False)
+    assert test_only.Y_train is None and full.Y_train is not None
+    assert (test_only.n_train, test_only.n_voxels) == (full.n_train, full.n_voxels) == (20, 5)
+    np.testing.assert_array_equal(test_only.Y_test, full.Y_test)
+    np.testing.assert_array_equal(test_only.Y_test_repeats, full.Y_test_repeats)
+    assert test_only.run_onsets.tolist() == [0, 12]
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_test_responses_alone_still_check_shapes(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    p = save_responses(tmp_path / f"r{suffix}", {"Y_train": rng.normal(size=(20, 5, 2)),
+                                                   "Y_test": rng.normal(size=(6, 5))})
+    with pytest.raises(InputError, match=r"'Y_train': expected a 2-D array \(n_train, n_voxels\), found a 3-D"):
+        load_responses(p, train=False)
+    p = save_responses(tmp_path / f"s{suffix}", {"Y_train": rng.normal(size=(20, 5)),
+                                                   "Y_test": rng.normal(size=(6, 4))})
+    with pytest.raises(InputError, match="Y_test has 4 voxels but Y_train has 5"):
+        load_responses(p, train=False)
+
 def test_image_folder_sorted_and_rgb(tmp_path):
     for name, value in (("b.png", 200), ("a.png", 100), ("c.jpg", 50)):
         Image.fromarray(np.full((8, 9), value, np.uint8)).save(tmp_path / name)  # grayscale files
@@ -164,6 +190,32 @@ def test_bad_constant_voxels(tmp_path):
     with pytest.raises(InputError, match=r"2 voxel\(s\) are constant.*\[1, 4\]"):
         load_responses(p)
 
+
+
+def test_bad_constant_voxels_exactly_even_where_a_float32_std_is_not_zero(tmp_path):
+    # A float32 column of 7,200 copies of 123.456 has a numpy std of ~4e-3 (the float32 mean is not exactly
+    # the value), so a std == 0 test lets it through; the check compares min and max instead.
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(7200, 4)).astype(np.float32)
+    Y[:, 2] = np.float32(123.456)
+    assert Y[:, 2].std() > 0   # the premise: what the std-based check missed
+    p = tmp_path / "r.h5"
+    save_responses(p, {"Y_train": Y, "Y_test": rng.normal(size=(6, 4)).astype(np.float32)})
+    with pytest.raises(InputError, match=r"1 voxel\(s\) are constant.*\[2\]"):
+        load_responses(p)
+
+
+def test_finite_check_does_not_mistake_a_sum_overflow_for_inf(tmp_path):
+    # The finite check first sums the array (NaN/inf survive a sum); finite values whose float32 sum
+    # overflows must still pass, through the element-wise check.
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(20, 5)).astype(np.float32)
+    Y[:10, 0] = np.float32(3e38)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(Y.sum(dtype=np.float32))
+    p = tmp_path / "r.npz"
+    np.savez(p, Y_train=Y, Y_test=rng.normal(size=(6, 5)).astype(np.float32))
+    np.testing.assert_array_equal(load_responses(p).Y_train, Y)
 
 def test_bad_non_numeric_dtype(tmp_path):
     p = tmp_path / "r.npz"

@@ -256,6 +256,58 @@ def test_cache_computes_only_missing_modes(model, images, tmp_path, monkeypatch)
         np.testing.assert_array_equal(fs.features[mode], ref.features[mode])
 
 
+
+def test_array_hash_is_sha256_of_its_blocks_in_order():
+    # Reference written out: SHA-256 of the shape, then of each 256-image block's SHA-256, in order (the
+    # blocks are hashed on threads). 600 images: two full blocks and a partial one.
+    import hashlib
+
+    from core.features import _images_hash
+    rng = np.random.default_rng(5)
+    imgs = rng.integers(0, 256, size=(600, 8, 8, 3), dtype=np.uint8)
+    ref = hashlib.sha256(f"array|{imgs.shape}|".encode())
+    for i in range(0, 600, 256):
+        ref.update(hashlib.sha256(imgs[i:i + 256].tobytes()).digest())
+    assert _images_hash(imgs) == ref.hexdigest()[:24]
+    # A non-contiguous array hashes as its contiguous copy; one changed bit or a swap of two images is a miss.
+    wide = np.zeros((600, 8, 16, 3), np.uint8)
+    wide[:, :, ::2] = imgs
+    assert _images_hash(wide[:, :, ::2]) == _images_hash(imgs)
+    changed = imgs.copy()
+    changed[599, 7, 7, 2] ^= 1
+    swapped = imgs[[1, 0, *range(2, 600)]]
+    assert len({_images_hash(imgs), _images_hash(changed), _images_hash(swapped)}) == 3
+
+
+def test_image_folder_cache_key_reads_files_without_decoding_them(model, images, tmp_path, monkeypatch):
+    from core.datasets import FolderImages
+    folder = tmp_path / "stimuli"
+    folder.mkdir()
+    for i, im in enumerate(images[:3]):
+        Image.fromarray(im).save(folder / f"img{i}.png")
+    first = extract_features_cached(model, FolderImages(folder), cache_dir=tmp_path / "cache", modes=("off",),
+                                    device="cpu")
+    np.testing.assert_array_equal(first.features["off"],
+                                  extract_features(model, images[:3], modes=("off",), device="cpu").features["off"])
+
+    decode = FolderImages.__getitem__
+
+    def no_decoding(self, i):  # the first image is opened for the input size, the others must not be
+        if i:
+            raise AssertionError("an image was decoded for the cache key")
+        return decode(self, i)
+
+    monkeypatch.setattr(FolderImages, "__getitem__", no_decoding)
+    again = extract_features_cached(model, FolderImages(folder, verify=False), cache_dir=tmp_path / "cache",
+                                    modes=("off",), device="cpu")
+    assert again.from_cache
+    np.testing.assert_array_equal(again.features["off"], first.features["off"])
+    # Re-saving one image with different pixels changes its bytes: a miss (the model decodes, and fails here).
+    Image.fromarray(images[3]).save(folder / "img1.png")
+    with pytest.raises(AssertionError, match="decoded"):
+        extract_features_cached(model, FolderImages(folder, verify=False), cache_dir=tmp_path / "cache",
+                                modes=("off",), device="cpu")
+
 # Attention overlays (core.overlay): the thumbnails that show each stimulus's M.
 
 

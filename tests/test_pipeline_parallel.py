@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,10 +106,37 @@ def test_background_helpers_start_only_with_stages_side_by_side(tmp_path):
     a stage it will compute."""
     import dataclasses
     calls = []
-    stages = dict(STAGES, d=dataclasses.replace(STAGES["d"], prewarm=lambda: calls.append("d")))
+    stages = dict(STAGES, d=dataclasses.replace(STAGES["d"], prewarm=lambda cfg, cache: calls.append("d")))
     Pipeline(make_config("demo"), tmp_path / "one", stages=stages, device="cpu", progress=False).run(parallel=1)
     assert calls == []
     Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False).run(parallel=2)
     assert calls == ["d"]
     Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False).run(parallel=2)
     assert calls == ["d"]          # everything cached: nothing to prepare for
+
+
+@pytest.mark.slow
+def test_background_pycortex_preparation_builds_every_cache_the_cortex_stage_reads(tmp_path, cortex_cache_dir):
+    """The cortex stage's caches built beforehand (what a run with stages side by side starts in the background):
+    the stage afterwards creates and rewrites no pycortex cache file, and the helper leaves nothing half-made."""
+    import shutil
+
+    from core.config import PRESETS
+    from core.stages import _cortex_assets, _cortex_warm_marker, _prewarm_cortex, _warm_cortex_job, run_geometry
+    cache = tmp_path / "cache"
+    (cache / "cortex").mkdir(parents=True)
+    for f in Path(cortex_cache_dir).glob("geometry_*.npz"):   # the session's S1 geometry: skips the ROI parse
+        shutil.copy(f, cache / "cortex" / f.name)
+    cfg = PRESETS["demo"]
+    _warm_cortex_job(cfg, str(cache), None)
+    pc_cache = cache / "cortex" / "pycortex"
+    before = {p: p.stat().st_mtime_ns for p in pc_cache.rglob("*") if p.is_file()}
+    assert before and _cortex_warm_marker(cfg, cache).exists()
+    assert not list((cache / "cortex").glob(".prewarm-*"))      # the private build folder is gone
+    assert _prewarm_cortex(cfg, cache) is None                   # once per results folder and subject
+    geometry = run_geometry(cfg, cache)
+    bins = {m: np.random.default_rng(0).integers(-2, 4, geometry.n_voxels).astype(np.int8) for m in ("on", "off")}
+    flat, _ = _cortex_assets(geometry, bins, tmp_path / "assets", "t", pc_cache)
+    after = {p: p.stat().st_mtime_ns for p in pc_cache.rglob("*") if p.is_file()}
+    assert after == before
+    assert (tmp_path / "assets" / "viewer" / "index.html").is_file() and flat["images"]["on"].is_file()
