@@ -62,12 +62,12 @@ def _write_failed(exc: OSError, out: Path) -> int:
 
 def _preflight(cfg) -> None:
     """Every cheap check of the user's inputs, before the results folder is touched."""
-    from core.datasets import CortexSpec, check_cortex_spec, validate_dataset
+    from core.datasets import CortexSpec, check_cortex_spec
     if cfg.data.kind == "simulated":
         check_cortex_spec(CortexSpec(cfg.data.subject, cfg.data.transform, cfg.data.mask))
     else:
-        from core.stages import load_dataset
-        validate_dataset(load_dataset(cfg))
+        from core.stages import check_user_dataset
+        check_user_dataset(cfg)
     w = cfg.features.weights
     if w not in ("auto", "random"):
         from core._validation import InputError

@@ -17,7 +17,7 @@ from .config import RunConfig, config_hash
 from .datasets import CortexSpec, Dataset, load_responses, open_stimuli
 from .pipeline import Context, Stage
 
-__all__ = ["STAGES", "load_dataset", "open_run_stimuli", "simulated_dataset_dir", "build_model"]
+__all__ = ["STAGES", "check_user_dataset", "load_dataset", "open_run_stimuli", "simulated_dataset_dir", "build_model"]
 
 
 def _cortex_spec(cfg: RunConfig) -> CortexSpec | None:
@@ -154,6 +154,23 @@ def _input_files_fingerprint(cfg: RunConfig):
     return out
 
 
+#: Fingerprints (paths, sizes, modification times) of user input files fully checked in this process.
+_CHECKED_INPUTS: set[str] = set()
+
+
+def check_user_dataset(cfg: RunConfig) -> None:
+    """Every check of the user's files (:func:`~core.datasets.validate_dataset`: all responses read and checked,
+    every image file opened and verified), once per process for the same files and settings: ``precompute.py`` runs it before it
+    touches the results folder, and the dataset stage then does not read the ~2.5 GB of a study-sized
+    dataset a second time. Files changed in between (size or time) are checked again."""
+    from .datasets import validate_dataset
+    from .config import config_to_dict
+    key = json.dumps([config_to_dict(cfg), _input_files_fingerprint(cfg)], sort_keys=True, default=str)
+    if key not in _CHECKED_INPUTS:
+        validate_dataset(load_dataset(cfg))
+        _CHECKED_INPUTS.add(key)
+
+
 # --------------------------------------------------------------------------------------------- stages
 
 def run_geometry(cfg: RunConfig, cache_dir: Path):
@@ -203,8 +220,10 @@ def stage_dataset(ctx: Context):
         meta["dataset_dir"] = str(folder)
         if feature_seconds:  # the ABN pass inside the simulation (0 entries: the dataset folder existed)
             meta["feature_seconds"] = round(sum(feature_seconds), 3)
-    # The user's responses are read and checked whole; the simulation's were written by the step above.
-    ds = load_dataset(cfg, ctx.cache_dir, train=cfg.data.kind != "simulated")
+    if cfg.data.kind != "simulated":
+        check_user_dataset(cfg)
+    # Checked above (or written by the simulation just now): the shapes and test responses are all it needs.
+    ds = load_dataset(cfg, ctx.cache_dir, train=False, verify=False)
     r = ds.responses
     meta.update(n_train=r.n_train, n_test=int(r.Y_test.shape[0]), n_voxels=r.n_voxels,
                 n_repeats=0 if r.Y_test_repeats is None else int(r.Y_test_repeats.shape[0]), name=ds.name)

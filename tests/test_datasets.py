@@ -318,3 +318,35 @@ def test_cli_unknown_config_key_exits_2(tmp_path):
                            str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "unknown setting(s) features.layr" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_user_files_are_checked_once_per_process_and_again_when_changed(tmp_path, monkeypatch):
+    """precompute.py checks the user's files before it writes anything; the dataset stage then does not read
+    them all again, unless they changed. Through the Pipeline API (no preflight) the stage itself checks."""
+    import core.datasets
+    import core.stages
+    from core.config import load_config
+    _responses(tmp_path / "r.h5", n_vox=7)
+    np.save(tmp_path / "train.npy", np.zeros((20, 64, 64, 3), np.uint8))
+    np.save(tmp_path / "test.npy", np.zeros((6, 64, 64, 3), np.uint8))
+    toml = tmp_path / "study.toml"
+    toml.write_text(f'preset = "demo"\n[data]\nkind = "files"\nresponses = "{tmp_path / "r.h5"}"\nsubject = ""\n'
+                    f'stimuli_train = "{tmp_path / "train.npy"}"\nstimuli_test = "{tmp_path / "test.npy"}"\n')
+    cfg = load_config(toml)
+    calls = []
+    real = core.datasets.validate_dataset
+    monkeypatch.setattr(core.datasets, "validate_dataset", lambda ds: (calls.append(1), real(ds)))
+    monkeypatch.setattr(core.stages, "_CHECKED_INPUTS", set())
+    core.stages.check_user_dataset(cfg)
+    core.stages.check_user_dataset(cfg)
+    assert len(calls) == 1
+    # The responses replaced by a bad file (a new modification time): checked again.
+    save_responses(tmp_path / "r.h5", {"Y_train": np.ones((20, 7), np.float32),
+                                       "Y_test": np.ones((6, 7), np.float32) * 2})
+    with pytest.raises(InputError, match="constant"):
+        core.stages.check_user_dataset(cfg)
+    assert len(calls) == 1   # load_responses raised before the cross-checks
+    # The dataset stage without a preflight (the Pipeline API): it checks, and the error stops it.
+    from core.pipeline import Pipeline
+    with pytest.raises(InputError, match="constant"):
+        Pipeline(cfg, tmp_path / "out", device="cpu", progress=False).run(["dataset"], parallel=1)
