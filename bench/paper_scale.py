@@ -269,33 +269,18 @@ def run_pipeline(args, device) -> dict:
     lines += ["[features]", f'modes = {json.dumps(list(args.modes))}', "[encoding]", f"n_alphas = {args.n_alphas}",
               f'alpha_search = "{args.alpha_search}"']
     toml.write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, str(ROOT / "precompute.py"), "--config", str(toml), "--out", str(out), "--quiet"]
-    print("running:", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"precompute.py failed with exit code {proc.returncode}")
-    summary = json.loads(next(out.glob("*/summary.json")).read_text())
+    wall, summary = _precompute_timed(toml, out)
     t = summary["timings_s"]
     abn_in_dataset = summary.get("feature_seconds_in_dataset", 0.0)   # the simulation's ABN pass
-    feat = abn_in_dataset + t.get("features", 0.0)
-    knn = sum(c.get("knn_s", 0.0) for c in summary.get("rsa", {}).get("conditions", {}).values())
     return {
-        "mode": "images", "n_train": summary["n_train"], "n_test": summary["n_test"],
-        "n_voxels": summary["n_voxels"], "feature_sets": list(args.modes), "stage_s": t,
-        "features_s": round(feat, 2), "dataset_without_features_s": round(t.get("dataset", 0.0) - abn_in_dataset, 2),
-        "ridge_s": t.get("encoding"), "ridge_per_feature_set_s": summary.get("encoding_seconds"),
-        "stats_s": t.get("stats"), "knn_s": round(knn, 2), "rsa_s": t.get("rsa"), "umap_s": t.get("umap"),
-        "cortex_s": t.get("cortex"), "n_significant": {m: c["n_significant"]
-                                                       for m, c in summary.get("conditions", {}).items()},
-        "trustworthiness": summary.get("umap", {}).get("trustworthiness"), "truth": summary.get("truth"),
-        "total_s": round(wall, 2), "pipeline_s": summary.get("total_s"),
-        # What a user with the images already on disk runs: the pipeline without simulating the dataset
-        # (rendering the stimuli, planting the responses); the ABN pass inside it is kept, as the features stage
-        # would run it on real images. The dataset stage runs alone, before every other stage.
+        "mode": "images", **_numbers(summary, args, wall),
+        "features_s": round(abn_in_dataset + t.get("features", 0.0), 2),
+        "dataset_without_features_s": round(t.get("dataset", 0.0) - abn_in_dataset, 2),
+        "truth": summary.get("truth"),
+        # An estimate of what a user with the images already on disk runs (--from-files measures it): the
+        # pipeline without simulating the dataset (rendering the stimuli, planting the responses); the ABN pass
+        # inside it is kept, as the features stage would run it on real images.
         "from_images_s": round(summary.get("total_s", wall) - (t.get("dataset", 0.0) - abn_in_dataset), 2),
-        "child_peak_rss_mb": summary.get("peak_rss_mb"), "child_peak_gpu_mb": summary.get("peak_gpu_mb"),
     }
 
 
@@ -360,6 +345,19 @@ def run_from_files(args, device) -> dict:
         f'responses = "{dataset / "responses.h5"}"', *([] if whole_mask else ['subject = ""']),
         "[features]", f"modes = {json.dumps(list(args.modes))}",
         "[encoding]", f"n_alphas = {args.n_alphas}", f'alpha_search = "{args.alpha_search}"']) + "\n")
+    wall, summary = _precompute_timed(toml, out)
+    return {
+        "mode": "files", **_numbers(summary, args, wall),
+        "brain_views": "S1 thick mask" if whole_mask else "none (a voxel subset is on no mask)",
+        "features_s": summary["timings_s"].get("features"),
+        # The command's wall time: start-up, the preflight checks of the files, every stage.
+        "from_images_s": round(wall, 2),
+        "setup_not_timed_s": {"simulate": round(sim_s, 1), "export_png": round(export_s, 1)},
+    }
+
+
+def _precompute_timed(toml: Path, out: Path) -> tuple[float, dict]:
+    """``precompute.py --config toml --out out``: its wall seconds and the run's summary.json."""
     cmd = [sys.executable, str(ROOT / "precompute.py"), "--config", str(toml), "--out", str(out), "--quiet"]
     print("running:", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
@@ -367,21 +365,21 @@ def run_from_files(args, device) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"precompute.py failed with exit code {proc.returncode}")
-    summary = json.loads(next(out.glob("*/summary.json")).read_text())
+    return wall, json.loads(next(out.glob("*/summary.json")).read_text())
+
+
+def _numbers(summary: dict, args, wall: float) -> dict:
+    """What both pipeline runs report from a summary.json."""
     t = summary["timings_s"]
     knn = sum(c.get("knn_s", 0.0) for c in summary.get("rsa", {}).get("conditions", {}).values())
     return {
-        "mode": "files", "n_train": summary["n_train"], "n_test": summary["n_test"],
-        "n_voxels": summary["n_voxels"], "feature_sets": list(args.modes), "stage_s": t,
-        "brain_views": "S1 thick mask" if whole_mask else "none (a voxel subset is on no mask)",
-        "features_s": t.get("features"), "ridge_s": t.get("encoding"),
+        "n_train": summary["n_train"], "n_test": summary["n_test"], "n_voxels": summary["n_voxels"],
+        "feature_sets": list(args.modes), "stage_s": t, "ridge_s": t.get("encoding"),
         "ridge_per_feature_set_s": summary.get("encoding_seconds"), "stats_s": t.get("stats"),
         "knn_s": round(knn, 2), "rsa_s": t.get("rsa"), "umap_s": t.get("umap"), "cortex_s": t.get("cortex"),
         "n_significant": {m: c["n_significant"] for m, c in summary.get("conditions", {}).items()},
         "trustworthiness": summary.get("umap", {}).get("trustworthiness"),
-        # The command's wall time: start-up, the preflight checks of the files, every stage.
-        "total_s": round(wall, 2), "pipeline_s": summary.get("total_s"), "from_images_s": round(wall, 2),
-        "setup_not_timed_s": {"simulate": round(sim_s, 1), "export_png": round(export_s, 1)},
+        "total_s": round(wall, 2), "pipeline_s": summary.get("total_s"),
         "child_peak_rss_mb": summary.get("peak_rss_mb"), "child_peak_gpu_mb": summary.get("peak_gpu_mb"),
     }
 

@@ -293,14 +293,20 @@ def test_bad_voxel_count_vs_mask():
         check_cortex_spec(CortexSpec("S1", "fullhead", "thick"), 100)
 
 
-def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
-    """The CLI prints one readable line on stderr, exits 2, and leaves the results folder untouched."""
+
+def _files_config(tmp_path, data_extra: str = ""):
+    """A files-kind config of 20 + 6 blank 64-px stimuli and 7-voxel responses (no mask holds 7 voxels)."""
     _responses(tmp_path / "r.h5", n_vox=7)
     np.save(tmp_path / "train.npy", np.zeros((20, 64, 64, 3), np.uint8))
     np.save(tmp_path / "test.npy", np.zeros((6, 64, 64, 3), np.uint8))
     cfg = tmp_path / "study.toml"
-    cfg.write_text(f'preset = "demo"\n[data]\nkind = "files"\nresponses = "{tmp_path / "r.h5"}"\n'
+    cfg.write_text(f'preset = "demo"\n[data]\nkind = "files"\nresponses = "{tmp_path / "r.h5"}"\n{data_extra}'
                    f'stimuli_train = "{tmp_path / "train.npy"}"\nstimuli_test = "{tmp_path / "test.npy"}"\n')
+    return cfg
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
+    """The CLI prints one readable line on stderr, exits 2, and leaves the results folder untouched."""
+    cfg = _files_config(tmp_path)
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -326,13 +332,7 @@ def test_user_files_are_checked_once_per_process_and_again_when_changed(tmp_path
     import core.datasets
     import core.stages
     from core.config import load_config
-    _responses(tmp_path / "r.h5", n_vox=7)
-    np.save(tmp_path / "train.npy", np.zeros((20, 64, 64, 3), np.uint8))
-    np.save(tmp_path / "test.npy", np.zeros((6, 64, 64, 3), np.uint8))
-    toml = tmp_path / "study.toml"
-    toml.write_text(f'preset = "demo"\n[data]\nkind = "files"\nresponses = "{tmp_path / "r.h5"}"\nsubject = ""\n'
-                    f'stimuli_train = "{tmp_path / "train.npy"}"\nstimuli_test = "{tmp_path / "test.npy"}"\n')
-    cfg = load_config(toml)
+    cfg = load_config(_files_config(tmp_path, 'subject = ""\n'))
     calls = []
     real = core.datasets.validate_dataset
     monkeypatch.setattr(core.datasets, "validate_dataset", lambda ds: (calls.append(1), real(ds)))
