@@ -160,9 +160,9 @@ _CHECKED_INPUTS: set[str] = set()
 
 def check_user_dataset(cfg: RunConfig) -> None:
     """Every check of the user's files (:func:`~core.datasets.validate_dataset`: all responses read and checked,
-    every image file opened and verified), once per process for the same files and settings: ``precompute.py`` runs it before it
-    touches the results folder, and the dataset stage then does not read the ~2.5 GB of a study-sized
-    dataset a second time. Files changed in between (size or time) are checked again."""
+    every image file opened and verified), once per process for the same files and settings: ``precompute.py``
+    runs it before it touches the results folder, and the dataset stage then does not read the ~2.5 GB of a
+    study-sized dataset a second time. Files changed in between (size or time) are checked again."""
     from .datasets import validate_dataset
     from .config import config_to_dict
     key = json.dumps([config_to_dict(cfg), _input_files_fingerprint(cfg)], sort_keys=True, default=str)
