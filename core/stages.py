@@ -42,9 +42,9 @@ def feature_batch_size(cfg: RunConfig, device) -> int:
 def decode_workers(images, device) -> int:
     """DataLoader processes that decode a lazy stimulus source (image files, ...) while the network runs.
 
-    None for an in-memory array (a batch is one slice). On CUDA up to 8: a 224-px PNG or JPEG takes ~1-3 ms
-    to decode on one core, and the GPU takes ~6,000 images/s in three modes. On the CPU one: the network,
-    at ~6 images/s on 2 cores, is what the run waits for.
+    None for an in-memory array (a batch is one slice, nothing to decode). On CUDA up to 8: a 224-px PNG or
+    JPEG takes ~1-3 ms to decode on one core, and the GPU takes ~6,000 images/s in three modes. On the CPU
+    one: the network, at ~6 images/s on 2 cores, is what the run waits for.
     """
     if isinstance(images, np.ndarray):
         return 0
