@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["die_with_parent", "spawn_pool"]
+__all__ = ["die_with_parent", "spawn_pool", "start_helper"]
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -34,3 +34,18 @@ def spawn_pool(workers: int):
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=die_with_parent, initargs=(os.getpid(),))
+
+
+def start_helper(target, *args, name: str):
+    """Start ``target(*args)`` in a freshly spawned daemon process that dies with this one (see
+    :func:`die_with_parent`); returns the process. For background preparation a run may end before."""
+    import multiprocessing
+    proc = multiprocessing.get_context("spawn").Process(target=_helper_main, args=(os.getpid(), target, args),
+                                                        name=name, daemon=True)
+    proc.start()
+    return proc
+
+
+def _helper_main(parent_pid: int, target, args) -> None:
+    die_with_parent(parent_pid)
+    target(*args)

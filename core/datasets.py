@@ -204,7 +204,7 @@ def open_stimuli(path: str | Path, *, key: str = "stimuli", movie_tr: float = 0.
                  n_samples: int | None = None, size: int | None = None, verify: bool = True) -> ImageSource:
     """Open a stimulus source by what ``path`` is: a folder, ``.npy``, HDF5 or a movie file.
 
-    ``verify``: check that every image of a folder decodes (one read of each file) before returning.
+    ``verify``: open every image file of a folder once and check it is a readable image before returning.
     """
     p = Path(path)
     if not str(path):
@@ -291,7 +291,7 @@ def load_responses(path: str | Path, *, train: bool = True) -> Responses:
             raise InputError(f"not a readable .npz file ({exc})", source=name) from None
         keys = list(store.files)
         get = store.__getitem__
-        shape = lambda k: _npz_member_shape(store, k, name)  # noqa: E731
+        shape = lambda k: _npz_member_shape(store, k)  # noqa: E731
     else:
         store = _open_h5(p)
         keys = list(store.keys())
@@ -343,10 +343,9 @@ def load_responses(path: str | Path, *, train: bool = True) -> Responses:
                      train_shape=(int(train_shape[0]), int(train_shape[1])))
 
 
-def _npz_member_shape(store, key: str, source: str) -> tuple[int, ...]:
-    """Shape of array ``key`` in an open ``.npz`` without reading its data (from the member's .npy header)."""
-    if key not in store.files:
-        raise InputError(f"missing key {key}; found {sorted(store.files)}", source=source, field=key)
+def _npz_member_shape(store, key: str) -> tuple[int, ...]:
+    """Shape of array ``key`` (present) in an open ``.npz`` without reading its data (the member's .npy
+    header)."""
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     with store.zip.open(f"{key}.npy") as fh:
         reader = readers.get(np.lib.format.read_magic(fh))

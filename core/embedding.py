@@ -80,11 +80,9 @@ def numba_cache_is_warm(path: str | os.PathLike | None = None) -> bool:
     return chosen.is_dir() and any(chosen.rglob("layout._epoch-*.nbi"))
 
 
-def _prewarm_job(parent_pid: int) -> None:
+def _prewarm_job() -> None:
     """In a spawned process: a tiny seeded embedding and RDM agreement, with the same argument types as the
     pipeline's, so that their numba kernels get compiled into the on-disk cache."""
-    from ._proc import die_with_parent
-    die_with_parent(parent_pid)
     try:
         from . import rsa
         rng = np.random.default_rng(0)
@@ -102,16 +100,12 @@ def prewarm_numba_cache():
     fresh machine). Only where the cache is cold; the pipeline calls it only when it runs stages side by side
     (cores to spare: on a 2-core machine it would compete with the ridge). Returns the daemon process (ended
     with this one), or None when nothing was started."""
-    import multiprocessing
-
     if not os.environ.get("NUMBA_CACHE_DIR"):
         configure_numba_cache()  # the spawned process inherits the environment, hence the same cache
     if numba_cache_is_warm():
         return None
-    proc = multiprocessing.get_context("spawn").Process(target=_prewarm_job, args=(os.getpid(),),
-                                                        name="numba-prewarm", daemon=True)
-    proc.start()
-    return proc
+    from ._proc import start_helper
+    return start_helper(_prewarm_job, name="numba-prewarm")
 
 
 def _import_umap():

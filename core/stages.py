@@ -419,6 +419,11 @@ def _pycortex_cache(cache_dir: Path) -> Path:
     return Path(cache_dir) / "cortex" / "pycortex"
 
 
+def _pycortex_lock(cache_dir: Path) -> Path:
+    """The lock the cortex stage and its background preparation hold while they use pycortex's caches."""
+    return _pycortex_cache(cache_dir).parent / "pycortex.lock"
+
+
 def _cortex_assets(geometry, bins: dict, workdir: Path, title: str, pc_cache: Path):
     """The flatmaps and the WebGL viewer of ``bins`` into ``workdir``; returns (flatmap paths, viewer datasets)."""
     from .flatmap import make_flatmaps
@@ -429,8 +434,6 @@ def _cortex_assets(geometry, bins: dict, workdir: Path, title: str, pc_cache: Pa
         flat = make_flatmaps(geometry, bins, workdir, cache_dir=pc_cache)
     datasets = {m: bin_to_rgba(b) for m, b in bins.items()}
     for m in ("off", "on"):
-        if m not in bins:
-            continue
         for b, label in enumerate(BIN_LABELS):
             only = np.where(bins[m] == b, b, -1).astype(np.int8)
             only_rgba = bin_to_rgba(only)
@@ -459,7 +462,7 @@ def stage_cortex(ctx: Context):
     pc_cache = _pycortex_cache(ctx.cache_dir)
     title = f"{ctx.cfg.preset}{' (simulated)' if cfg.data.kind == 'simulated' else ''}"
     # Waits while the run's background preparation (_prewarm_cortex) is still building pycortex's caches.
-    with file_lock(pc_cache.parent / "pycortex.lock"):
+    with file_lock(_pycortex_lock(ctx.cache_dir)):
         flat, datasets = _cortex_assets(geometry, bins, ctx.workdir, title, pc_cache)
         _cortex_warm_marker(cfg, ctx.cache_dir).touch()
     # File names relative to the entry folder: the workdir is renamed when the stage commits.
@@ -474,17 +477,13 @@ def _prewarm_cortex(cfg: RunConfig, cache_dir: Path):
     comes after the statistics, finds them warm (~4-7 s instead). Only once per results folder and subject;
     the pipeline calls it only when it runs stages side by side (cores to spare). Returns the process or None.
     """
-    import multiprocessing
+    from ._proc import start_helper
     if not cfg.data.subject or _cortex_warm_marker(cfg, cache_dir).exists():
         return None
-    proc = multiprocessing.get_context("spawn").Process(target=_warm_cortex_job, args=(cfg, str(cache_dir),
-                                                                                        os.getpid()),
-                                                        name="pycortex-prewarm", daemon=True)
-    proc.start()
-    return proc
+    return start_helper(_warm_cortex_job, cfg, str(cache_dir), name="pycortex-prewarm")
 
 
-def _warm_cortex_job(cfg: RunConfig, cache_dir: str, parent_pid: int | None) -> None:
+def _warm_cortex_job(cfg: RunConfig, cache_dir: str) -> None:
     """Background side of :func:`_prewarm_cortex`: the cortex stage's own code on empty bins, its pycortex caches
     written to a private folder and moved into the shared one file by file (rename), so that a helper stopped
     half-way (the run ended or failed first) never leaves a half-written cache behind."""
@@ -493,13 +492,10 @@ def _warm_cortex_job(cfg: RunConfig, cache_dir: str, parent_pid: int | None) -> 
     import tempfile
 
     from ._io import file_lock
-    from ._proc import die_with_parent
-    if parent_pid is not None:
-        die_with_parent(parent_pid)
     cache = Path(cache_dir)
     pc_cache = _pycortex_cache(cache)
     try:
-        with file_lock(pc_cache.parent / "pycortex.lock"):
+        with file_lock(_pycortex_lock(cache)):
             if _cortex_warm_marker(cfg, cache).exists():
                 return
             geometry = run_geometry(cfg, cache)

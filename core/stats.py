@@ -94,10 +94,11 @@ def _check_edges(edges) -> np.ndarray:
 # Correlation and its parametric test
 # --------------------------------------------------------------------------------------------------------------
 
-def _defined(a: np.ndarray) -> np.ndarray:
-    """Columns with a defined correlation: all finite and not constant (max > min)."""
+def _defined(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Series (columns; rows with ``axis=1``) with a defined correlation: all finite and not constant
+    (max > min)."""
     with np.errstate(invalid="ignore"):
-        return np.isfinite(a).all(0) & (a.max(0) > a.min(0))
+        return np.isfinite(a).all(axis) & (a.max(axis) > a.min(axis))
 
 
 def pearson_r(pred, Y) -> np.ndarray:
@@ -127,7 +128,7 @@ def pearson_r(pred, Y) -> np.ndarray:
         # 0.46 s against 1.9 s for column-wise passes over 8,192-voxel blocks with boolean-indexed copies.
         a = np.array(pred[:, cols].T, dtype=np.float64, order="C")
         b = np.array(Y[:, cols].T, dtype=np.float64, order="C")
-        ok = _defined_rows(a) & _defined_rows(b)
+        ok = _defined(a, axis=1) & _defined(b, axis=1)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # rows with NaN/inf end as NaN
             a -= a.mean(1, keepdims=True)
             b -= b.mean(1, keepdims=True)
@@ -135,12 +136,6 @@ def pearson_r(pred, Y) -> np.ndarray:
             den = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
             r[cols] = np.where(ok, np.clip(num / den, -1.0, 1.0), np.nan)
     return r
-
-
-def _defined_rows(a: np.ndarray) -> np.ndarray:
-    """:func:`_defined` for voxel-major rows."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(a).all(1) & (a.max(1) > a.min(1))
 
 
 def pvalues_t(r, n_samples: int) -> np.ndarray:

@@ -128,7 +128,7 @@ def test_background_pycortex_preparation_builds_every_cache_the_cortex_stage_rea
     for f in Path(cortex_cache_dir).glob("geometry_*.npz"):   # the session's S1 geometry: skips the ROI parse
         shutil.copy(f, cache / "cortex" / f.name)
     cfg = PRESETS["demo"]
-    _warm_cortex_job(cfg, str(cache), None)
+    _warm_cortex_job(cfg, str(cache))
     pc_cache = cache / "cortex" / "pycortex"
     before = {p: p.stat().st_mtime_ns for p in pc_cache.rglob("*") if p.is_file()}
     assert before and _cortex_warm_marker(cfg, cache).exists()
