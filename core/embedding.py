@@ -30,6 +30,9 @@ DEFAULT_NUMBA_CACHE = Path("~/.cache/attnbrain/numba")
 # per-process compilation (pynndescent already caches its own).
 _KERNEL_MODULES = ("umap.distances", "umap.utils", "umap.sparse", "umap.layouts", "umap.spectral", "umap.umap_",
                    "umap.aligned_umap")
+#: Voxels in the largest graph from which :func:`embed_umap_each` embeds conditions in worker processes.
+SPAWN_MIN_VOXELS = 10_000
+
 # Warnings UMAP raises for choices made here on purpose: a seed makes it single-threaded, the precomputed
 # graph comes without a search index (we never call transform), and graph-only fits.
 _EXPECTED_WARNINGS = (r"n_jobs value .* overridden", r"precomputed_knn\[2\]", r".*transform_mode.*")
@@ -487,11 +490,11 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
                     max_workers: int | None = None, **kwargs) -> list[np.ndarray]:
     """:func:`embed_umap` of each graph (e.g. attention off and on), side by side in worker processes.
 
-    The graph and the spectral initialisation run on one core, so on a machine with several cores the
-    conditions are embedded at the same time, each in its own process (``spawn``: no state is inherited from a
+    The graph and the spectral initialisation run on one core, so on a machine with several cores large
+    graphs are embedded at the same time, each in its own process (``spawn``: no state is inherited from a
     parent that has already started OpenMP thread pools) with an equal share of the cores for its layout
     optimisation. The result is identical to embedding them one after the other (the layout does not depend
-    on the thread count). One graph or one core needs no workers: those run here, in order.
+    on the thread count). Small graphs, one graph or too few cores need no workers: those run here, in order.
 
     Parameters
     ----------
@@ -500,7 +503,8 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
     series : sequence of arrays or None, optional
         Per graph, as ``series`` in :func:`embed_umap`.
     max_workers : int, optional
-        Most processes at once; default: the number of graphs, at most the machine's core count.
+        Most processes at once. Default: one per graph if every worker gets at least two cores and the
+        largest graph has at least :data:`SPAWN_MIN_VOXELS` voxels, else none (all run here, in order).
     **kwargs
         Passed to :func:`embed_umap` (``n_components``, ``n_neighbors``, ``min_dist``, ``random_state``...).
 
@@ -513,9 +517,17 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
         raise InputError(f"expected one series per graph ({len(graphs)}), found {len(series)}",
                          source="embedding", field="series")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(len(graphs), cores if max_workers is None else check_positive_int(max_workers,
-                                                                                    field="max_workers",
-                                                                                    source="embedding"))
+    if max_workers is None:
+        workers = min(len(graphs), cores)
+        # A worker costs a Python start-up and the umap/numba imports (~5-7 s on 2 cores); it pays back by
+        # running the single-threaded graph and initialisation of one condition beside another's, which only
+        # matters for large graphs and when each worker keeps >= 2 cores for its layout (measured on 2 cores:
+        # one after the other here is faster at 300-20,000 voxels and equal at 50,000).
+        largest = max((len(i) for i, _ in graphs), default=0)
+        if cores // max(workers, 1) < 2 or largest < SPAWN_MIN_VOXELS:
+            workers = 1
+    else:
+        workers = min(len(graphs), check_positive_int(max_workers, field="max_workers", source="embedding"))
     if workers <= 1:
         return [_embed_umap_job((i, d, s, kwargs, None)) for (i, d), s in zip(graphs, series)]
     jobs = [(i, d, s, kwargs, max(1, cores // workers)) for (i, d), s in zip(graphs, series)]

@@ -62,6 +62,44 @@ def test_conditions_embedded_side_by_side_equal_one_after_the_other():
         embed_umap_each([graphs[0], (graphs[1][0][:, ::-1], graphs[1][1])], max_workers=2, random_state=1)
 
 
+@pytest.mark.parametrize("cores, voxels, spawned", [(2, 12_000, False),    # one core per worker: not worth it
+                                                     (16, 9_999, False),    # too small to pay for a start-up
+                                                     (16, 10_000, True), (3, 10_000, False), (4, 10_000, True)])
+def test_workers_only_where_they_pay(monkeypatch, cores, voxels, spawned):
+    """By default conditions go to worker processes only when each keeps >= 2 cores and the largest graph has
+    >= SPAWN_MIN_VOXELS voxels; otherwise (and for the layout numbers) they run here, one after the other."""
+    import core._proc
+    from core import embedding
+    assert embedding.SPAWN_MIN_VOXELS == 10_000
+    calls, ran = [], []
+
+    class InProcess:                       # a stand-in pool: records that workers were asked for
+        def __init__(self, workers):
+            calls.append(workers)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, jobs):
+            return [fn(job) for job in jobs]
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(core._proc, "spawn_pool", InProcess)
+    monkeypatch.setattr(embedding, "embed_umap", lambda i, d, **kw: ran.append(len(i)) or np.zeros((len(i), 3)))
+    def ring(n):                            # a valid 2-NN graph: each voxel, then the next one
+        return np.stack([np.arange(n), (np.arange(n) + 1) % n], 1), np.tile(np.float32([0, 0.5]), (n, 1))
+    graph, small = ring(voxels), ring(50)
+    out = embed_umap_each([graph, small], random_state=0)
+    assert [len(e) for e in out] == [voxels, 50] and ran == [voxels, 50]
+    assert calls == ([2] if spawned else [])
+    calls.clear()
+    embed_umap_each([small, small], max_workers=2, random_state=0)   # an explicit max_workers is obeyed
+    assert calls == [2]
+
+
 def test_n_neighbors_reads_the_first_columns_of_the_graph():
     series = clustered_series(np.random.default_rng(6), 600, n_samples=100)
     idx, dist = knn_correlation(series, k=K, device="cpu")

@@ -175,10 +175,11 @@ def test_new_umap_seed_reruns_only_umap(base):
 # Every stage is killed at least once, at the points its own code and the store pass through: as it starts,
 # while it computes (``:during``: SIGKILL 0.5 s in, or at its end if it is quicker), with an array file half
 # written, after its folder is complete but before the rename, after the rename but before the index; and the
-# run's own writes (run.json, summary.json, the summary's temporary file).
-KILLS = ["dataset:during", "dataset:before-rename", "features:start", "features:during", "thumbnails:mid-write",
-         "encoding:during", "encoding:mid-write", "stats:during", "stats:before-rename", "rsa:during",
-         "rsa:before-index", "umap:during", "umap:mid-write", "run:before-register", "run:before-summary",
+# run's own writes (run.json, summary.json, the summary's temporary file). Listed in the order a one-at-a-time
+# run passes through them.
+KILLS = ["dataset:during", "dataset:before-rename", "features:start", "features:during", "encoding:during",
+         "encoding:mid-write", "stats:during", "stats:before-rename", "rsa:during", "rsa:before-index",
+         "umap:during", "umap:mid-write", "thumbnails:mid-write", "run:before-register", "run:before-summary",
          "run:mid-summary"]
 
 
@@ -189,49 +190,64 @@ def _leftovers(out: Path) -> list[Path]:
     return found
 
 
-# The UMAP stage runs its two embeddings in spawned workers: they must die with a killed precompute.py
-# (core/_proc.die_with_parent), which the survivors check below covers at "umap:during".
-@pytest.mark.parametrize("fault", KILLS)
-def test_sigkill_then_rerun_gives_identical_results(base, tmp_path, fault):
+# The UMAP stage runs its two embeddings in spawned workers on machines with enough cores: they must die with a
+# killed precompute.py (core/_proc.die_with_parent), which the survivors check below covers at "umap:during"
+# (test_proc covers the workers on any machine).
+def test_sigkill_at_every_fault_point_then_rerun_gives_identical_results(base, tmp_path):
+    """One results folder, killed at each fault point in turn: every run resumes from what the killed runs
+    before it left (their half-written entries and temporaries included) and is killed at the next point,
+    further on. Each kill leaves no summary and no surviving process; the run that finally completes gives
+    arrays bit-identical to the uninterrupted run's and leaves no temporary behind. Resuming from a cache
+    entry is what a rerun after any single kill does too, so this covers every kill on its own, at one
+    start-up per kill instead of a full rerun per kill."""
     _, cfg, ref, _, cortex_cache = base
     out = tmp_path / "killed"
     _seed_cortex_cache(out, cortex_cache)
-    if not fault.startswith(("dataset", "features:during")):
-        # Share the reference's features/dataset caches so only the stages under test recompute.
-        for sub in ("datasets", "features"):
-            shutil.copytree(ref / "cache" / sub, out / "cache" / sub)
-    elif fault == "features:during":
-        shutil.copytree(ref / "cache" / "datasets", out / "cache" / "datasets")
-    killed = _precompute(out, cfg, env={"ATTNBRAIN_FAULT": fault}, check=False)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not list(out.glob("*/summary.json"))
+    for fault in KILLS:
+        killed = _precompute(out, cfg, env={"ATTNBRAIN_FAULT": fault}, check=False)
+        assert killed.returncode == -9, (fault, killed.returncode, killed.stderr[-2000:])
+        assert not list(out.glob("*/summary.json")), fault
+        assert not killed.survivors, f"processes outlived the run killed at {fault}: {killed.survivors}"
     _precompute(out, cfg)
     a, b = _arrays(ref), _arrays(out)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert not _leftovers(out), "temporary files left behind"
-    assert not killed.survivors, f"processes outlived the killed run: {killed.survivors}"
 
 
-def test_sigkill_in_the_cortex_assets_stage(base, tmp_path):
-    """The cortex stage (pycortex flatmaps, pixel lookup, WebGL viewer) killed while it works, then rerun:
-    the same files as an uninterrupted run, no temporaries."""
+@pytest.fixture(scope="module")
+def side_by_side(base, tmp_path_factory):
+    """The tiny run with parallel stages (the default on machines with 8+ cores) and the cortex assets: they are
+    built in their own process while rsa and umap run here."""
+    _, cfg, _, _, cortex_cache = base
+    out = tmp_path_factory.mktemp("parallel") / "run"
+    _seed_cortex_cache(out, cortex_cache)
+    proc = _precompute(out, cfg, env={"ATTNBRAIN_PARALLEL_STAGES": "2"}, stages=STAGES + ",cortex")
+    return out, proc
+
+
+def _cortex_files(out: Path) -> dict[str, bytes]:
+    (entry,) = list((out / "cache" / "stages").glob("cortex-*"))
+    return {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()
+            and p.name != "meta.json"}
+
+
+def test_sigkill_in_the_cortex_assets_stage(base, side_by_side, tmp_path):
+    """The cortex stage (pycortex flatmaps, pixel lookup, WebGL viewer) killed while it builds pycortex's caches
+    from cold, then rerun: the same files as the uninterrupted run (the side-by-side run's cortex entry, built in
+    another process from its own cold caches), no temporaries."""
     _, cfg, ref, _, cortex_cache = base
-    outs = {}
-    for name, env in (("clean", {}), ("killed", {"ATTNBRAIN_FAULT": "cortex:during", "ATTNBRAIN_FAULT_DELAY": "3"})):
-        out = tmp_path / name
-        _seed_cortex_cache(out, cortex_cache)
-        for sub in ("datasets", "features"):
-            shutil.copytree(ref / "cache" / sub, out / "cache" / sub)
-        if env:
-            killed = _precompute(out, cfg, env=env, check=False, stages="cortex")
-            assert killed.returncode == -9, killed.stderr[-2000:]
-        _precompute(out, cfg, stages="cortex")
-        (entry,) = list((out / "cache" / "stages").glob("cortex-*"))
-        outs[name] = {str(p.relative_to(entry)): p.read_bytes() for p in sorted(entry.rglob("*")) if p.is_file()
-                      and p.name != "meta.json"}
-        assert not _leftovers(out), "temporary files left behind"
+    out = tmp_path / "killed"
+    _seed_cortex_cache(out, cortex_cache)
+    for sub in ("datasets", "features"):
+        shutil.copytree(ref / "cache" / sub, out / "cache" / sub)
+    killed = _precompute(out, cfg, env={"ATTNBRAIN_FAULT": "cortex:during", "ATTNBRAIN_FAULT_DELAY": "3"},
+                         check=False, stages="cortex")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    _precompute(out, cfg, stages="cortex")
+    assert not _leftovers(out), "temporary files left behind"
+    outs = {"clean": _cortex_files(side_by_side[0]), "killed": _cortex_files(out)}
     assert outs["clean"].keys() == outs["killed"].keys()
     differ = [k for k in outs["clean"] if outs["clean"][k] != outs["killed"][k]]
     # pycortex writes the viewer's datasets into index.html in an order that depends on Python's hash seed,
@@ -310,14 +326,11 @@ def test_two_runs_with_the_same_seed_are_identical(base, tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_stages_run_side_by_side_give_identical_results(base, tmp_path):
-    """Parallel stages (the default on machines with 8+ cores): the cortex assets are built in their own
-    process while rsa and umap run here. The schedule changes, nothing else: every array of the one-at-a-time
-    run is bit-identical, and the cortex entry is complete (flatmaps and viewer on disk)."""
-    _, cfg, ref, _, cortex_cache = base
-    out = tmp_path / "parallel"
-    _seed_cortex_cache(out, cortex_cache)
-    proc = _precompute(out, cfg, env={"ATTNBRAIN_PARALLEL_STAGES": "2"}, stages=STAGES + ",cortex")
+def test_stages_run_side_by_side_give_identical_results(base, side_by_side):
+    """Parallel stages: the schedule changes, nothing else. Every array of the one-at-a-time run is
+    bit-identical, and the cortex entry is complete (flatmaps and viewer on disk)."""
+    ref = base[2]
+    out, proc = side_by_side
     assert proc.survivors == []
     a, b = _arrays(ref), _arrays(out)
     assert a.keys() <= b.keys()
