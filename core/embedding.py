@@ -20,8 +20,8 @@ import numpy as np
 
 from ._validation import InputError, check_finite, check_ndim, check_positive_int
 
-__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "embed_umap", "embed_umap_each", "embed_aligned",
-           "numba_cache_is_warm", "prewarm_numba_cache"]
+__all__ = ["DEFAULT_NUMBA_CACHE", "configure_numba_cache", "default_umap_workers", "embed_umap", "embed_umap_each",
+           "embed_aligned", "numba_cache_is_warm", "prewarm_numba_cache"]
 
 DEFAULT_NUMBA_CACHE = Path("~/.cache/attnbrain/numba")
 """Where numba keeps compiled kernels unless ``NUMBA_CACHE_DIR`` or an explicit path says otherwise."""
@@ -486,6 +486,25 @@ def _embed_umap_job(args: tuple) -> np.ndarray:
     return embed_umap(indices, distances, series=series, **kwargs)
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_umap_workers(graph_sizes: Sequence[int]) -> int:
+    """Worker processes :func:`embed_umap_each` uses by default for graphs of these voxel counts (1: none).
+
+    A worker costs a Python start-up and the umap/numba imports (~5-7 s on 2 cores); it pays back by running
+    one condition's single-threaded graph and initialisation beside another's, which matters only for large
+    graphs and when each worker keeps >= 2 cores for its layout. ``bench/umap_workers.py`` on 2 cores: one
+    after the other in-process is faster at 300-20,000 voxels and as fast at 53,000.
+    """
+    cores = _cores()
+    workers = min(len(graph_sizes), cores)
+    if workers < 2 or cores // workers < 2 or max(graph_sizes) < SPAWN_MIN_VOXELS:
+        return 1
+    return workers
+
+
 def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: Sequence | None = None,
                     max_workers: int | None = None, **kwargs) -> list[np.ndarray]:
     """:func:`embed_umap` of each graph (e.g. attention off and on), side by side in worker processes.
@@ -503,8 +522,9 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
     series : sequence of arrays or None, optional
         Per graph, as ``series`` in :func:`embed_umap`.
     max_workers : int, optional
-        Most processes at once. Default: one per graph if every worker gets at least two cores and the
-        largest graph has at least :data:`SPAWN_MIN_VOXELS` voxels, else none (all run here, in order).
+        Most processes at once. Default: :func:`default_umap_workers` (one per graph if every worker gets
+        at least two cores and the largest graph has :data:`SPAWN_MIN_VOXELS` voxels or more, else none:
+        all run here, in order).
     **kwargs
         Passed to :func:`embed_umap` (``n_components``, ``n_neighbors``, ``min_dist``, ``random_state``...).
 
@@ -516,16 +536,9 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
     if len(series) != len(graphs):
         raise InputError(f"expected one series per graph ({len(graphs)}), found {len(series)}",
                          source="embedding", field="series")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     if max_workers is None:
-        workers = min(len(graphs), cores)
-        # A worker costs a Python start-up and the umap/numba imports (~5-7 s on 2 cores); it pays back by
-        # running the single-threaded graph and initialisation of one condition beside another's, which only
-        # matters for large graphs and when each worker keeps >= 2 cores for its layout (measured on 2 cores:
-        # one after the other here is faster at 300-20,000 voxels and equal at 50,000).
-        largest = max((len(i) for i, _ in graphs), default=0)
-        if cores // max(workers, 1) < 2 or largest < SPAWN_MIN_VOXELS:
-            workers = 1
+        workers = default_umap_workers([len(i) for i, _ in graphs])
     else:
         workers = min(len(graphs), check_positive_int(max_workers, field="max_workers", source="embedding"))
     if workers <= 1:
