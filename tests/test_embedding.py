@@ -67,7 +67,7 @@ def test_conditions_embedded_side_by_side_equal_one_after_the_other():
                                                      (16, 10_000, True), (3, 10_000, False), (4, 10_000, True)])
 def test_workers_only_where_they_pay(monkeypatch, cores, voxels, spawned):
     """By default conditions go to worker processes only when each keeps >= 2 cores and the largest graph has
-    >= SPAWN_MIN_VOXELS voxels; otherwise (and for the layout numbers) they run here, one after the other."""
+    >= SPAWN_MIN_VOXELS voxels; otherwise they run here, one after the other."""
     import core._proc
     from core import embedding
     assert embedding.SPAWN_MIN_VOXELS == 10_000
@@ -83,12 +83,13 @@ def test_workers_only_where_they_pay(monkeypatch, cores, voxels, spawned):
         def __exit__(self, *exc):
             return False
 
-        def map(self, fn, jobs):
-            return [fn(job) for job in jobs]
+        def map(self, fn, jobs):           # here, leaving this process's numba thread count alone
+            return [fn(job[:-1] + (None,)) for job in jobs]
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     monkeypatch.setattr(core._proc, "spawn_pool", InProcess)
     monkeypatch.setattr(embedding, "embed_umap", lambda i, d, **kw: ran.append(len(i)) or np.zeros((len(i), 3)))
+
     def ring(n):                            # a valid 2-NN graph: each voxel, then the next one
         return np.stack([np.arange(n), (np.arange(n) + 1) % n], 1), np.tile(np.float32([0, 0.5]), (n, 1))
     graph, small = ring(voxels), ring(50)
