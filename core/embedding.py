@@ -31,7 +31,7 @@ DEFAULT_NUMBA_CACHE = Path("~/.cache/attnbrain/numba")
 _KERNEL_MODULES = ("umap.distances", "umap.utils", "umap.sparse", "umap.layouts", "umap.spectral", "umap.umap_",
                    "umap.aligned_umap")
 #: Voxels in the largest graph from which :func:`embed_umap_each` embeds conditions in worker processes.
-SPAWN_MIN_VOXELS = 10_000
+SPAWN_MIN_VOXELS = 30_000
 
 # Warnings UMAP raises for choices made here on purpose: a seed makes it single-threaded, the precomputed
 # graph comes without a search index (we never call transform), and graph-only fits.
@@ -495,12 +495,12 @@ def default_umap_workers(graph_sizes: Sequence[int]) -> int:
 
     A worker costs a Python start-up and the umap/numba imports (~5-7 s on 2 cores); it pays back by running
     one condition's single-threaded graph and initialisation beside another's, which matters only for large
-    graphs and when each worker keeps >= 2 cores for its layout. ``bench/umap_workers.py`` on 2 cores: one
-    after the other in-process is faster at 300-20,000 voxels and as fast at 53,000.
+    graphs. ``bench/umap_workers.py`` on 2 cores, two conditions (medians of 2): 300 voxels 11.0 s in workers
+    against 8.8 s one after the other in-process, 5,000 21.7 against 21.7 s, 20,000 31.3 against 30.2 s,
+    53,000 82.5 against 90.1 s.
     """
-    cores = _cores()
-    workers = min(len(graph_sizes), cores)
-    if workers < 2 or cores // workers < 2 or max(graph_sizes) < SPAWN_MIN_VOXELS:
+    workers = min(len(graph_sizes), _cores())
+    if workers < 2 or max(graph_sizes) < SPAWN_MIN_VOXELS:
         return 1
     return workers
 
@@ -513,7 +513,7 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
     graphs are embedded at the same time, each in its own process (``spawn``: no state is inherited from a
     parent that has already started OpenMP thread pools) with an equal share of the cores for its layout
     optimisation. The result is identical to embedding them one after the other (the layout does not depend
-    on the thread count). Small graphs, one graph or too few cores need no workers: those run here, in order.
+    on the thread count). Small graphs, one graph or one core need no workers: those run here, in order.
 
     Parameters
     ----------
@@ -522,9 +522,8 @@ def embed_umap_each(graphs: Sequence[tuple[np.ndarray, np.ndarray]], *, series: 
     series : sequence of arrays or None, optional
         Per graph, as ``series`` in :func:`embed_umap`.
     max_workers : int, optional
-        Most processes at once. Default: :func:`default_umap_workers` (one per graph if every worker gets
-        at least two cores and the largest graph has :data:`SPAWN_MIN_VOXELS` voxels or more, else none:
-        all run here, in order).
+        Most processes at once. Default: :func:`default_umap_workers` (one per graph, at most one per core,
+        if the largest graph has :data:`SPAWN_MIN_VOXELS` voxels or more, else none: all run here, in order).
     **kwargs
         Passed to :func:`embed_umap` (``n_components``, ``n_neighbors``, ``min_dist``, ``random_state``...).
 

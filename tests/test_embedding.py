@@ -62,15 +62,15 @@ def test_conditions_embedded_side_by_side_equal_one_after_the_other():
         embed_umap_each([graphs[0], (graphs[1][0][:, ::-1], graphs[1][1])], max_workers=2, random_state=1)
 
 
-@pytest.mark.parametrize("cores, voxels, spawned", [(2, 12_000, False),    # one core per worker: not worth it
-                                                     (16, 9_999, False),    # too small to pay for a start-up
-                                                     (16, 10_000, True), (3, 10_000, False), (4, 10_000, True)])
+@pytest.mark.parametrize("cores, voxels, spawned", [(16, 29_999, False),   # too small to pay for a start-up
+                                                     (16, 30_000, True), (2, 30_000, True),
+                                                     (1, 50_000, False)])   # one core: nothing to share
 def test_workers_only_where_they_pay(monkeypatch, cores, voxels, spawned):
-    """By default conditions go to worker processes only when each keeps >= 2 cores and the largest graph has
+    """By default conditions go to worker processes only when there are >= 2 cores and the largest graph has
     >= SPAWN_MIN_VOXELS voxels; otherwise they run here, one after the other."""
     import core._proc
     from core import embedding
-    assert embedding.SPAWN_MIN_VOXELS == 10_000
+    assert embedding.SPAWN_MIN_VOXELS == 30_000
     calls, ran = [], []
 
     class InProcess:                       # a stand-in pool: records that workers were asked for
