@@ -12,7 +12,6 @@ graphs of ``bench/rsa.py``'s clustered stand-in series, and prints the medians p
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -27,18 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _stand_in_series(n_voxels: int, n_samples: int, seed: int) -> np.ndarray:
-    spec = importlib.util.spec_from_file_location("bench_rsa", ROOT / "bench" / "rsa.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.synthetic_series(n_voxels, n_samples, n_latent=20, seed=seed)
-
-
 def build_graphs(path: Path, n_voxels: int, n_samples: int, k: int) -> None:
+    from bench.rsa import synthetic_series
     from core.rsa import knn_correlation
     arrays = {}
     for c, seed in (("off", 0), ("on", 1)):
-        s = _stand_in_series(n_voxels, n_samples, seed)
+        s = synthetic_series(n_voxels, n_samples, n_latent=20, seed=seed)
         arrays[f"series_{c}"] = s
         arrays[f"idx_{c}"], arrays[f"dist_{c}"] = knn_correlation(s, k=k, device="cpu")
     np.savez(path, **arrays)

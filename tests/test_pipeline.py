@@ -190,9 +190,9 @@ def _leftovers(out: Path) -> list[Path]:
     return found
 
 
-# The UMAP stage runs its two embeddings in spawned workers on machines with enough cores: they must die with a
-# killed precompute.py (core/_proc.die_with_parent), which the survivors check below covers at "umap:during"
-# (test_proc covers the workers on any machine).
+# At this size the UMAP stage embeds its conditions in-process (core.embedding.default_umap_workers spawns workers
+# from 30,000 voxels); tests/test_proc.py checks that spawned workers and helpers die with a killed parent, the
+# survivors check below that a killed run leaves no process of any kind behind.
 def test_sigkill_at_every_fault_point_then_rerun_gives_identical_results(base, tmp_path):
     """One results folder, killed at each fault point in turn: every run resumes from what the killed runs
     before it left (their half-written entries and temporaries included) and is killed at the next point,
