@@ -5,22 +5,22 @@ Each row of :data:`CASES` builds one bad input in a temporary folder and names t
 - ``precompute``: ``precompute.py`` (through :func:`precompute.main`, whose return value is the exit code)
   must print exactly one ``error: ...`` line holding the expected text, exit with code 2, and leave the
   results folder uncreated;
-- ``results``: a damaged results folder, opened both by :func:`core.store.open_results` (an ``InputError``
+- ``results``: a damaged results folder, opened both by :func:`core.results.open_results` (an ``InputError``
   holding the expected text) and by ``python -m dashboard --results`` (one ``error:`` line, exit code 2);
   neither may change a byte of the folder;
 - ``bundle``: ``python -m dashboard export-bundle`` (through :func:`dashboard.bundle.main`) with a good results
   folder and one bad input: one ``error:`` line, exit code 2, nothing written (no bundle, no temporary folder
   beside ``--out``, the results folder unchanged);
-- ``export``: a :mod:`core.export` function, which raises a one-line ``InputError``;
+- ``export``: a :mod:`core.results.export` function, which raises a one-line ``InputError``;
 - ``scenes``: a scenes file read by the dashboard (``RUN/scenes/scenes.json`` at start through
-  :func:`core.scenes.load_scenes`, an uploaded file through :func:`core.scenes.import_scenes`): one-line
+  :func:`dashboard.scenefile.load_scenes`, an uploaded file through :func:`dashboard.scenefile.import_scenes`): one-line
   ``InputError`` (the dashboard shows it as a notice), the file unchanged;
 - ``url``: a page URL's scene state (``?scene=<token>``, ``#voxel=<row>``) read by
   :func:`dashboard.presenting.scene_from_page_url`: never an error, the default for every unusable field and
   a one-line notice.
 
-The README's bad-input table is generated from the same list: ``python tests/test_bad_inputs.py`` prints it,
-and :func:`test_readme_table_matches_the_catalogue` fails when the two differ.
+The bad-input table in docs/reliability.md is generated from the same list: ``python tests/test_bad_inputs.py``
+prints it, and :func:`test_readme_table_matches_the_catalogue` fails when the two differ.
 """
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ N_TRAIN, N_TEST, N_VOX = 20, 6, 5
 @dataclass(frozen=True)
 class Case:
     id: str
-    input: str          # which input (README column)
-    problem: str        # what is wrong with it (README column)
-    expect: str         # text the one error line must contain (README column)
+    input: str          # which input (table column)
+    problem: str        # what is wrong with it (table column)
+    expect: str         # text the one error line must contain (table column)
     surface: str        # "precompute" | "results"
     make: Callable      # (tmp_path) -> argv for precompute, or (results_copy) -> (path, run_id) for results
 
@@ -150,7 +150,7 @@ def _evil_ckpt(path: Path):
 def _tiny_abn_state():
     import torch
 
-    from core.abn import ABN
+    from core.model.abn import ABN
     keys = [k for k in ABN(num_classes=10).state_dict()]
     return {"state_dict": {f"module.{k}": torch.zeros(2) for k in keys}}
 
@@ -197,8 +197,8 @@ def _wrong_dtype(path: Path):
 
 # -- export-bundle and exports: each takes (tmp, good results folder) and returns the command's argv
 def _scenes_file(tmp: Path, results_dir: Path, scenes=None, *, run_id=None, n_voxels=None, text=None) -> Path:
-    from core import scenes as S
-    from core.store import open_results
+    from dashboard import scenefile as S
+    from core.results.reader import open_results
     res = open_results(results_dir)
     path = tmp / "talk.json"
     if text is not None:
@@ -215,14 +215,14 @@ def _bundle_argv(tmp: Path, results_dir: Path, *, results=None, scenes=None, out
 
 
 def _bad_scene(**filters):
-    from core import scenes as S
+    from dashboard import scenefile as S
     scene = S.default_scene(title="bad")
     scene["filters"].update(filters)
     return [scene]
 
 
 def _scene_with(**fields):
-    from core import scenes as S
+    from dashboard import scenefile as S
     scene = S.default_scene(title="bad")
     scene.update(fields)
     return [scene]
@@ -230,7 +230,7 @@ def _scene_with(**fields):
 
 def _url(scene=None, *, filters=None, cut=False, search=None, hash="") -> tuple[str, str]:
     """(location.search, location.hash) of a page URL holding ``scene`` (default scene with changes)."""
-    from core import scenes as S
+    from dashboard import scenefile as S
     if search is None:
         s = S.default_scene(title="from a link")
         s.update(scene or {})
@@ -419,9 +419,9 @@ CASES: list[Case] = [
     Case("bundle-out-in-results", "export-bundle --out", "inside the results folder",
          "may not be the results folder, inside it or hold it", B,
          lambda t, r: _bundle_argv(t, r, out=r / "talk", extra=("--force",))),
-    Case("export-nifti-no-subject", "NIfTI export (core.export.nifti_map)", "run without a pycortex subject here",
+    Case("export-nifti-no-subject", "NIfTI export (core.results.export.nifti_map)", "run without a pycortex subject here",
          "NIfTI export needs the run's pycortex subject", E, lambda t, r: (r, "on", "r")),
-    Case("export-series-voxel", "series CSV (core.export.series_csv)", "voxel row out of range",
+    Case("export-series-voxel", "series CSV (core.results.export.series_csv)", "voxel row out of range",
          "'voxel': expected a voxel row from 0 to 299", E, lambda t, r: (r, 300)),
     # ---- scenes files in the dashboard (RUN/scenes/scenes.json, imports) and the page URL's scene state
     Case("scenes-not-json", "scenes file", "damaged (not JSON)", "not valid JSON", S,
@@ -475,8 +475,8 @@ def readme_table() -> str:
     rows = ["| # | Input | Problem | Surface | The one error line contains |", "|---|---|---|---|---|"]
     for i, c in enumerate(CASES, 1):
         surface = {P: "precompute.py, exit 2", R: "open_results / python -m dashboard, exit 2",
-                   B: "python -m dashboard export-bundle, exit 2", E: "core.export, InputError",
-                   S: "dashboard scene list (start, import) / core.scenes, notice", U: "dashboard page URL, "
+                   B: "python -m dashboard export-bundle, exit 2", E: "core.results.export, InputError",
+                   S: "dashboard scene list (start, import) / dashboard.scenefile, notice", U: "dashboard page URL, "
                    "default view + notice"}[c.surface]
         rows.append(f"| {i} | {c.input} | {c.problem} | {surface} | `{c.expect}` |")
     return "\n".join(rows)
@@ -516,7 +516,7 @@ def test_precompute_bad_input(case, tmp_path, monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def good_results(tmp_path_factory):
-    from core.synthetic_results import make_synthetic_results
+    from core.testing.synthetic import make_synthetic_results
     return make_synthetic_results(tmp_path_factory.mktemp("good"), n_voxels=300, n_test=20, k=5, seed=3,
                                   flatmap_height=48)
 
@@ -533,7 +533,7 @@ def _snapshot(path: Path):
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface == R], ids=lambda c: c.id)
 def test_damaged_results_folder(case, how, good_results, tmp_path, capsys):
     from core._validation import InputError
-    from core.store import open_results
+    from core.results.reader import open_results
     from dashboard.app import main as dashboard_main
     out = tmp_path / "results"
     shutil.copytree(good_results, out)
@@ -565,9 +565,9 @@ def test_bundle_bad_input(case, good_results, tmp_path, capsys):
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface == E], ids=lambda c: c.id)
 def test_export_bad_input(case, good_results, tmp_path):
-    from core import export
+    from core.results import export
     from core._validation import InputError
-    from core.store import open_results
+    from core.results.reader import open_results
     path, *args = case.make(tmp_path, good_results)
     fn = export.nifti_map if len(args) == 2 else export.series_csv
     with pytest.raises(InputError) as exc:
@@ -579,8 +579,8 @@ def test_export_bad_input(case, good_results, tmp_path):
 def test_scenes_file_bad_input(case, good_results, tmp_path):
     """Loading (a run's scenes.json) and importing (an upload) refuse it with one line; nothing changes."""
     from core._validation import InputError
-    from core.scenes import import_scenes, load_scenes, scene_context
-    from core.store import open_results
+    from dashboard.scenefile import import_scenes, load_scenes, scene_context
+    from core.results.reader import open_results
     path = case.make(tmp_path, good_results)
     before = _snapshot(good_results), path.read_bytes()
     context = scene_context(open_results(good_results))
@@ -593,7 +593,7 @@ def test_scenes_file_bad_input(case, good_results, tmp_path):
 
 @pytest.fixture(scope="module")
 def good_dashboard_data(good_results):
-    from core.store import open_results
+    from core.results.reader import open_results
     from dashboard.figures import DashboardData
     return DashboardData(open_results(good_results))
 
@@ -602,7 +602,7 @@ def good_dashboard_data(good_results):
 def test_url_state_bad_input(case, good_dashboard_data, tmp_path):
     """A bad link never fails: a valid scene (the defaults where the link's fields are unusable) and one
     line of notice."""
-    from core.scenes import validate_scene
+    from dashboard.scenefile import validate_scene
     from dashboard.presenting import scene_from_page_url, scene_kwargs
     data = good_dashboard_data
     search, url_hash = case.make(tmp_path, None)
@@ -612,7 +612,7 @@ def test_url_state_bad_input(case, good_dashboard_data, tmp_path):
 
 
 def test_good_results_folder_opens(good_results):
-    from core.store import open_results
+    from core.results.reader import open_results
     res = open_results(good_results)
     assert res.n_voxels == 300 and res.table.shape[0] == 300
 
@@ -627,11 +627,12 @@ def test_dashboard_cli_end_to_end_exit_code(tmp_path):
 
 
 def test_readme_table_matches_the_catalogue():
-    readme = (ROOT / "README.md").read_text()
+    doc = (ROOT / "docs" / "reliability.md").read_text()
     begin, end = "<!-- bad-inputs:begin -->", "<!-- bad-inputs:end -->"
-    assert begin in readme and end in readme, "README has no bad-input table markers"
-    table = readme.split(begin)[1].split(end)[0].strip()
-    assert table == readme_table(), "README table is stale: regenerate it with python tests/test_bad_inputs.py"
+    assert begin in doc and end in doc, "docs/reliability.md has no bad-input table markers"
+    table = doc.split(begin)[1].split(end)[0].strip()
+    assert table == readme_table(), ("the bad-input table in docs/reliability.md is stale: regenerate it with "
+                                     "python tests/test_bad_inputs.py")
 
 
 if __name__ == "__main__":
