@@ -22,7 +22,7 @@ log = logging.getLogger("attnbrain")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from core.config import PRESETS  # light: no torch
+    from core.config import PRESETS# light: no torch
 
     p = argparse.ArgumentParser(prog="precompute.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,11 +62,11 @@ def _write_failed(exc: OSError, out: Path) -> int:
 
 def _preflight(cfg) -> None:
     """Every cheap check of the user's inputs, before the results folder is touched."""
-    from core.datasets import CortexSpec, check_cortex_spec
+    from core.data.datasets import CortexSpec, check_cortex_spec
     if cfg.data.kind == "simulated":
         check_cortex_spec(CortexSpec(cfg.data.subject, cfg.data.transform, cfg.data.mask))
     else:
-        from core.stages import check_user_dataset
+        from core.pipeline.inputs import check_user_dataset
         check_user_dataset(cfg)
     w = cfg.features.weights
     if w not in ("auto", "random"):
@@ -76,7 +76,7 @@ def _preflight(cfg) -> None:
                              source=str(w), field="features.weights")
         # Loaded strictly now (a second or two), so a wrong or damaged file stops the run before anything
         # is written rather than in the middle of a stage.
-        from core.abn import build_abn
+        from core.model.abn import build_abn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # the stage that uses the model reports them
             build_abn(w, seed=cfg.features.seed)
@@ -118,7 +118,7 @@ def run_precompute(args) -> int:
             import dataclasses
             cfg = dataclasses.replace(cfg, device=args.device)
         device = resolve_device(cfg.device)
-        from core.pipeline import Pipeline
+        from core.pipeline.runner import Pipeline
         pipe = Pipeline(cfg, args.out, device=device, progress=not args.quiet)
         wanted = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
         for f in args.force:
@@ -146,9 +146,9 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
 
     from core._io import atomic_write, json_default
     from core._validation import InputError
-    from core.pipeline import default_parallel_stages, peak_rss_mb, versions
-    from core.store import fault_point
-    from core.summary import build_summary
+    from core.pipeline.runner import default_parallel_stages, peak_rss_mb, versions
+    from core.pipeline.faults import fault_point
+    from core.pipeline.summary import build_summary
     # A full disk must end in one error line, not in a logging traceback for each unwritable run.log line.
     logging.raiseExceptions = False
     args.out.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train-abn":
         from core._validation import InputError
-        from core.train import add_train_arguments, run_train
+        from core.model.train import add_train_arguments, run_train
         p = argparse.ArgumentParser(prog="precompute.py train-abn",
                                     description="Fine-tune the ABN (both branches) on an ImageNet-style folder.")
         add_train_arguments(p)

@@ -111,13 +111,13 @@ def main(argv=None) -> int:
     p.add_argument("--keep", type=Path, help="write the synthetic folder here and keep it")
     args = p.parse_args(argv)
 
-    from core.store import open_results
+    from core.results.reader import open_results
     from dashboard import ids
     from dashboard.app import create_app
 
     tmp = None
     if args.results is None:
-        from core.synthetic_results import make_synthetic_results
+        from core.testing.synthetic import make_synthetic_results
         folder = args.keep or Path(tmp := tempfile.mkdtemp(prefix="attnbrain-bench-"))
         t0 = time.perf_counter()
         make_synthetic_results(folder, n_voxels=args.n_voxels, n_test=args.n_test, k=15, seed=0,

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.abn import build_abn  # noqa: E402
-from core.features import MODES, extract_features  # noqa: E402
+from core.model.abn import build_abn# noqa: E402
+from core.model.features import MODES, extract_features# noqa: E402
 
 
 def _time(model, images: np.ndarray, batch_size: int, device: torch.device, repeats: int) -> float:

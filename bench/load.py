@@ -273,7 +273,7 @@ def main(argv=None) -> int:
 
     tmp = None
     if args.results is None:
-        from core.synthetic_results import make_synthetic_results
+        from core.testing.synthetic import make_synthetic_results
         tmp = Path(tempfile.mkdtemp(prefix="attnbrain-load-"))
         t0 = time.perf_counter()
         make_synthetic_results(tmp, n_voxels=args.n_voxels, n_test=args.n_test, k=15, seed=0, rsa_voxels="all",

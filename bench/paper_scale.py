@@ -13,7 +13,7 @@ Three ways to run it:
 * ``--synthetic-features``: skips the stimuli and the ResNet pass (which alone takes ~40 minutes on 2 CPU
   cores). Features of the right shape (7,800 x 2,048 per mode, a decaying spectrum, attention-on and -off
   channels correlated like the ABN's: most barely change, some a lot) get responses planted from them on
-  the same S1 voxels as ``paper-sim`` (``core.simulate.plant_responses``), then ridge -> statistics -> kNN
+  the same S1 voxels as ``paper-sim`` (``core.data.simulate.plant_responses``), then ridge -> statistics -> kNN
   -> UMAP run through the same ``core`` functions the pipeline stages call. The output says so.
 
 ``--sweep 10000,20000,40000,80000`` then times ridge (one feature set) and the kNN graph (one condition) at
@@ -144,7 +144,7 @@ def synthetic_features(n_samples: int, modes: tuple[str, ...], seed: int) -> dic
 
 
 def plant(features, n_train: int, geometry, cfg):
-    from core.simulate import plant_responses
+    from core.data.simulate import plant_responses
     sim = cfg.simulation
     planted = plant_responses(features, n_train, geometry, n_repeats=sim.n_repeats, n_latent=sim.n_latent,
                               null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed)
@@ -167,8 +167,9 @@ def run_synthetic(args, device) -> dict:
     """ridge -> stats -> kNN -> UMAP on synthetic features and responses planted from them."""
     from core import rsa
     from core.config import make_config
-    from core.embedding import embed_umap_each
-    from core.stages import _trustworthiness, run_geometry
+    from core.embedding.umap import embed_umap_each
+    from core.pipeline.stages import _trustworthiness
+    from core.pipeline.inputs import run_geometry
     from core.stats import noise_ceiling, voxel_stats
 
     cfg = make_config("paper-sim", {"simulation": {"n_voxels": args.voxels}})
@@ -388,7 +389,7 @@ def run_sweep(args, device, on_row=None) -> list[dict]:
     """Ridge (one feature set) and kNN (one condition) at each voxel count of ``--sweep``."""
     from core import rsa
     from core.config import make_config
-    from core.stages import run_geometry
+    from core.pipeline.inputs import run_geometry
 
     counts = sorted(int(v) for v in args.sweep.split(",") if v.strip())
     cfg = make_config("paper-sim", {"simulation": {"n_voxels": 0}})  # the whole mask

@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.device import resolve_device  # noqa: E402
-from core.encoding import DEFAULT_ALPHAS, VoxelRidgeCV, make_folds  # noqa: E402
-from core.stats import pearson_r  # noqa: E402
+from core.device import resolve_device# noqa: E402
+from core.encoding import DEFAULT_ALPHAS
+from core.encoding import VoxelRidgeCV, make_folds# noqa: E402
+from core.stats import pearson_r# noqa: E402
 
 PAPER_VOXELS = 70_933
 

@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     from threadpoolctl import threadpool_limits
 
     from core.device import resolve_device
-    from core.embedding import _import_umap, embed_umap
+    from core.embedding.umap import _import_umap, embed_umap
     from core.rsa import knn_correlation, knn_tile_shape, rdm_agreement, zscore_series
 
     torch.set_num_threads(args.threads)

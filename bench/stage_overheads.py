@@ -40,7 +40,7 @@ FILES_VOXELS = 80_615     # S1 / fullhead / thick: a files run maps its response
 
 
 def _stand_ins(F, E, fit_seconds: list):
-    """Replace the ABN pass and the ridge fit (module objects F = core.features, E = core.encoding)."""
+    """Replace the ABN pass and the ridge fit (module objects F = core.model.features, E = core.encoding)."""
     def extract_features(model, images, *, modes, layer="pool", batch_size=32, device, input_size=None,
                          num_workers=0, progress=False):
         n = len(images)
@@ -77,9 +77,9 @@ def run_stages(workdir: Path) -> dict:
     import torch
 
     import core.encoding as E
-    import core.features as F
+    import core.model.features as F
     from core.config import PRESETS
-    from core.pipeline import Pipeline
+    from core.pipeline.runner import Pipeline
     fit_seconds: list[float] = []
     _stand_ins(F, E, fit_seconds)
     cfg = dataclasses.replace(PRESETS["paper-sim"], device="cpu")
@@ -148,9 +148,9 @@ def run_files(workdir: Path, root: Path) -> dict:
     subprocess.run([sys.executable, str(root / "precompute.py"), "--config", str(toml), "--out", str(out),
                     "--stages", "dataset", "--quiet"], cwd=root, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    from core.datasets import FolderImages
-    from core.features import _images_hash
-    from core.stages import _Concat
+    from core.data.datasets import FolderImages
+    from core.model.features import _images_hash
+    from core.pipeline.inputs import _Concat
     stimuli = _Concat(FolderImages(files / "train", verify=False), FolderImages(files / "test", verify=False))
     t0 = time.perf_counter()
     _images_hash(stimuli)

@@ -38,9 +38,9 @@ def build_graphs(path: Path, n_voxels: int, n_samples: int, k: int) -> None:
 
 
 def child(path: str, workers: int, k: int) -> None:
-    from core.embedding import configure_numba_cache
+    from core.embedding.umap import configure_numba_cache
     configure_numba_cache()
-    from core.embedding import embed_umap_each
+    from core.embedding.umap import embed_umap_each
     with np.load(path) as z:
         graphs = [(z[f"idx_{c}"], z[f"dist_{c}"]) for c in ("off", "on")]
         series = [z[f"series_{c}"] for c in ("off", "on")]
@@ -60,7 +60,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], int(args.child[1]), args.k)
         return
-    from core.embedding import default_umap_workers
+    from core.embedding.umap import default_umap_workers
     cores = len(os.sched_getaffinity(0))
     print(f"cores: {cores}", flush=True)
     result = {}

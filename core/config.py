@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from ._validation import InputError
+from core._validation import InputError
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
            "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "make_config", "load_config",
@@ -94,7 +94,6 @@ class UMAPConfig:
     n_neighbors: int = 15
     min_dist: float = 0.1
     seed: int = 0
-    aligned: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ class RunConfig:
 
 
 # The study's scale on 2 CPU cores is bound by the ridge's validation products: the refined alpha search
-# scores 10 of the 21 alphas per voxel (see README, Scale, for what it changes).
+# scores 10 of the 21 alphas per voxel (see docs/performance.md, for what it changes).
 _PAPER = RunConfig(encoding=EncodingConfig(alpha_search="refine"))
 # The demo must finish cold in ~5 minutes on 2 CPU cores: the ABN costs ~19 GFLOP per 224-px image for
 # three modes, a quarter of that at 112 px, so 1,200 stimuli at 112 px take ~1-2 minutes.

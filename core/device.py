@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import InputError
+from core._validation import InputError
 
 __all__ = ["resolve_device"]
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 from scipy import special
 
-from ._validation import InputError, check_ndim
+from core._validation import InputError, check_ndim
 
 # torch is imported only by the block permutation test (the one statistic that runs on a device): the
 # dashboard calls significance_mask / correlation_bins and its workers should not load torch (~300 MB RSS).
@@ -254,7 +254,7 @@ def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: i
                          source="block_permutation_p", field="block")
     import torch
 
-    from .device import resolve_device
+    from core.device import resolve_device
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     perms = torch.stack([torch.randperm(n_blocks, generator=gen) for _ in range(n_perm)])

@@ -82,7 +82,7 @@ def _flat_pixel(data, voxel: int) -> list[float] | None:
     col, row = data.flatmap.centre[voxel]
     if np.isfinite(col):
         return [float(col), float(row)]
-    from core.flatmap import flat_to_pixel
+    from core.cortex.flatmap import flat_to_pixel
     try:
         meta = json.loads((data.flatmap.folder / "flatmap_meta.json").read_text())
         flat_xy = data.results.stage("dataset").arrays["flat_xy"][voxel]
@@ -123,10 +123,10 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
 
     Parameters
     ----------
-    results : core.store.Results
+    results : core.results.Results
         The opened run (only read).
     scenes : list of dict
-        Validated scenes (:func:`core.scenes.load_scenes`), at least one.
+        Validated scenes (:func:`dashboard.scenefile.load_scenes`), at least one.
     folder : path
         Where to write.
 
@@ -135,7 +135,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
     dict
         The ``data/bundle.json`` document.
     """
-    from core.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
+    from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
 
     from .figures import (HIGHLIGHT_COLOUR, SET_COLOUR, UMAP_COLOURS, DashboardData, flatmap_filter_layer,
                           make_umap_figure, provenance, umap_marker_size)
@@ -280,7 +280,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _load_scenes(path: Path, results) -> tuple[list[dict], str | None]:
-    from core.scenes import load_scenes, scene_context
+    from dashboard.scenefile import load_scenes, scene_context
     if path.is_dir():
         raise InputError("expected a scenes JSON file, found a folder; pass RESULTS/<run>/scenes/scenes.json or "
                          "a file exported from the dashboard", source=str(path), field="--scenes")
@@ -300,7 +300,7 @@ def _load_scenes(path: Path, results) -> tuple[list[dict], str | None]:
 def main(argv=None) -> int:
     """``python -m dashboard export-bundle ...``: 0 when written, 2 for a bad input (one ``error:`` line),
     3 when the bundle could not be written (disk full, permissions)."""
-    from core.store import open_results
+    from core.results.reader import open_results
 
     args = parse_args(argv)
     try:

@@ -14,7 +14,7 @@ from dash import ClientsideFunction, Input, Output, Patch, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 from matplotlib.path import Path as MplPath
 
-from core.palette import BIN_LABELS
+from core.cortex.palette import BIN_LABELS
 
 from . import ids
 from .figures import (

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from core.palette import BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_CSS, NS_RGBA
+from core.cortex.palette import BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_CSS, NS_RGBA
 
 from . import ids
 
@@ -32,7 +32,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- colour codes
 #: uint8 colour codes of the UMAP points: 0 hidden, 1 faint (n.s. or filtered out), 2 significant negative r,
-#: 3..6 the correlation bins of ``core.palette.BIN_LABELS``.
+#: 3..6 the correlation bins of ``core.cortex.palette.BIN_LABELS``.
 UMAP_CODE = {"hidden": 0, "faint": 1, "negative": 2, "bin0": 3}
 UMAP_COLOURS = ["rgba(0,0,0,0)", NS_CSS, NEGATIVE_HEX, *BIN_HEX]
 
@@ -347,7 +347,7 @@ class DashboardData:
 
     Parameters
     ----------
-    results : core.store.Results
+    results : core.results.Results
         An opened run. Large arrays (series, lookup, thumbnails) stay memory-mapped.
 
     Notes

@@ -107,7 +107,7 @@ def cond_col(condition: str) -> str:
 SHOWN = "shown-conditions"
 #: Store the clientside JS fills with both UMAP cameras ``{"off": camera, "on": camera}`` as they change.
 CAMERA_STATE = "camera-state"
-#: Store of the run's scenes (a list of :mod:`core.scenes` scenes), saved to ``scenes/scenes.json``.
+#: Store of the run's scenes (a list of :mod:`dashboard.scenefile` scenes), saved to ``scenes/scenes.json``.
 SCENES = "scenes"
 SCENE_TITLE = "scene-title"
 SCENE_NOTE = "scene-note"

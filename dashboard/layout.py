@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from dash import dcc, html
 
-from core.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
+from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
 
 from . import ids
 from .callbacks import inspector_children

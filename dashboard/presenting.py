@@ -1,6 +1,6 @@
 """Scenes, presentation mode and the shareable URL: the scene panel, its callbacks and their pure functions.
 
-A scene (:mod:`core.scenes`) is the whole view: filters, selected voxel and set, both UMAP cameras, the
+A scene (:mod:`dashboard.scenefile`) is the whole view: filters, selected voxel and set, both UMAP cameras, the
 3-D viewer's condition and view, the conditions shown. Applying one sets those controls (the existing
 callbacks then recolour the figures) and moves the highlight and set traces with one patch per graph; the
 clientside JS animates the cameras. The current view is mirrored into the page URL (``?scene=<token>``,
@@ -18,10 +18,7 @@ from dash import ClientsideFunction, Input, Output, Patch, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from core._validation import InputError
-from core.scenes import (
-    CONDITIONS, default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url,
-    scene_to_url, scenes_writable, validate_scene,
-)
+from dashboard.scenefile import (CONDITIONS, default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url, scene_to_url, scenes_writable, validate_scene)
 
 from . import ids
 from .callbacks import highlight_patches, set_patches, voxel_from_hash
@@ -106,7 +103,7 @@ def apply_scene(data: DashboardData, scene: dict) -> dict[str, Any]:
 def scene_from_page_url(data: DashboardData, search: str | None, url_hash: str | None) -> tuple[dict | None, str]:
     """The scene a page URL asks for, and a notice ("" when all of it was used).
 
-    ``?scene=<token>`` gives the scene (see :func:`core.scenes.scene_from_url`); a ``#voxel=<row>`` hash, the
+    ``?scene=<token>`` gives the scene (see :func:`dashboard.scenefile.scene_from_url`); a ``#voxel=<row>`` hash, the
     older and still supported link form, selects that voxel in it (or in the default scene). A hash
     naming no voxel of this run adds to the notice.
     """

@@ -25,7 +25,7 @@ def cortex_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s1_geometry(cortex_cache_dir):
     """Voxel geometry of pycortex's bundled S1/fullhead/thick (~35 s the first time, then cached)."""
-    from core.cortex import load_geometry
+    from core.cortex.geometry import load_geometry
     cache = cortex_cache_dir
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

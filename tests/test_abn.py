@@ -1,6 +1,6 @@
 """The ABN model: official layout and checkpoints, weight resolution, and the three perception modes.
 
-References are independent of core.abn: torchvision's own ResNet-50 (for the backbone and the 'off' mode)
+References are independent of core.model.abn: torchvision's own ResNet-50 (for the backbone and the 'off' mode)
 and hand-built official-format checkpoint files.
 """
 from __future__ import annotations
@@ -12,14 +12,7 @@ import torch
 from torchvision.models import resnet50
 
 from core._validation import InputError
-from core.abn import (
-    ABN,
-    RandomWeightsWarning,
-    UntrainedAttentionWarning,
-    build_abn,
-    save_checkpoint,
-    weights_fingerprint,
-)
+from core.model.abn import (ABN, RandomWeightsWarning, UntrainedAttentionWarning, build_abn, save_checkpoint, weights_fingerprint)
 
 _BACKBONE = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
 

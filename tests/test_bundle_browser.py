@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
-from core import scenes as S
-from core.store import open_results
-from core.synthetic_results import make_synthetic_results
+from dashboard import scenefile as S
+from core.results.reader import open_results
+from core.testing.synthetic import make_synthetic_results
 from dashboard.figures import DashboardData, FilterState, umap_colour_codes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -88,7 +88,7 @@ def test_stage_hashes_depend_only_on_their_fields():
 
 
 def test_feature_batch_size_auto_and_explicit():
-    from core.stages import feature_batch_size
+    from core.pipeline.inputs import feature_batch_size
     auto = make_config("demo")
     assert auto.features.batch_size == 0
     assert feature_batch_size(auto, torch.device("cpu")) == 32

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from core.cortex import _add_cut_neighbours, _mesh_adjacency
+from core.cortex.geometry import _add_cut_neighbours, _mesh_adjacency
 
 
 def _reference_add_cut_neighbours(roi_idx, goodpts, polys_full):
@@ -45,7 +45,7 @@ def test_cut_neighbours_match_pycortex_loop(rng):
 def test_roi_vertices_equal_pycortex_get_roi_verts():
     import cortex
 
-    from core.cortex import roi_vertices
+    from core.cortex.geometry import roi_vertices
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         want = cortex.get_roi_verts("S1")     # ~25 s: the reference

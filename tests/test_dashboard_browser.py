@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
-from core.store import open_results
-from core.synthetic_results import make_synthetic_results
+from core.results.reader import open_results
+from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app
 from dashboard.callbacks import set_from_r_selection

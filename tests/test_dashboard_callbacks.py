@@ -12,8 +12,8 @@ import numpy as np
 import plotly.io.json as pj
 import pytest
 
-from core.store import open_results
-from core.synthetic_results import make_synthetic_results
+from core.results.reader import open_results
+from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app
 from dashboard.callbacks import (

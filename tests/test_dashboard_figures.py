@@ -1,6 +1,6 @@
 """Figure builders, colour codes and the run data of the dashboard, checked against brute-force references.
 
-Runs on a small synthetic results folder (core.synthetic_results); no browser, no server.
+Runs on a small synthetic results folder (core.testing.synthetic); no browser, no server.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from core._validation import InputError
-from core.palette import BIN_HEX, NEGATIVE_HEX, NS_CSS
-from core.store import open_results
-from core.synthetic_results import SYNTHETIC_ROI_NAMES, make_synthetic_results
+from core.cortex.palette import BIN_HEX, NEGATIVE_HEX, NS_CSS
+from core.results.reader import open_results
+from core.testing.synthetic import SYNTHETIC_ROI_NAMES, make_synthetic_results
 from dashboard.figures import (
     JACCARD_COLORSCALE, R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState,
     flatmap_filter_layer, jaccard_map_view, make_agreement_figure, make_bin_counts_figure, make_flatmap_figure,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.store import open_results
-from core.synthetic_results import make_synthetic_results
+from core.results.reader import open_results
+from core.testing.synthetic import make_synthetic_results
 from dashboard import app as app_module
 from dashboard.app import ASSETS_FOLDER, create_app, is_loopback, main, parse_args
 from dashboard.figures import FilterState, flatmap_filter_layer

@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from core._validation import InputError
-from core.datasets import (ArrayImages, CortexSpec, Dataset, FolderImages, check_cortex_spec,
-                           load_responses, open_stimuli, validate_dataset)
+from core.data.datasets import (ArrayImages, CortexSpec, Dataset, FolderImages, check_cortex_spec, load_responses, open_stimuli, validate_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -329,24 +328,24 @@ def test_cli_unknown_config_key_exits_2(tmp_path):
 def test_user_files_are_checked_once_per_process_and_again_when_changed(tmp_path, monkeypatch):
     """precompute.py checks the user's files before it writes anything; the dataset stage then does not read
     them all again, unless they changed. Through the Pipeline API (no preflight) the stage itself checks."""
-    import core.datasets
-    import core.stages
+    import core.data.datasets
+    import core.pipeline.inputs
     from core.config import load_config
     cfg = load_config(_files_config(tmp_path, 'subject = ""\n'))
     calls = []
-    real = core.datasets.validate_dataset
-    monkeypatch.setattr(core.datasets, "validate_dataset", lambda ds: (calls.append(1), real(ds)))
-    monkeypatch.setattr(core.stages, "_CHECKED_INPUTS", set())
-    core.stages.check_user_dataset(cfg)
-    core.stages.check_user_dataset(cfg)
+    real = core.data.datasets.validate_dataset
+    monkeypatch.setattr(core.data.datasets, "validate_dataset", lambda ds: (calls.append(1), real(ds)))
+    monkeypatch.setattr(core.pipeline.inputs, "_CHECKED_INPUTS", set())
+    core.pipeline.inputs.check_user_dataset(cfg)
+    core.pipeline.inputs.check_user_dataset(cfg)
     assert len(calls) == 1
     # The responses replaced by a bad file (a new modification time): checked again.
     save_responses(tmp_path / "r.h5", {"Y_train": np.ones((20, 7), np.float32),
                                        "Y_test": np.ones((6, 7), np.float32) * 2})
     with pytest.raises(InputError, match="constant"):
-        core.stages.check_user_dataset(cfg)
+        core.pipeline.inputs.check_user_dataset(cfg)
     assert len(calls) == 1   # load_responses raised before the cross-checks
     # The dataset stage without a preflight (the Pipeline API): it checks, and the error stops it.
-    from core.pipeline import Pipeline
+    from core.pipeline.runner import Pipeline
     with pytest.raises(InputError, match="constant"):
         Pipeline(cfg, tmp_path / "out", device="cpu", progress=False).run(["dataset"], parallel=1)

@@ -9,8 +9,7 @@ import pytest
 from sklearn.manifold import trustworthiness
 
 from core._validation import InputError
-from core.embedding import (_neighbourhood_similarities, configure_numba_cache, embed_aligned, embed_umap,
-                            embed_umap_each)
+from core.embedding.umap import configure_numba_cache, embed_umap, embed_umap_each
 from core.rsa import knn_correlation, zscore_series
 from test_rsa import clustered_series
 
@@ -69,7 +68,7 @@ def test_workers_only_where_they_pay(monkeypatch, cores, voxels, spawned):
     """By default conditions go to worker processes only when there are >= 2 cores and the largest graph has
     >= SPAWN_MIN_VOXELS voxels; otherwise they run here, one after the other."""
     import core._proc
-    from core import embedding
+    from core.embedding import umap as embedding
     assert embedding.SPAWN_MIN_VOXELS == 30_000
     calls, ran = [], []
 
@@ -160,11 +159,11 @@ def test_configure_numba_cache(tmp_path):
 def test_umap_kernels_are_cached_on_disk(clustered_graph):
     from numba.core.caching import NullCache
 
-    from core.embedding import _import_umap
+    from core.embedding.umap import _import_umap
     _, idx, dist = clustered_graph
     embed_umap(idx, dist, random_state=0, n_epochs=5)
     umap = _import_umap()
-    # umap's kernels (the fuzzy graph's here; the aligned embedding uses its epoch loops) cache on disk...
+    # umap's kernels (the fuzzy graph's and the epoch loops') cache on disk...
     assert not isinstance(umap.umap_.smooth_knn_dist._cache, NullCache)
     assert not isinstance(umap.layouts._nb_optimize_layout_euclidean_single_epoch._cache, NullCache)
     # ...except a parallel twin that shares its Python function, hence numba's cache key, with a serial one.
@@ -175,75 +174,8 @@ def test_umap_kernels_are_cached_on_disk(clustered_graph):
     assert any(folder.rglob("layout._epoch*.nbi"))
 
 
-def test_relations_link_shared_voxels_both_ways():
-    from core.embedding import _relations
-
-    rel = _relations([np.array([10, 11, 12, 13]), np.array([13, 20, 11]), np.array([11, 30])], window=2)
-    assert rel.shape == (3, 5, 4)
-    assert rel[0, 3].tolist() == [-1, 2, -1, 0]     # condition 0 -> 1: voxel 11 is row 2, 13 is row 0
-    assert rel[1, 1].tolist() == [3, -1, 1, -1]     # condition 1 -> 0, the inverse
-    assert rel[0, 4].tolist() == [-1, 0, -1, -1]    # condition 0 -> 2 (two steps): only voxel 11
-    assert rel[2, 0].tolist() == [1, -1, -1, -1]    # condition 2 -> 0
-    assert rel[1, 3].tolist() == [-1, -1, 0, -1]    # condition 1 -> 2
-    assert np.all(rel[:, 2] == -1) and np.all(rel[2, 3:] == -1) and np.all(rel[0, :2] == -1)
-
-
-def test_neighbourhood_similarities_equal_umap_reference():
-    import numba
-
-    from core.embedding import _import_umap, _relations
-    umap = _import_umap()
-    from umap.aligned_umap import build_neighborhood_similarities
-
-    rng = np.random.default_rng(9)
-    series = clustered_series(rng, 400, n_samples=80, n_latent=8)
-    other = series + 0.7 * rng.standard_normal(series.shape).astype(np.float32)
-    # Condition 1 holds voxels 50..399 (shuffled) and 50 of its own.
-    ids = [np.arange(400), rng.permutation(np.r_[np.arange(50, 400), np.arange(1000, 1050)])]
-    other = np.concatenate([other[:, 50:], rng.standard_normal((80, 50)).astype(np.float32)], axis=1)
-    other = other[:, np.argsort(np.argsort(ids[1]))]  # column j holds voxel ids[1][j]
-    graphs = []
-    for s in (series, other):
-        idx, dist = knn_correlation(s, k=10, device="cpu")
-        with pytest.warns(UserWarning):  # UMAP's notes on the seed and the missing search index
-            mapper = umap.UMAP(n_neighbors=10, precomputed_knn=(idx, dist), transform_mode="graph", random_state=0)
-            graphs.append(mapper.fit(zscore_series(s).T).graph_)
-    relations = _relations(ids, window=3)
-    reference = build_neighborhood_similarities(numba.typed.List([g.indptr for g in graphs]),
-                                                numba.typed.List([g.indices for g in graphs]), relations)
-    ours = _neighbourhood_similarities(graphs, relations)
-    # Same set arithmetic, float32 ratios of small integers: identical.
-    np.testing.assert_array_equal(ours, reference)
-    # Both directions carry weights for the 350 shared voxels, none for the others.
-    assert (ours[0, 4] > 0).sum() > 300 and (ours[1, 2] > 0).sum() > 300
-    assert np.all(ours[0, 4, :50] == 0)
-
-
-@pytest.mark.slow
-def test_aligned_embedding_puts_shared_voxels_in_comparable_places():
-    rng = np.random.default_rng(10)
-    off = clustered_series(rng, 1500, n_samples=150, n_latent=10)
-    on = off + 0.5 * rng.standard_normal(off.shape).astype(np.float32)
-    # Conditions share voxels 100..1499; off also has 0..99, on has 100 voxels of its own.
-    ids_off, ids_on = np.arange(1500), np.r_[np.arange(100, 1500), np.arange(2000, 2100)]
-    on = np.concatenate([on[:, 100:], rng.standard_normal((150, 100)).astype(np.float32)], axis=1)
-    g_off, g_on = knn_correlation(off, k=K, device="cpu"), knn_correlation(on, k=K, device="cpu")
-    a_off, a_on = embed_aligned([g_off, g_on], voxels=[ids_off, ids_on], random_state=0, n_epochs=100)
-    u_off, u_on = embed_umap(*g_off, random_state=0, n_epochs=100), embed_umap(*g_on, random_state=0, n_epochs=100)
-
-    def mismatch(e_off, e_on):
-        """Mean distance between a shared voxel's two positions, in units of the layout's spread."""
-        d = np.linalg.norm(e_off[100:] - e_on[:1400], axis=1).mean()
-        return d / np.linalg.norm(e_off - e_off.mean(0), axis=1).mean()
-
-    # Independent layouts land anywhere (rotations, reflections): ~1 spread apart; aligned ones overlap.
-    assert mismatch(a_off, a_on) < 0.3 < mismatch(u_off, u_on)
-    for series, emb in ((off, a_off), (on, a_on)):
-        assert trustworthiness(zscore_series(series).T, emb, n_neighbors=K, metric="correlation") >= 0.9
-
-
 def test_prewarm_only_on_a_cold_cache(tmp_path, monkeypatch):
-    from core.embedding import numba_cache_is_warm, prewarm_numba_cache
+    from core.embedding.umap import numba_cache_is_warm, prewarm_numba_cache
     warm = tmp_path / "warm"
     (warm / "core").mkdir(parents=True)
     (warm / "core" / "layout._epoch-40.py311.nbi").write_bytes(b"")
@@ -255,7 +187,7 @@ def test_prewarm_only_on_a_cold_cache(tmp_path, monkeypatch):
 def test_prewarm_fills_a_cold_cache_in_the_background(tmp_path, monkeypatch):
     """On a fresh machine the background process compiles the UMAP layout's epoch kernel into the cache (what
     the UMAP workers then load instead of compiling); once warm, nothing more is started."""
-    from core.embedding import numba_cache_is_warm, prewarm_numba_cache
+    from core.embedding.umap import numba_cache_is_warm, prewarm_numba_cache
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cold"))
     assert not numba_cache_is_warm()
     proc = prewarm_numba_cache()
@@ -283,7 +215,7 @@ def _subspace_gap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _fuzzy_graph(series, seed=0):
-    from core.embedding import _fit_data, _import_umap, _prune, _umap_graph
+    from core.embedding.umap import _fit_data, _import_umap, _prune, _umap_graph
     idx, dist = knn_correlation(series, k=K, device="cpu")
     data = _fit_data(series, idx.shape[0], seed)
     return _prune(_umap_graph(_import_umap(), idx, dist, data, seed), None), data, (idx, dist)
@@ -292,7 +224,7 @@ def _fuzzy_graph(series, seed=0):
 def test_laplacian_eigenmap_matches_a_dense_eigendecomposition():
     from scipy.sparse.csgraph import connected_components
 
-    from core.embedding import _DENSE_EIGH_MAX, _laplacian_eigenmap
+    from core.embedding.umap import _DENSE_EIGH_MAX, _laplacian_eigenmap
     series = sheet_series(np.random.default_rng(3), _DENSE_EIGH_MAX + 500)   # the Lanczos path
     graph, _, _ = _fuzzy_graph(series)
     assert connected_components(graph)[0] == 1
@@ -315,7 +247,7 @@ def test_spectral_layout_of_several_components_matches_umap_learn():
     from scipy.sparse.csgraph import connected_components
     from umap.spectral import spectral_layout
 
-    from core.embedding import _spectral_layout
+    from core.embedding.umap import _spectral_layout
     rng = np.random.default_rng(6)
     # Eight groups of voxels driven by independent signals: no kNN edge joins two groups.
     series = np.hstack([sheet_series(rng, 200 + 40 * g) for g in range(8)])
@@ -339,7 +271,7 @@ def test_embedding_keeps_umap_learns_quality():
     """Trustworthiness of our UMAP (faster spectral initialisation, synchronous parallel layout) within 0.01 of
     umap-learn's own on the same graph (the issue's bar for changing how UMAP is computed): a connected sheet
     and disconnected groups."""
-    from core.embedding import _import_umap, _mapper
+    from core.embedding.umap import _import_umap, _mapper
     rng = np.random.default_rng(4)
     for series in (sheet_series(rng, 2500), np.hstack([sheet_series(rng, 300) for _ in range(4)])):
         _, data, (idx, dist) = _fuzzy_graph(series)
@@ -374,8 +306,8 @@ def test_layout_optimiser_follows_umap_learns_objective():
     from umap.layouts import optimize_layout_euclidean
     from umap.umap_ import find_ab_params, make_epochs_per_sample
 
-    from core.embedding import _spectral_init
-    from core.layout import optimize_layout
+    from core.embedding.umap import _spectral_init
+    from core.embedding.layout import optimize_layout
     series = sheet_series(np.random.default_rng(12), 1500)
     graph, data, _ = _fuzzy_graph(series)
     init = _spectral_init(graph, data, 3, 0)
@@ -404,8 +336,8 @@ def test_layout_attraction_moves_both_ends_of_an_edge_equally():
     trustworthiness on paper-sim graphs.)"""
     from umap.umap_ import find_ab_params
 
-    from core.embedding import _spectral_init
-    from core.layout import optimize_layout
+    from core.embedding.umap import _spectral_init
+    from core.embedding.layout import optimize_layout
     series = sheet_series(np.random.default_rng(21), 800, n_samples=80)
     graph, data, _ = _fuzzy_graph(series)
     init = _spectral_init(graph, data, 3, 0)

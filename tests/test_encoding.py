@@ -14,8 +14,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from core._validation import InputError
-import core.encoding as encoding
-from core.encoding import DEFAULT_ALPHAS, SOLVERS, VoxelRidgeCV, fit_predict, make_delayed, make_folds
+import core.encoding.ridge as encoding
+from core.encoding import DEFAULT_ALPHAS
+from core.encoding import SOLVERS
+from core.encoding import VoxelRidgeCV, fit_predict, make_delayed, make_folds
 
 # The kernel solver cross-validates through per-alpha residual operators when they fit in memory (always, at
 # these sizes) and through per-fold eigenbasis products otherwise: both paths are checked against the references.

@@ -1,4 +1,4 @@
-"""Exports (core.export and the dashboard's download routes) against independent references.
+"""Exports (core.results.export and the dashboard's download routes) against independent references.
 
 NIfTI maps are checked against pycortex itself: its mask says where each voxel lies and its own
 ``Volume.save_nii`` writes the reference volume; CSVs are read back and compared with the stage arrays on
@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import export
+from core.results import export
 from core._validation import InputError
-from core.store import open_results
-from core.synthetic_results import make_synthetic_results
+from core.results.reader import open_results
+from core.testing.synthetic import make_synthetic_results
 
 SUBJECT, TRANSFORM, MASK = "S1", "fullhead", "thick"
 
@@ -303,8 +303,8 @@ def test_format_switch_and_series_link(s1_run):
 # ------------------------------------------------------------------------------------------------ bundle
 def test_bundle_files_hold_the_run(s1_run, tmp_path):
     """The offline bundle's data equal the dashboard's arrays; --force replaces atomically; results untouched."""
-    from core import scenes as S
-    from core.flatmap import flat_to_pixel
+    from dashboard import scenefile as S
+    from core.cortex.flatmap import flat_to_pixel
     from dashboard.bundle import main as bundle_main
     from dashboard.figures import DashboardData
     results, _ = s1_run

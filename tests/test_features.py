@@ -12,9 +12,9 @@ from PIL import Image
 from torchvision.models import resnet50
 
 from core._validation import InputError
-from core.abn import build_abn
-from core.features import MODES, extract_features, extract_features_cached, feature_dim
-from core.overlay import _upsample, attention_overlay, jet, save_overlay_png
+from core.model.abn import build_abn
+from core.model.features import MODES, extract_features, extract_features_cached, feature_dim
+from core.model.overlay import _upsample, attention_overlay, jet, save_overlay_png
 
 _BACKBONE = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
 
@@ -262,7 +262,7 @@ def test_array_hash_is_sha256_of_its_blocks_in_order():
     # blocks are hashed on threads). 600 images: two full blocks and a partial one.
     import hashlib
 
-    from core.features import _images_hash
+    from core.model.features import _images_hash
     rng = np.random.default_rng(5)
     imgs = rng.integers(0, 256, size=(600, 8, 8, 3), dtype=np.uint8)
     ref = hashlib.sha256(f"array|{imgs.shape}|".encode())
@@ -280,7 +280,7 @@ def test_array_hash_is_sha256_of_its_blocks_in_order():
 
 
 def test_image_folder_cache_key_reads_files_without_decoding_them(model, images, tmp_path, monkeypatch):
-    from core.datasets import FolderImages
+    from core.data.datasets import FolderImages
     folder = tmp_path / "stimuli"
     folder.mkdir()
     for i, im in enumerate(images[:3]):
@@ -308,7 +308,7 @@ def test_image_folder_cache_key_reads_files_without_decoding_them(model, images,
         extract_features_cached(model, FolderImages(folder, verify=False), cache_dir=tmp_path / "cache",
                                 modes=("off",), device="cpu")
 
-# Attention overlays (core.overlay): the thumbnails that show each stimulus's M.
+# Attention overlays (core.model.overlay): the thumbnails that show each stimulus's M.
 
 
 def test_jet_matches_matplotlib():

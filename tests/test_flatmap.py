@@ -17,8 +17,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from core._validation import InputError
-from core.palette import (BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_RGBA,
-                          bin_to_rgba)
+from core.cortex.palette import (BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_RGBA, bin_to_rgba)
 
 HEIGHT = 256   # small images keep the test quick; pycortex's pixel map costs the same at any height
 
@@ -78,14 +77,14 @@ def test_bin_to_rgba_rejects_bad_codes(bad, match):
     ({"off": np.zeros(5, np.int8)}, {"height": 5}, "image height"),
 ])
 def test_make_flatmaps_rejects_bad_input(tmp_path, bins, kwargs, match):
-    from core.flatmap import make_flatmaps
+    from core.cortex.flatmap import make_flatmaps
     geometry = types.SimpleNamespace(n_voxels=5)   # checks run before pycortex is touched
     with pytest.raises(InputError, match=match):
         make_flatmaps(geometry, bins, tmp_path, cache_dir=tmp_path / "cache", **kwargs)
 
 
 def test_flat_to_pixel_corners():
-    from core.flatmap import flat_to_pixel
+    from core.cortex.flatmap import flat_to_pixel
     ext = (-10.0, 30.0, -5.0, 15.0)
     xy = [[-10, -5], [30, 15], [10, 5]]
     got = flat_to_pixel(xy, extents=ext, height=21, width=41)
@@ -115,7 +114,7 @@ def pycortex_cache_dir(tmp_path_factory):
 def flat(s1_geometry, pycortex_cache_dir, tmp_path_factory):
     """Flatmaps of S1 for two conditions with every bin code present, made twice (second call cached)."""
     import cortex
-    from core.flatmap import make_flatmaps
+    from core.cortex.flatmap import make_flatmaps
     rng = np.random.default_rng(2024)
     p = [0.05, 0.35, 0.15, 0.15, 0.15, 0.15]   # -2, -1, 0, 1, 2, 3
     bins = {c: rng.choice(np.arange(-2, 4), s1_geometry.n_voxels, p=p).astype(np.int8) for c in ("off", "on")}
@@ -144,7 +143,7 @@ def _curvature_reference(subject: str, cache_dir: Path) -> np.ndarray:
     import cortex
     from cortex.quickflat.composite import add_curvature
     from matplotlib.figure import Figure
-    from core.flatmap import pycortex_cache
+    from core.cortex.flatmap import pycortex_cache
     with pycortex_cache(cache_dir):
         _, extents = cortex.quickflat.utils.get_flatmask(subject, height=HEIGHT)
         img = add_curvature(Figure().add_subplot(), cortex.db.get_surfinfo(subject), extents=extents,
@@ -237,7 +236,7 @@ def _densify(line, step=0.25):
 
 @pytest.mark.slow
 def test_voxel_pixels_lie_at_its_flat_position(flat):
-    from core.flatmap import flat_to_pixel
+    from core.cortex.flatmap import flat_to_pixel
     g, lk, meta = flat.geometry, flat.lookup, flat.meta
     rr, cc = np.nonzero(lk >= 0)
     vox = lk[rr, cc]
@@ -265,7 +264,7 @@ def test_voxel_pixels_lie_at_its_flat_position(flat):
 @pytest.mark.slow
 def test_subset_lookup_keeps_the_full_lookups_choice(flat, tmp_path):
     """A subset geometry gets the same voxel wherever the full lookup chose a subset voxel."""
-    from core.flatmap import make_flatmaps
+    from core.cortex.flatmap import make_flatmaps
     g = flat.geometry
     idx = np.flatnonzero(g.roi_mask(["V1", "V2", "V3"]))
     sub = g.subset(idx)

@@ -184,7 +184,7 @@ KILLS = ["dataset:during", "dataset:before-rename", "features:start", "features:
 
 
 def _leftovers(out: Path) -> list[Path]:
-    from core.store import ResultsStore
+    from core.pipeline.store import ResultsStore
     found = ResultsStore(out).temporaries()
     found += [p for p in out.rglob("*") if ".tmp" in p.name and p not in found]
     return found
@@ -278,7 +278,7 @@ def test_full_disk_reports_one_line_and_keeps_previous_results(base, tmp_path):
 
 def _assert_previous_results_intact(out: Path, before: dict[str, np.ndarray]) -> None:
     """After a failed run: the same arrays as before it, the folder still opens, no temporaries."""
-    from core.store import open_results
+    from core.results.reader import open_results
     after = _arrays(out)
     assert before.keys() == after.keys()
     for k in before:                                  # NaN (invalid voxels) compares equal here
@@ -315,7 +315,7 @@ def test_full_tmpfs_reports_one_line_and_keeps_previous_results(base, tmp_path):
 
 def test_two_runs_with_the_same_seed_are_identical(base, tmp_path):
     """Determinism: a second run from scratch in another folder (same config and seed, same machine and thread
-    count) gives bit-identical arrays in every stage (see README, Determinism)."""
+    count) gives bit-identical arrays in every stage (see docs/reliability.md, Determinism)."""
     _, cfg, ref, _, cortex_cache = base
     out = tmp_path / "again"
     _seed_cortex_cache(out, cortex_cache)

@@ -12,7 +12,8 @@ import pytest
 
 from core._validation import InputError
 from core.config import make_config
-from core.pipeline import Pipeline, Stage, default_parallel_stages
+from core.pipeline.runner import Pipeline, default_parallel_stages
+from core.pipeline.stage import Stage
 
 PAUSE = 1.5  # seconds the slow toy stages sleep: well above a spawned process's start-up here (~0.5 s)
 
@@ -122,7 +123,9 @@ def test_background_pycortex_preparation_builds_every_cache_the_cortex_stage_rea
     import shutil
 
     from core.config import PRESETS
-    from core.stages import _cortex_assets, _cortex_warm_marker, _prewarm_cortex, _warm_cortex_job, run_geometry
+    from core.cortex.assets import _cortex_assets
+    from core.pipeline.prewarm import _cortex_warm_marker, _prewarm_cortex, _warm_cortex_job
+    from core.pipeline.inputs import run_geometry
     cache = tmp_path / "cache"
     (cache / "cortex").mkdir(parents=True)
     for f in Path(cortex_cache_dir).glob("geometry_*.npz"):   # the session's S1 geometry: skips the ROI parse

@@ -2,7 +2,7 @@
 the list, then the registered callbacks through Dash's HTTP endpoint.
 
 Expected coordinates come from the stored UMAP arrays (``results.umap``), expected files from reading them
-back with :func:`core.scenes.load_scenes`.
+back with :func:`dashboard.scenefile.load_scenes`.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import plotly.io.json as pj
 import pytest
 
-from core.scenes import default_scene, load_scenes, scene_to_url, scenes_path, validate_scene
-from core.store import open_results
-from core.synthetic_results import make_synthetic_results
+from dashboard.scenefile import default_scene, load_scenes, scene_to_url, scenes_path, validate_scene
+from core.results.reader import open_results
+from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app
 from dashboard.presenting import (

@@ -1,4 +1,4 @@
-"""core.scenes: scene validation against a run, scenes files (atomic, one-line errors), URL tokens.
+"""dashboard.scenefile: scene validation against a run, scenes files (atomic, one-line errors), URL tokens.
 
 Expected normal forms and messages are written out here by hand; URL tokens are decoded independently
 (base64url + zlib + JSON) to check what they hold.
@@ -12,10 +12,7 @@ import zlib
 import pytest
 
 from core._validation import InputError
-from core.scenes import (
-    default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url, scene_to_url,
-    scenes_path, scenes_writable, validate_scene, validate_scenes_file,
-)
+from dashboard.scenefile import (default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url, scene_to_url, scenes_path, scenes_writable, validate_scene, validate_scenes_file)
 
 RUN = {"n_voxels": 50, "roi_names": ["V1", "FFA", "PPA"], "rules": ["p", "q"]}
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from core.simulate import SHAPE_CLASSES, make_scenes, plant_responses, render_scenes, smooth_fields
+from core.data.simulate import SHAPE_CLASSES, make_scenes, plant_responses, render_scenes, smooth_fields
 
 
 def test_scenes_deterministic_and_disjoint():
@@ -152,8 +152,8 @@ def _reference_plant(features, n_train, geometry, *, n_repeats, n_latent=16, nul
                      length_scale=12.0, seed=0):
     import math
 
-    from core.cortex import EARLY_VISUAL, OBJECT_SCENE
-    from core.simulate import _zscore_by_train
+    from core.cortex.geometry import EARLY_VISUAL, OBJECT_SCENE
+    from core.data.simulate import _zscore_by_train
     rng = np.random.default_rng([seed, 1])
     n_total, n_feat = features["on"].shape
     n_test = n_total - n_train

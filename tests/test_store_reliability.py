@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from core.config import make_config
-from core.pipeline import Pipeline, Stage
-from core.store import ResultsStore, fault_point
+from core.pipeline.runner import Pipeline
+from core.pipeline.stage import Stage
+from core.pipeline.store import ResultsStore
+from core.pipeline.faults import fault_point
 
 ROOT = Path(__file__).resolve().parents[1]
 

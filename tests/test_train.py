@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from core._validation import InputError
-from core.abn import build_abn, save_checkpoint
-from core.train import _initial_model, add_train_arguments, default_lr_steps, run_train, train_abn
+from core.model.abn import build_abn, save_checkpoint
+from core.model.train import _initial_model, add_train_arguments, default_lr_steps, run_train, train_abn
 
 # Shared settings of the tiny runs: 64 px (the minimum), all 6 images in one batch, one step per epoch.
 # Solid-colour images make RandomResizedCrop and flips exact no-ops, so every step sees the same batch and

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from core._validation import InputError
-from core.palette import bin_to_rgba
+from core.cortex.palette import bin_to_rgba
 from test_flatmap import file_tree, pycortex_cache_dir  # noqa: F401 (a fixture)
 
 
@@ -27,7 +27,7 @@ from test_flatmap import file_tree, pycortex_cache_dir  # noqa: F401 (a fixture)
     ({"off": np.zeros((3, 4), np.uint8)}, 3, "string title"),
 ])
 def test_make_viewer_rejects_bad_input(tmp_path, datasets, title, match):
-    from core.viewer import make_viewer
+    from core.cortex.viewer import make_viewer
     geometry = types.SimpleNamespace(n_voxels=3)   # checks run before pycortex is touched
     with pytest.raises(InputError, match=match):
         make_viewer(geometry, datasets, tmp_path / "viewer", title=title, cache_dir=tmp_path / "cache")
@@ -76,7 +76,7 @@ def patch_subset(geometry, radius=40.0):
 @pytest.fixture(scope="module")
 def built(s1_geometry, pycortex_cache_dir, tmp_path_factory):
     import cortex
-    from core.viewer import make_viewer
+    from core.cortex.viewer import make_viewer
     sub = s1_geometry.subset(patch_subset(s1_geometry))
     rng = np.random.default_rng(7)
     datasets = {"off": bin_to_rgba(rng.integers(-2, 4, sub.n_voxels).astype(np.int8)),
@@ -141,7 +141,7 @@ def test_lookup_matches_pycortex_maps_and_picker_rule(built):
     np.testing.assert_array_equal(a["vol_index"], np.flatnonzero(g.mask.ravel()))
     # The surface file's vertex order, against pycortex's own CTM -> FreeSurfer map (a KD-tree match of
     # the decompressed surface file to the subject's surfaces).
-    from core.flatmap import pycortex_cache
+    from core.cortex.flatmap import pycortex_cache
     # In our cache folder: else pycortex would look for (and build) the pack in its filestore.
     with pycortex_cache(built.cache_dir):
         left, right = cortex.utils.get_ctmmap(g.subject, types=("inflated",), method="mg2", level=9)
@@ -189,8 +189,8 @@ def test_background_surface_info_is_what_the_viewer_computes(tmp_path, monkeypat
 
     import cortex
 
-    from core.flatmap import pycortex_cache, quiet_pycortex
-    from core.viewer import viewer_surfaces_in_background
+    from core.cortex.flatmap import pycortex_cache, quiet_pycortex
+    from core.cortex.viewer import viewer_surfaces_in_background
     with viewer_surfaces_in_background("S1", tmp_path / "bg"):
         pass
     done = tmp_path / "bg" / "S1" / "surface-info" / "equivolume_areas.npz"

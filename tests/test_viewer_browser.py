@@ -16,7 +16,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_directory
-from core.palette import bin_to_rgba
+from core.cortex.palette import bin_to_rgba
 from test_flatmap import pycortex_cache_dir  # noqa: F401 (a fixture)
 from test_viewer import patch_subset, picked_rows, read_lookup
 
@@ -53,7 +53,7 @@ def _chromium():
 
 @pytest.fixture(scope="module")
 def session(s1_geometry, pycortex_cache_dir, tmp_path_factory):
-    from core.viewer import make_viewer
+    from core.cortex.viewer import make_viewer
     sub = s1_geometry.subset(patch_subset(s1_geometry))
     rng = np.random.default_rng(11)
     datasets = {DATASETS[0]: bin_to_rgba(rng.integers(-1, 4, sub.n_voxels).astype(np.int8)),

@@ -1,0 +1,1 @@
+"""Datasets: the input contract, the loaders of stimuli and responses, and the planted-truth simulation."""

@@ -1,0 +1,283 @@
+"""The stage functions of the pipeline, each a function of a :class:`~core.pipeline.stage.Context`.
+
+Every stage returns ``(arrays, meta)``; the pipeline caches them. Voxel series are stored voxel-major
+(``(n_voxels, n_test)``) so the dashboard reads one voxel's series as one contiguous slice.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core._validation import InputError
+from core.config import RunConfig
+from core.pipeline.stage import Context, Stage
+
+__all__ = ["STAGES"]
+
+
+from core.cortex.assets import _cortex_assets
+from core.pipeline.inputs import (_cortex_spec, _extract, _input_files_fingerprint, all_stimuli, build_model, check_user_dataset,
+                                  load_dataset, open_run_stimuli, run_geometry, simulated_dataset_dir)
+from core.pipeline.prewarm import (_cortex_warm_marker, _prewarm_cortex, _prewarm_umap, _pycortex_cache,
+                                   _pycortex_lock)
+
+
+def stage_dataset(ctx: Context):
+    """Generate the simulated dataset (or check the user's files) and map voxels onto the cortex."""
+    cfg = ctx.cfg
+    spec = _cortex_spec(cfg)
+    geometry = run_geometry(cfg, ctx.cache_dir)
+    meta: dict = {"simulated": cfg.data.kind == "simulated"}
+    if cfg.data.kind == "simulated":
+        from core.data.simulate import write_simulated_dataset
+        sim = cfg.simulation
+        if geometry is None:
+            raise InputError("the simulated dataset needs a pycortex subject; set data.subject = \"S1\"",
+                             field="data.subject")
+        model = build_model(cfg)
+        feature_seconds = []
+
+        def feature_fn(images):
+            # All configured modes in one pass (the trunk runs once); the features stage then hits the cache.
+            t0 = time.perf_counter()
+            out = _extract(cfg, model, images, ctx.cache_dir, ctx.device, tuple(cfg.features.modes),
+                           ctx.progress).features
+            feature_seconds.append(time.perf_counter() - t0)
+            return out
+
+        folder = write_simulated_dataset(
+            simulated_dataset_dir(cfg, ctx.cache_dir), n_train=sim.n_train, n_test=sim.n_test,
+            image_size=sim.image_size, geometry=geometry, feature_fn=feature_fn, n_repeats=sim.n_repeats,
+            n_latent=sim.n_latent, null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed)
+        meta["dataset_dir"] = str(folder)
+        if feature_seconds:  # the ABN pass inside the simulation (0 entries: the dataset folder existed)
+            meta["feature_seconds"] = round(sum(feature_seconds), 3)
+    if cfg.data.kind != "simulated":
+        check_user_dataset(cfg)
+    # Checked above (or written by the simulation just now): the shapes and test responses are all it needs.
+    ds = load_dataset(cfg, ctx.cache_dir, train=False, verify=False)
+    r = ds.responses
+    meta.update(n_train=r.n_train, n_test=int(r.Y_test.shape[0]), n_voxels=r.n_voxels,
+                n_repeats=0 if r.Y_test_repeats is None else int(r.Y_test_repeats.shape[0]), name=ds.name)
+    arrays: dict[str, np.ndarray] = {}
+    if geometry is not None:
+        if geometry.n_voxels != r.n_voxels:
+            raise InputError(f"{r.n_voxels} voxels in the responses but {geometry.n_voxels} in the cortex mask",
+                             source=r.source, field="Y_train")
+        arrays.update(ijk=geometry.ijk, flat_xy=geometry.flat_xy, hemi=geometry.hemi, roi=geometry.roi,
+                      unmapped=geometry.unmapped, xyz_mm=geometry.xyz_mm)
+        meta["roi_names"] = geometry.roi_names
+        meta["cortex"] = {"subject": spec.subject, "transform": spec.transform, "mask": spec.mask}
+    for k, v in ds.truth.items():
+        arrays[f"truth_{k}"] = v
+    return arrays, meta
+
+
+def stage_features(ctx: Context):
+    """ABN features of every stimulus in each mode (train then test rows) and the test attention maps."""
+    cfg = ctx.cfg
+    n_train, n_test = ctx["dataset"].meta["n_train"], ctx["dataset"].meta["n_test"]
+    model = build_model(cfg)
+    fs = _extract(cfg, model, all_stimuli(*open_run_stimuli(cfg, ctx.cache_dir, n_train, n_test)), ctx.cache_dir,
+                  ctx.device, tuple(cfg.features.modes), ctx.progress)
+    arrays = {f"X_{m}": fs.features[m] for m in cfg.features.modes}
+    arrays["attention_test"] = fs.attention[n_train:]
+    from core.model.abn import weights_fingerprint
+    return arrays, {"n_train": int(n_train), "layer": fs.layer, "input_size": list(fs.input_size),
+                    "weights": cfg.features.weights, "weights_fingerprint": weights_fingerprint(model),
+                    "modes": list(cfg.features.modes)}
+
+
+THUMB_SIZE = 96
+
+
+def stage_thumbnails(ctx: Context):
+    """Test stimuli as small thumbnails, and the same with the attention map overlaid (JET, alpha 0.4)."""
+    from PIL import Image
+
+    from core.model.overlay import attention_overlay
+    cfg = ctx.cfg
+    _, stimuli = open_run_stimuli(cfg, ctx.cache_dir, ctx["dataset"].meta["n_train"], ctx["dataset"].meta["n_test"])
+    att = np.asarray(ctx["features"].arrays["attention_test"])
+    n = len(stimuli)
+    thumbs = np.empty((n, THUMB_SIZE, THUMB_SIZE, 3), np.uint8)
+    overlays = np.empty_like(thumbs)
+    for i in range(n):
+        img = np.asarray(Image.fromarray(stimuli[i]).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))
+        thumbs[i] = img
+        overlays[i] = attention_overlay(img, att[i], alpha=0.4)
+    return {"thumbs": thumbs, "overlays": overlays}, {"size": THUMB_SIZE, "n": n}
+
+
+def _alphas(cfg: RunConfig) -> np.ndarray:
+    e = cfg.encoding
+    return np.logspace(e.alpha_min_log10, e.alpha_max_log10, e.n_alphas)
+
+
+def stage_encoding(ctx: Context):
+    """Ridge per voxel, alpha by cross-validation, for each feature set; predictions on the test set."""
+    import torch
+
+    from core.encoding import VoxelRidgeCV
+    cfg = ctx.cfg
+    r = load_dataset(cfg, ctx.cache_dir, verify=False).responses
+    feats = ctx["features"]
+    n_train = feats.meta["n_train"]
+    arrays = {"measured": np.ascontiguousarray(r.Y_test.T)}
+    meta = {"alphas": _alphas(cfg).tolist(), "conditions": {}}
+    dtype = torch.float64 if cfg.encoding.dtype == "float64" else torch.float32
+    for mode in cfg.features.modes:
+        X = np.asarray(feats.arrays[f"X_{mode}"])
+        model = VoxelRidgeCV(alphas=_alphas(cfg), n_folds=cfg.encoding.n_folds, run_onsets=r.run_onsets,
+                             delays=list(cfg.encoding.delays) or None, device=ctx.device, dtype=dtype,
+                             progress=ctx.progress, alpha_search=cfg.encoding.alpha_search)
+        t0 = time.perf_counter()
+        model.fit(X[:n_train], r.Y_train)
+        pred = model.predict(X[n_train:])
+        seconds = time.perf_counter() - t0
+        arrays[f"pred_{mode}"] = np.ascontiguousarray(np.asarray(pred, dtype=np.float32).T)
+        arrays[f"alpha_{mode}"] = np.asarray(model.best_alphas_, dtype=np.float32)
+        arrays[f"cv_{mode}"] = np.asarray(model.cv_scores_, dtype=np.float32)
+        meta["conditions"][mode] = {"solver": getattr(model, "solver_", None), "cv_path": model.cv_path_,
+                                    "seconds": round(seconds, 3)}
+    return arrays, meta
+
+
+def stage_stats(ctx: Context):
+    """r, p, q, significance and correlation bin per voxel and condition; noise ceiling with repeats."""
+    from core.stats import noise_ceiling, voxel_stats
+    cfg = ctx.cfg
+    enc = ctx["encoding"]
+    responses = load_dataset(cfg, ctx.cache_dir, train=False, verify=False).responses
+    Y_test = responses.Y_test
+    repeats = responses.Y_test_repeats
+    # The ceiling depends on the measured responses only: once for all feature sets.
+    ceiling = noise_ceiling(repeats) if repeats is not None else None
+    arrays, meta = {}, {"conditions": {}}
+    for mode in cfg.features.modes:
+        pred = np.asarray(enc.arrays[f"pred_{mode}"]).T
+        st = voxel_stats(pred, Y_test, rule=cfg.stats.rule, level=cfg.stats.level,
+                         edges=tuple(cfg.stats.bin_edges), Y_test_repeats=repeats, ceiling=ceiling,
+                         n_perm=cfg.stats.n_permutations, device=ctx.device)
+        for k, v in st.items():
+            if isinstance(v, np.ndarray):
+                arrays[f"{k}_{mode}"] = v
+        meta["conditions"][mode] = {k: v for k, v in st.items() if not isinstance(v, np.ndarray)}
+    return arrays, meta
+
+
+def _significant(ctx_stats, modes) -> dict[str, np.ndarray]:
+    return {m: np.asarray(ctx_stats.arrays[f"significant_{m}"]) for m in modes}
+
+
+def stage_rsa(ctx: Context):
+    """kNN graph of the correlation-distance RDM per condition, and RDM summaries."""
+    from core import rsa
+    cfg = ctx.cfg
+    enc, st, dset = ctx["encoding"], ctx["stats"], ctx["dataset"]
+    modes = [m for m in ("off", "on") if m in cfg.features.modes]
+    sig = _significant(st, modes)
+    valid = np.ones(sig[modes[0]].shape, bool)
+    for m in modes:
+        valid &= np.asarray(st.arrays[f"valid_{m}"])
+    arrays, meta = {}, {"conditions": {}}
+    shared = None
+    if cfg.rsa.voxels != "significant":
+        shared = rsa.select_voxels(sig, rule=cfg.rsa.voxels)
+        shared = shared[valid[shared]]
+    series = {}
+    for m in modes:
+        index = shared if shared is not None else rsa.select_voxels(sig, rule="significant", condition=m)
+        index = index[valid[index]]
+        arrays[f"voxels_{m}"] = index.astype(np.int64)
+        if index.size <= cfg.rsa.k:
+            meta["conditions"][m] = {"n_voxels": int(index.size), "skipped": "too few voxels for the kNN graph"}
+            continue
+        s = np.asarray(enc.arrays[f"pred_{m}"])[index].T
+        series[m] = s
+        t0 = time.perf_counter()
+        idx, dist = rsa.knn_correlation(s, k=cfg.rsa.k, device=ctx.device, progress=ctx.progress)
+        arrays[f"knn_idx_{m}"], arrays[f"knn_dist_{m}"] = idx, dist
+        meta["conditions"][m] = {"n_voxels": int(index.size), "knn_s": round(time.perf_counter() - t0, 3)}
+        if "roi" in dset.arrays:
+            block, counts = rsa.roi_block_rdm(s, np.asarray(dset.arrays["roi"])[index],
+                                              n_rois=len(dset.meta["roi_names"]))
+            arrays[f"roi_rdm_{m}"], arrays["roi_counts"] = block, counts
+    if shared is not None and len(series) == 2:
+        arrays["knn_jaccard"] = rsa.knn_jaccard(arrays["knn_idx_on"], arrays["knn_idx_off"])
+        meta["agreement"] = rsa.rdm_agreement(series["on"], series["off"], n_pairs=cfg.rsa.n_pairs,
+                                              seed=cfg.rsa.seed, device=ctx.device)
+    return arrays, meta
+
+
+def stage_umap(ctx: Context):
+    """3-D UMAP of each condition's kNN graph (conditions side by side in worker processes when cores allow)."""
+    from core.embedding.umap import embed_umap_each
+    cfg = ctx.cfg
+    rs, enc = ctx["rsa"], ctx["encoding"]
+    modes = [m for m in ("off", "on") if f"knn_idx_{m}" in rs.arrays]
+    graphs = [(np.asarray(rs.arrays[f"knn_idx_{m}"]), np.asarray(rs.arrays[f"knn_dist_{m}"])) for m in modes]
+    # The predicted series place the graph's disconnected parts relative to each other.
+    series = [np.asarray(enc.arrays[f"pred_{m}"])[np.asarray(rs.arrays[f"voxels_{m}"])].T for m in modes]
+    embeddings = embed_umap_each(graphs, series=series, n_components=3, n_neighbors=cfg.umap.n_neighbors,
+                                 min_dist=cfg.umap.min_dist, random_state=cfg.umap.seed)
+    meta = {"trustworthiness": {m: _trustworthiness(s, e, cfg.umap.n_neighbors, seed=cfg.umap.seed or 0)
+                                for m, s, e in zip(modes, series, embeddings)}}
+    return {f"umap_{m}": e for m, e in zip(modes, embeddings)}, meta
+
+
+#: Voxels in the seeded subsample on which the embedding's trustworthiness is reported.
+TRUSTWORTHINESS_VOXELS = 4000
+
+
+def _trustworthiness(series: np.ndarray, embedding: np.ndarray, k: int, seed: int) -> float:
+    """sklearn's trustworthiness (correlation distance in the predicted series, Euclidean in the embedding)
+    of a seeded subsample of voxels: 1 = every 3-D neighbourhood is a neighbourhood of the series too."""
+    from sklearn.manifold import trustworthiness
+    n = embedding.shape[0]
+    sub = np.sort(np.random.default_rng([seed, 11]).choice(n, min(n, TRUSTWORTHINESS_VOXELS), replace=False))
+    k = min(k, (sub.size - 1) // 2)
+    if k < 1:
+        return float("nan")
+    return float(trustworthiness(series[:, sub].T, embedding[sub], n_neighbors=k, metric="correlation"))
+
+
+def stage_cortex(ctx: Context):
+    """Flatmap images per condition (coloured by bin), the pixel -> voxel lookup, and the WebGL viewer."""
+    from core._io import file_lock
+    cfg = ctx.cfg
+    geometry = run_geometry(cfg, ctx.cache_dir)
+    if geometry is None:
+        return {}, {"skipped": "no pycortex subject configured (data.subject is empty)"}
+    st = ctx["stats"]
+    modes = [m for m in ("off", "on", "uniform") if m in cfg.features.modes]
+    bins = {m: np.asarray(st.arrays[f"bin_{m}"]) for m in modes}
+    pc_cache = _pycortex_cache(ctx.cache_dir)
+    title = f"{ctx.cfg.preset}{' (simulated)' if cfg.data.kind == 'simulated' else ''}"
+    # Waits while the run's background preparation (_prewarm_cortex) is still building pycortex's caches.
+    with file_lock(_pycortex_lock(ctx.cache_dir)):
+        flat, datasets = _cortex_assets(geometry, bins, ctx.workdir, title, pc_cache)
+        _cortex_warm_marker(cfg, ctx.cache_dir).touch()
+    # File names relative to the entry folder: the workdir is renamed when the stage commits.
+    rel = lambda p: str(Path(p).relative_to(ctx.workdir))  # noqa: E731
+    return {}, {"flatmap": {k: ({a: rel(b) for a, b in v.items()} if isinstance(v, dict) else rel(v))
+                            for k, v in flat.items()}, "viewer": "viewer", "viewer_datasets": list(datasets)}
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("dataset", stage_dataset, (), ("data", "simulation", "features.weights", "features.layer",
+                                          "features.input_size", "features.seed"),
+          "generate or check the dataset; voxel geometry", extra=lambda cfg: _input_files_fingerprint(cfg)),
+    Stage("features", stage_features, ("dataset",), ("features",), "ABN features, attention on/off/uniform"),
+    Stage("thumbnails", stage_thumbnails, ("dataset", "features"), ("features",), "test thumbnails + attention"),
+    Stage("encoding", stage_encoding, ("dataset", "features"), ("encoding",), "per-voxel ridge, CV alpha"),
+    Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
+    Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
+    Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition",
+          prewarm=_prewarm_umap),
+    Stage("cortex", stage_cortex, ("dataset", "stats"), ("data.subject", "data.transform", "data.mask",
+                                                          "stats.bin_edges"),
+          "flatmaps, pixel lookup, WebGL viewer", isolated=True, prewarm=_prewarm_cortex),
+)}

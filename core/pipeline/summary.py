@@ -1,0 +1,91 @@
+"""``summary.json``: the per-run record that scripts and people read.
+
+Fields not computed yet (a stage not run) are absent, never faked.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from core._io import write_json_atomic
+from core.config import RunConfig, config_to_dict
+
+__all__ = ["bin_labels", "condition_summary", "truth_summary", "build_summary", "write_json_atomic"]
+
+
+def bin_labels(edges) -> list[str]:
+    """``(0, 0.1, 0.2, 0.3)`` -> ``['0-0.1', '0.1-0.2', '0.2-0.3', '>=0.3']``."""
+    edges = list(edges)
+    return [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">={edges[-1]:g}"]
+
+
+def condition_summary(r: np.ndarray, significant: np.ndarray, bins: np.ndarray, edges) -> dict[str, Any]:
+    """Counts of significant voxels, per correlation bin, and their median r."""
+    labels = bin_labels(edges)
+    out = {"n_significant": int(significant.sum()),
+           "bins": {lab: int((bins == i).sum()) for i, lab in enumerate(labels)}}
+    if significant.any():
+        out["median_r_significant"] = float(np.median(r[significant]))
+    n_neg = int((bins == -2).sum())
+    if n_neg:
+        out["n_significant_negative"] = n_neg
+    return out
+
+
+def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null) -> dict[str, Any]:
+    """Recovery of the planted truth.
+
+    ``dominant_recovery``: among non-null voxels significant in either condition, the fraction where the
+    condition with the higher r is the planted dominant one. ``null_fpr_p01``: fraction of null voxels with
+    p <= 0.01 in the ``on`` condition.
+    """
+    considered = (~null) & (sig_on | sig_off)
+    out: dict[str, Any] = {"n_null": int(null.sum()), "n_considered_dominance": int(considered.sum())}
+    if considered.any():
+        out["dominant_recovery"] = float(np.mean((r_on > r_off)[considered] == dominant_on[considered]))
+    if null.any():
+        out["null_fpr_p01"] = float(np.mean(p_on[null] <= 0.01))
+    return out
+
+
+def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, timings: dict[str, float],
+                  peak_rss_mb: float, versions: dict[str, str]) -> dict[str, Any]:
+    ds = results["dataset"]
+    summary: dict[str, Any] = {
+        "run_id": run_id, "preset": cfg.preset, "simulated": bool(ds.meta.get("simulated")),
+        "n_train": ds.meta["n_train"], "n_test": ds.meta["n_test"], "n_voxels": ds.meta["n_voxels"],
+        "device": device, "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "peak_rss_mb": round(peak_rss_mb, 1), "versions": versions, "config": config_to_dict(cfg),
+    }
+    if ds.meta.get("feature_seconds") is not None:
+        summary["feature_seconds_in_dataset"] = ds.meta["feature_seconds"]
+    if "encoding" in results:
+        summary["encoding_seconds"] = {m: c["seconds"] for m, c in results["encoding"].meta.get("conditions", {}).items()
+                                       if "seconds" in c}
+    if "stats" in results:
+        st = results["stats"]
+        conds = {}
+        for mode in cfg.features.modes:
+            conds[mode] = condition_summary(np.asarray(st.arrays[f"r_{mode}"]),
+                                            np.asarray(st.arrays[f"significant_{mode}"]),
+                                            np.asarray(st.arrays[f"bin_{mode}"]), cfg.stats.bin_edges)
+            extra = st.meta.get("conditions", {}).get(mode, {})
+            if "n_invalid" in extra:
+                conds[mode]["n_invalid"] = extra["n_invalid"]
+        summary["conditions"] = conds
+        if "truth_null" in ds.arrays and {"on", "off"} <= set(cfg.features.modes):
+            a = st.arrays
+            summary["truth"] = truth_summary(
+                np.asarray(a["r_on"]), np.asarray(a["r_off"]), np.asarray(a["significant_on"]),
+                np.asarray(a["significant_off"]), np.asarray(a["p_on"]),
+                np.asarray(ds.arrays["truth_dominant_on"]), np.asarray(ds.arrays["truth_null"]))
+    if "rsa" in results:
+        rs = results["rsa"]
+        summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}
+        if "knn_jaccard" in rs.arrays:
+            summary["rsa"]["median_knn_jaccard"] = float(np.median(rs.arrays["knn_jaccard"]))
+    if "umap" in results and "trustworthiness" in results["umap"].meta:
+        summary["umap"] = {"trustworthiness": results["umap"].meta["trustworthiness"],
+                           "trustworthiness_voxels": "seeded subsample of at most 4,000 voxels, k = n_neighbors"}
+    return summary

@@ -1,0 +1,262 @@
+"""Exports of a run for use outside the tool: NIfTI maps, the voxel table and one voxel's series as CSV, the
+flatmap images. Pure functions of an opened run (:func:`core.results.open_results`); none writes into the
+results folder.
+
+NIfTI maps are volumes in the subject's functional space: the reference image of the run's pycortex
+transform (its shape and affine), with every voxel of the run at its ``(i, j, k)`` index (NIfTI order,
+i = x fastest-varying in the reference, the reverse of pycortex's ``(z, y, x)`` masks). Voxels outside the
+run are NaN in the float maps (r, p, q) and :data:`BIN_FILL` in the int16 bin map.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from core._validation import InputError
+
+__all__ = ["NIFTI_FIELDS", "BIN_FILL", "TABLE_COLUMNS", "cortex_reference", "nifti_unavailable_reason",
+           "voxel_volume", "nifti_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png"]
+
+#: The per-voxel maps a NIfTI export can hold (``bin`` = the run's stored correlation-bin codes).
+NIFTI_FIELDS = ("r", "p", "q", "bin")
+#: Fill of the int16 bin map outside the run's voxels (bin codes are -2..3: -2 significant r < 0, -1 not
+#: significant, 0..3 the correlation bins of ``core.cortex.palette.BIN_LABELS``).
+BIN_FILL = -99
+
+#: Columns of :func:`table_csv`, in order, with what they hold (``{m}`` = each condition of the run).
+TABLE_COLUMNS = {
+    "voxel": "voxel row (0-based; the row of every per-voxel array of the run)",
+    "i, j, k": "NIfTI voxel indices in the functional reference volume (runs with a cortex mapping)",
+    "hemi": "hemisphere, L or R",
+    "roi": "ROI name of the subject's overlay ('other' = none)",
+    "flat_x, flat_y": "flatmap position (pycortex flat-surface units)",
+    "unmapped": "True where no surface vertex falls in the voxel (nearest vertex used)",
+    "r_{m}": "Pearson r of the predicted and measured test series",
+    "p_{m}": "two-sided p of r (t-test)",
+    "q_{m}": "Benjamini-Hochberg FDR q of p",
+    "significant_{m}": "significant under the run's rule and level",
+    "bin_{m}": "correlation-bin code: -2 significant r < 0, -1 n.s., 0..3 bins 0-0.1/0.1-0.2/0.2-0.3/>=0.3",
+    "alpha_{m}": "ridge penalty chosen by cross-validation",
+    "cv_{m}": "cross-validated r at that penalty",
+    "r_norm_{m}": "r divided by the noise ceiling (runs with test repeats)",
+    "noise_ceiling": "noise ceiling of the voxel's measured test series (runs with test repeats)",
+    "delta_r": "r_on - r_off",
+}
+
+
+def _fail(message: str, field: str = "", source: str = "export") -> None:
+    raise InputError(message, source=source, field=field or None)
+
+
+def _check_condition(results, condition: str) -> str:
+    if condition not in results.conditions:
+        _fail(f"expected one of {results.conditions}, found {condition!r}", "condition")
+    return condition
+
+
+def _cortex_spec(results) -> tuple[str, str, str] | None:
+    data = results.config.get("data", {}) if isinstance(results.config, dict) else {}
+    subject = str(data.get("subject") or "")
+    if not subject:
+        return None
+    return subject, str(data.get("transform") or ""), str(data.get("mask") or "")
+
+
+def nifti_unavailable_reason(results) -> str | None:
+    """Why this run cannot be exported as NIfTI, or None when it can.
+
+    NIfTI needs the voxels' places in a volume: a pycortex subject, transform and mask in the run's config
+    (installed on this machine) and the dataset stage's ``ijk`` indices.
+    """
+    spec = _cortex_spec(results)
+    if spec is None:
+        return ("NIfTI export needs a cortex mapping, and this run's dataset has none (data.subject is empty): "
+                "its voxels have no place in a volume; export the CSV table instead")
+    if not results.has_stage("dataset") or "ijk" not in results.stage("dataset").arrays:
+        return "NIfTI export needs the voxels' volume indices (ijk), which this run's dataset stage lacks"
+    try:
+        cortex_reference(*spec)
+    except InputError as exc:
+        return f"NIfTI export needs the run's pycortex subject on this machine: {exc}"
+    return None
+
+
+def cortex_reference(subject: str, transform: str, mask: str) -> tuple[np.ndarray, np.ndarray]:
+    """The pycortex mask and the functional reference affine of ``subject/transform/mask``.
+
+    Returns
+    -------
+    mask : bool array of shape (nz, ny, nx)
+        pycortex's mask, in its ``(z, y, x)`` order.
+    affine : float64 array of shape (4, 4)
+        The transform's reference image affine (voxel ``(i, j, k)`` = ``(x, y, z)`` to world mm).
+
+    Raises
+    ------
+    InputError
+        If pycortex does not know the subject, transform or mask.
+    """
+    import cortex
+    spec = f"{subject}/{transform}/{mask}"
+    try:
+        xfm = cortex.db.get_xfm(subject, transform)
+        reference = xfm.reference
+        mask_zyx = np.asarray(cortex.db.get_mask(subject, transform, mask), dtype=bool)
+    except (OSError, KeyError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(f"pycortex has no {spec} on this machine ({type(exc).__name__}: {exc}); install the "
+                         "subject into pycortex's filestore", source="export", field="data.subject") from None
+    if tuple(reference.shape[:3]) != mask_zyx.shape[::-1]:
+        raise InputError(f"pycortex reference of {spec} has shape {reference.shape[:3]} but its mask "
+                         f"{mask_zyx.shape[::-1]} (x, y, z); the subject's files disagree",
+                         source="export", field="data.mask")
+    return mask_zyx, np.asarray(reference.affine, dtype=np.float64)
+
+
+def voxel_volume(values, ijk, shape_xyz, *, fill, dtype) -> np.ndarray:
+    """Put per-voxel values into a volume at their ``(i, j, k)`` indices.
+
+    Parameters
+    ----------
+    values : array of shape (n_voxels,)
+    ijk : int array of shape (n_voxels, 3)
+        NIfTI-order indices (i = x, j = y, k = z).
+    shape_xyz : tuple of 3 int
+        Volume shape in NIfTI order.
+    fill : scalar
+        Value of every voxel not listed in ``ijk``.
+    dtype : numpy dtype
+        dtype of the volume (``values`` are cast to it).
+
+    Returns
+    -------
+    array of shape ``shape_xyz``
+    """
+    values = np.asarray(values)
+    ijk = np.asarray(ijk, dtype=np.int64)
+    if ijk.ndim != 2 or ijk.shape[1] != 3 or ijk.shape[0] != values.shape[0]:
+        raise InputError(f"expected ijk of shape ({values.shape[0]}, 3), found {ijk.shape}", source="export",
+                         field="ijk")
+    shape = tuple(int(s) for s in shape_xyz)
+    if ijk.size and ((ijk < 0).any() or (ijk >= np.array(shape)).any()):
+        raise InputError(f"voxel indices fall outside the volume {shape}", source="export", field="ijk")
+    vol = np.full(shape, fill, dtype=dtype)
+    vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = values
+    return vol
+
+
+def _field_values(results, condition: str, field: str) -> np.ndarray:
+    if field not in NIFTI_FIELDS:
+        _fail(f"expected one of {', '.join(NIFTI_FIELDS)}, found {field!r}", "field")
+    if not results.has_stage("stats"):
+        _fail("this run has no stats stage (r, p, q, bins); rerun precompute.py to finish it", "stats")
+    return np.asarray(results.stage("stats").arrays[f"{field}_{condition}"])
+
+
+def nifti_map(results, condition: str, field: str):
+    """One condition's per-voxel map as a NIfTI image in the subject's functional space.
+
+    Parameters
+    ----------
+    results : core.results.Results
+    condition : str
+        One of ``results.conditions``.
+    field : {"r", "p", "q", "bin"}
+        ``r``, ``p``, ``q``: float32, NaN outside the run's voxels. ``bin``: int16 bin codes (-2..3),
+        :data:`BIN_FILL` outside.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        Shape and affine of the pycortex transform's reference image (qform and sform set, code 2 = aligned
+        to that anatomy); ``descrip`` names the run, condition and field.
+
+    Raises
+    ------
+    InputError
+        When the run has no cortex mapping (see :func:`nifti_unavailable_reason`), an unknown condition or
+        field, or a run whose voxels do not lie in the pycortex mask.
+    """
+    import nibabel as nib
+    _check_condition(results, condition)
+    values = _field_values(results, condition, field)
+    reason = nifti_unavailable_reason(results)
+    if reason:
+        _fail(reason, "data.subject", source=str(results.run_dir))
+    subject, transform, mask_name = _cortex_spec(results)
+    mask_zyx, affine = cortex_reference(subject, transform, mask_name)
+    ijk = np.asarray(results.stage("dataset").arrays["ijk"], dtype=np.int64)
+    if ijk.shape[0] != values.shape[0]:
+        _fail(f"{ijk.shape[0]} voxel indices but {values.shape[0]} values", "ijk", source=str(results.run_dir))
+    inside = mask_zyx.transpose(2, 1, 0)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] if ijk.size else np.ones(0, bool)
+    if not inside.all():
+        _fail(f"{int((~inside).sum())} voxel(s) of the run lie outside mask {subject}/{transform}/{mask_name}; "
+              "the run was computed for another mask", "ijk", source=str(results.run_dir))
+    if field == "bin":
+        vol = voxel_volume(values, ijk, mask_zyx.shape[::-1], fill=BIN_FILL, dtype=np.int16)
+    else:
+        vol = voxel_volume(values, ijk, mask_zyx.shape[::-1], fill=np.nan, dtype=np.float32)
+    img = nib.Nifti1Image(vol, affine)
+    img.set_qform(affine, code=2)
+    img.set_sform(affine, code=2)
+    descrip = f"attnbrain {results.run_id} {field}_{condition}"
+    img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    if field == "bin":
+        img.header["intent_name"] = b"bin codes"
+    return img
+
+
+def nifti_bytes(image) -> bytes:
+    """A NIfTI image as the bytes of a ``.nii.gz`` file."""
+    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+
+
+def table_csv(results) -> str:
+    """The per-voxel table (:attr:`core.results.Results.table`) as CSV text, one row per voxel.
+
+    Columns are those of :data:`TABLE_COLUMNS` present in the run; floats are written with the shortest
+    text that reads back to the same value (float64 columns exactly, float32 columns to float32).
+    """
+    return results.table.to_csv(index=False, lineterminator="\n")
+
+
+def series_csv(results, voxel: int) -> str:
+    """One voxel's test series as CSV text.
+
+    Columns ``sample`` (0-based test sample), ``measured`` (repeat-averaged measured response) and
+    ``predicted_{m}`` for every condition of the run.
+    """
+    if isinstance(voxel, (bool, np.bool_)) or not isinstance(voxel, (int, np.integer)) \
+            or not 0 <= int(voxel) < results.n_voxels:
+        _fail(f"expected a voxel row from 0 to {results.n_voxels - 1}, found {voxel!r}", "voxel")
+    if not results.has_stage("encoding"):
+        _fail("this run has no encoding stage (no series); rerun precompute.py to finish it", "encoding")
+    import pandas as pd
+    v = int(voxel)
+    cols = {"sample": np.arange(results.n_test), "measured": results.measured(v)}
+    for m in results.conditions:
+        cols[f"predicted_{m}"] = results.predicted(m, v)
+    return pd.DataFrame(cols).to_csv(index=False, lineterminator="\n")
+
+
+def flatmap_png(results, condition: str) -> Path:
+    """Path of the condition's flatmap image (PNG at the pycortex flatmap resolution, as the cortex stage
+    stored it). Copy it; never write to it."""
+    import json
+    _check_condition(results, condition)
+    folder = results.asset_dir("cortex")
+    if folder is None:
+        _fail("this run has no cortex assets (no pycortex subject, or the cortex stage was not run), so no "
+              "flatmaps", "cortex", source=str(results.run_dir))
+    try:
+        meta = json.loads((folder / "flatmap_meta.json").read_text())
+        name = meta["conditions"][condition]
+    except (OSError, ValueError, KeyError, TypeError):
+        _fail(f"the cortex assets have no flatmap for {condition!r}; rerun the cortex stage", "cortex",
+              source=str(folder))
+    path = folder / str(name)
+    if not path.is_file() or path.parent != folder:
+        _fail(f"flatmap image {name!r} is missing; rerun the cortex stage", "cortex", source=str(folder))
+    return path
+

@@ -1,0 +1,1 @@
+"""Fixtures for tests and benchmarks: a synthetic results folder written through the real store."""

@@ -1,0 +1,545 @@
+"""A complete, realistic results folder made from synthetic arrays in seconds, for the dashboard's tests and
+benchmark: every stage entry and array name of the results-store contract, written through the store.
+
+Nothing here runs the network, the ridge models or pycortex. The voxels sit on two synthetic hemispheres
+(flat sheets with ROIs); their measured and predicted test series are planted so that early visual ROIs
+are predicted better with attention off and object/scene ROIs with attention on; r, p, q, bins and the noise
+ceiling then come from :func:`core.stats.voxel_stats` on those series, and the ROI RDMs, kNN overlap and RDM
+agreement from :mod:`core.rsa`, so every number the dashboard shows is consistent with the series it plots.
+The cortex entry holds flatmap images, the pixel -> voxel lookup, ROI outlines and a minimal stand-in for
+the pycortex WebGL viewer that speaks the same postMessage bridge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from core._validation import InputError, check_positive_int
+from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS, bin_to_rgba
+
+__all__ = ["SYNTHETIC_ROI_NAMES", "make_synthetic_results"]
+
+#: ROI names of the synthetic cortex, in the order of the ``roi`` codes (0 = no ROI), as pycortex S1 sorts them.
+SYNTHETIC_ROI_NAMES = ["other", "EBA", "FFA", "OFA", "OPA", "PPA", "RSC", "V1", "V2", "V3"]
+_EARLY = ("V1", "V2", "V3")
+_OBJECT = ("EBA", "FFA", "OFA", "OPA", "PPA", "RSC")
+# Centre (u lateral from the medial edge, v anterior from the occipital pole, both in [-1, 1]) and radius of
+# the object/scene ROIs on each synthetic hemisphere; V1-V3 are bands around the occipital pole instead.
+_ROI_DISCS = {"OFA": (0.45, -0.45, 0.14), "FFA": (0.30, -0.05, 0.16), "EBA": (0.75, -0.30, 0.14),
+              "PPA": (0.05, 0.10, 0.15), "OPA": (0.70, -0.70, 0.13), "RSC": (-0.35, 0.30, 0.14)}
+_POLE = (0.0, -1.0)
+_BANDS = {"V1": (0.0, 0.28), "V2": (0.28, 0.45), "V3": (0.45, 0.62)}
+_MODES = ("on", "off", "uniform")
+_THUMB = 96
+_FEATURE_DIM = 32
+
+
+def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: int = 15, seed: int = 0,
+                           with_assets: bool = True, rsa_voxels: str = "union", flatmap_height: int = 256,
+                           with_thumbnails: bool = True) -> Path:
+    """Write a finished run made of synthetic arrays into a results folder.
+
+    Parameters
+    ----------
+    out : str or Path
+        Results folder (created if missing); the run lands in ``out/<run_id>``.
+    n_voxels : int
+        Number of voxels (at least 200, so every ROI has voxels).
+    n_test : int
+        Number of test samples of every series (at least 10).
+    k : int
+        Neighbours per voxel in the kNN graphs (the voxel itself included, as in the pipeline).
+    seed : int
+        Seeds everything; the same arguments give the same folder.
+    with_assets : bool
+        Write the ``cortex`` entry (flatmaps, lookup, ROI outlines, minimal viewer). Without it the run
+        looks like one whose dataset has no cortex mapping.
+    rsa_voxels : {"union", "all"}
+        Voxels embedded in the kNN graphs and UMAPs: significant in either condition (the pipeline's
+        default) or every voxel (the worst case for the dashboard's payload).
+    flatmap_height : int
+        Height in pixels of the flatmap images and lookup.
+    with_thumbnails : bool
+        Write the ``thumbnails`` entry (stimulus thumbnails and attention overlays).
+
+    Returns
+    -------
+    Path
+        The results folder ``out`` (what ``open_results`` and ``python -m dashboard --results`` take).
+    """
+    from core.config import config_to_dict, make_config
+    from core.pipeline.store import ResultsStore
+    from core.pipeline.summary import build_summary, write_json_atomic
+
+    n_voxels = check_positive_int(n_voxels, field="n_voxels", source="make_synthetic_results")
+    n_test = check_positive_int(n_test, field="n_test", source="make_synthetic_results")
+    k = check_positive_int(k, field="k", source="make_synthetic_results")
+    if n_voxels < 200:
+        raise InputError(f"expected at least 200 voxels so every synthetic ROI has some, found {n_voxels}",
+                         source="make_synthetic_results", field="n_voxels")
+    if n_test < 10:
+        raise InputError(f"expected at least 10 test samples, found {n_test}", source="make_synthetic_results",
+                         field="n_test")
+    if rsa_voxels not in ("union", "all"):
+        raise InputError(f"expected 'union' or 'all', found {rsa_voxels!r}", source="make_synthetic_results",
+                         field="rsa_voxels")
+    out = Path(out)
+    n_train = 2 * n_test
+    cfg = make_config("demo", {
+        "data": {"subject": "synthetic", "transform": "synthetic", "mask": "synthetic"},
+        "simulation": {"n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "seed": seed},
+        "rsa": {"k": k, "voxels": rsa_voxels}, "umap": {"n_neighbors": min(15, k)},
+    })
+    cfg = dataclasses.replace(cfg, preset="synthetic")
+    digest = hashlib.sha256(json.dumps([n_voxels, n_test, k, seed, with_assets, rsa_voxels, flatmap_height,
+                                        with_thumbnails]).encode()).hexdigest()[:10]
+    run_id = f"synthetic-{digest}"
+    rng = np.random.default_rng(seed)
+
+    geom = _geometry(n_voxels, rng)
+    series = _series(geom, n_test, rng)
+    stages: dict[str, tuple[dict, dict]] = {}
+    stages["dataset"] = ({**{k_: geom[k_] for k_ in ("ijk", "flat_xy", "hemi", "roi", "unmapped", "xyz_mm")},
+                          **{f"truth_{k_}": v for k_, v in series["truth"].items()}},
+                         {"simulated": True, "synthetic": True, "roi_names": SYNTHETIC_ROI_NAMES,
+                          "n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "n_repeats": 2,
+                          "name": f"synthetic:{run_id}",
+                          "cortex": {"subject": "synthetic", "transform": "synthetic", "mask": "synthetic"}})
+    features, attention = _features(n_train, n_test, rng)
+    stages["features"] = ({**features, "attention_test": attention},
+                          {"n_train": n_train, "layer": "pool", "input_size": [112, 112], "weights": "synthetic",
+                           "modes": list(_MODES)})
+    if with_thumbnails:
+        stages["thumbnails"] = (_thumbnails(attention, rng), {"size": _THUMB, "n": n_test})
+    stats_arrays, stats_meta = _stats(series, cfg, rng)        # also adds the cv_* scores to the encoding
+    stages["encoding"] = (series["encoding"], {"alphas": np.logspace(-2, 8, 21).tolist(),
+                                               "conditions": {m: {"solver": "synthetic"} for m in _MODES}})
+    stages["stats"] = (stats_arrays, stats_meta)
+    stages["rsa"] = _rsa(series, stats_arrays, geom, k=k, rule=rsa_voxels, rng=rng)
+    stages["umap"] = (_umap(stages["rsa"][0], geom, rng), {"synthetic": True})
+
+    store = ResultsStore(out)
+    entries, keys = {}, {}
+    try:
+        for name, (arrays, meta) in stages.items():
+            key = f"{digest}{name[:2]}"
+            entries[name] = store.commit(store.new_workdir(name, key), name, key, arrays, meta)
+            keys[name] = key
+        if with_assets:
+            key = f"{digest}cx"
+            workdir = store.new_workdir("cortex", key)
+            cortex_meta = _write_cortex_assets(workdir, geom, stats_arrays, flatmap_height, rng)
+            entries["cortex"] = store.commit(workdir, "cortex", key, {}, cortex_meta)
+            keys["cortex"] = key
+        summary = build_summary(cfg, run_id, entries, device="cpu", timings={name: 0.0 for name in entries},
+                                peak_rss_mb=0.0, versions={"numpy": np.__version__})
+        summary["stage_keys"] = keys
+        store.register_run(run_id, config_to_dict(cfg), keys)
+        write_json_atomic(out / run_id / "summary.json", summary)
+    finally:
+        store.close()
+    return out
+
+
+# --------------------------------------------------------------------------------------------- geometry
+def _geometry(n_voxels: int, rng: np.random.Generator) -> dict:
+    """Voxels in two elliptical sheets (hemispheres), a few layers thick, with ROIs on each sheet."""
+    n_layers = 4
+    # Cells inside an ellipse are pi/4 of the box; 1.6x more cells than voxels leaves gaps like a real mask.
+    cells_needed = int(np.ceil(1.6 * n_voxels / n_layers / (np.pi / 4)))
+    nj = int(np.ceil(np.sqrt(cells_needed / 2 / 0.9)))
+    ni_h = int(np.ceil(0.9 * nj))            # per hemisphere: slightly taller than wide
+    i_l, j = np.meshgrid(np.arange(ni_h), np.arange(nj), indexing="ij")
+    u = (i_l + 0.5) / ni_h * 2 - 1
+    v = (j + 0.5) / nj * 2 - 1
+    inside = (u ** 2 + v ** 2) <= 1.0
+    sheet = np.flatnonzero(inside.ravel())
+    n_cells = 2 * sheet.size * n_layers
+    if n_cells < n_voxels:
+        raise InputError(f"internal sizing error: {n_cells} cells for {n_voxels} voxels",
+                         source="make_synthetic_results")
+    # Cell c = (hemisphere, sheet position, layer) in C order, so voxel order is volume order, as in a mask.
+    pick = np.sort(rng.choice(n_cells, n_voxels, replace=False))
+    hemi_idx, sheet_pos, layer = np.unravel_index(pick, (2, sheet.size, n_layers))
+    il, jj = np.unravel_index(sheet[sheet_pos], (ni_h, nj))
+    # The lateral surface is at the volume's outer edge (low i left, high i right), the medial one at the middle.
+    i = np.where(hemi_idx == 0, ni_h - 1 - il, ni_h + il)
+    ijk = np.stack([i, jj, layer], axis=1).astype(np.int16)
+    uu = (il + 0.5) / ni_h * 2 - 1          # lateral coordinate (-1 medial .. 1 lateral)
+    vv = (jj + 0.5) / nj * 2 - 1            # -1 occipital pole .. 1 anterior
+    spacing = 2.0
+    gap = 6.0
+    # On the flatmap the hemispheres sit side by side, medial edges facing each other across a gap.
+    x_flat = np.where(hemi_idx == 0, -1, 1) * (gap + (uu + 1) * ni_h * spacing / 2)
+    jitter = rng.uniform(-0.35, 0.35, (n_voxels, 2)) * spacing
+    flat_xy = np.stack([x_flat, vv * nj * spacing / 2], axis=1) + jitter
+    roi = np.zeros(n_voxels, dtype=np.int16)
+    # ROI membership on the sheet, the pole ROIs first so the object discs paint over their edges.
+    pole_d = np.hypot(uu - _POLE[0], vv - _POLE[1])
+    for name, (lo, hi) in _BANDS.items():
+        roi[(pole_d >= lo) & (pole_d < hi)] = SYNTHETIC_ROI_NAMES.index(name)
+    for name, (cu, cv, rad) in _ROI_DISCS.items():
+        roi[np.hypot(uu - cu, vv - cv) < rad] = SYNTHETIC_ROI_NAMES.index(name)
+    unmapped = rng.random(n_voxels) < 0.01
+    return {"ijk": ijk, "flat_xy": flat_xy.astype(np.float32), "hemi": hemi_idx.astype(np.int8), "roi": roi,
+            "unmapped": unmapped, "xyz_mm": (ijk.astype(np.float32) * 2.5 - 60.0).astype(np.float32),
+            "uv": np.stack([uu, vv], axis=1), "spacing": spacing}
+
+
+# --------------------------------------------------------------------------------------------- series
+def _unit_columns(a: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    return a / np.maximum(np.sqrt((a * a).mean(0)), 1e-12)
+
+
+def _series(geom: dict, n_test: int, rng: np.random.Generator) -> dict:
+    """Measured (two repeats) and predicted test series with ROI-dependent signal and on/off dominance."""
+    n = len(geom["roi"])
+    names = np.asarray(SYNTHETIC_ROI_NAMES)[geom["roi"]]
+    early = np.isin(names, _EARLY)
+    objects = np.isin(names, _OBJECT)
+    n_latent = 10
+    latent = rng.standard_normal((n_test, n_latent))
+    # Each ROI has its own response profile over the latent sources, plus a smooth drift across the sheet.
+    centres = rng.standard_normal((len(SYNTHETIC_ROI_NAMES), n_latent))
+    drift = rng.standard_normal((2, n_latent))
+    w = centres[geom["roi"]] + geom["uv"] @ drift * 0.8 + 0.6 * rng.standard_normal((n, n_latent))
+    true = _unit_columns(latent @ w.T)                                       # (n_test, n)
+
+    signal = np.where(early, 0.30, np.where(objects, 0.22, 0.03)) * np.exp(0.35 * rng.standard_normal(n))
+    null = ~early & ~objects & (rng.random(n) < 0.3)
+    signal = np.clip(np.where(null, 0.0, signal), 0.0, 0.8)
+    repeats = np.stack([np.sqrt(signal) * true + np.sqrt(1 - signal) * np.sqrt(2) * rng.standard_normal((n_test, n))
+                        for _ in range(2)])
+    measured = repeats.mean(0)
+
+    # How faithfully each feature set reproduces the true response: attention on wins in object/scene ROIs,
+    # off in early visual cortex; uniform (same gain, no focus) sits in between.
+    fidelity = {
+        "on": np.where(objects, 0.92, np.where(early, 0.70, 0.80)),
+        "off": np.where(objects, 0.66, np.where(early, 0.92, 0.80)),
+    }
+    fidelity["uniform"] = (fidelity["on"] + fidelity["off"]) / 2
+    # With attention on, the object/scene ROIs share more of one profile: wider-range similarity.
+    shared = _unit_columns(latent @ centres[[SYNTHETIC_ROI_NAMES.index(r) for r in _OBJECT]].mean(0)[:, None])
+    encoding: dict[str, np.ndarray] = {"measured": np.ascontiguousarray(measured.T, dtype=np.float32)}
+    for m in _MODES:
+        base = true
+        if m == "on":
+            base = _unit_columns(np.where(objects, 0.6 * true + 0.4 * shared, true))
+        c = fidelity[m]
+        pred = c * base + np.sqrt(1 - c ** 2) * rng.standard_normal((n_test, n))
+        pred = pred * (0.5 + rng.random(n))                                  # predictions have their own scale
+        encoding[f"pred_{m}"] = np.ascontiguousarray(pred.T, dtype=np.float32)
+        encoding[f"alpha_{m}"] = (10.0 ** rng.uniform(0, 6, n)).astype(np.float32)
+    truth = {"signal_fraction": signal.astype(np.float32), "on_share": np.where(objects, 0.7, np.where(early, 0.3, 0.5)
+                                                                               ).astype(np.float32),
+             "dominant_on": fidelity["on"] > fidelity["off"], "null": null, "early_visual": early,
+             "object_scene": objects}
+    return {"encoding": encoding, "repeats": repeats, "measured": measured, "truth": truth}
+
+
+def _stats(series: dict, cfg, rng: np.random.Generator) -> tuple[dict, dict]:
+    from core.stats import voxel_stats
+    arrays, meta = {}, {"conditions": {}}
+    enc = series["encoding"]
+    for m in _MODES:
+        st = voxel_stats(np.asarray(enc[f"pred_{m}"]).T, series["measured"], rule=cfg.stats.rule,
+                         level=cfg.stats.level, edges=tuple(cfg.stats.bin_edges), Y_test_repeats=series["repeats"])
+        for key, value in st.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"{key}_{m}"] = value
+        meta["conditions"][m] = {key: v for key, v in st.items() if not isinstance(v, np.ndarray)}
+        # Cross-validated training scores track the test r with some scatter, as real ones do.
+        enc[f"cv_{m}"] = (0.8 * st["r"] + 0.05 * rng.standard_normal(st["r"].size)).astype(np.float32)
+    return arrays, meta
+
+
+# --------------------------------------------------------------------------------------------- rsa + umap
+def _knn(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """kNN by correlation distance: candidates from a 10-D PCA of the unit series, exact distances, self first.
+
+    Parameters
+    ----------
+    z : array of shape (n_test, n)
+        Centred, unit-RMS series; the correlation of columns a, b is ``z[:, a] @ z[:, b] / n_test``.
+    """
+    from scipy.spatial import cKDTree
+    n_test, n = z.shape
+    k_eff = min(k, n)
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    scores = vt[:10].T * np.sqrt(n)                                          # (n, <=10)
+    _, cand = cKDTree(scores).query(scores, k=min(n, 3 * k_eff))
+    cand = np.atleast_2d(cand)
+    dist = np.empty(cand.shape)
+    step = max(1, 2 ** 22 // (n_test * cand.shape[1]))                      # bounds the gathered block
+    for start in range(0, n, step):
+        c = cand[start:start + step]
+        dist[start:start + step] = 1.0 - np.einsum("tn,tnc->nc", z[:, start:start + step], z[:, c]) / n_test
+    dist[cand == np.arange(n)[:, None]] = -1.0                               # self always first
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k_eff]
+    idx = np.take_along_axis(cand, order, 1)
+    dist = np.take_along_axis(dist, order, 1)
+    dist[:, 0] = 0.0
+    return idx.astype(np.int64), np.clip(dist, 0.0, 2.0).astype(np.float32)
+
+
+def _rsa(series: dict, st: dict, geom: dict, *, k: int, rule: str, rng) -> tuple[dict, dict]:
+    from core import rsa
+    sig = {m: np.asarray(st[f"significant_{m}"]) & np.asarray(st[f"valid_{m}"]) for m in ("off", "on")}
+    voxels = rsa.select_voxels(sig, rule=rule)
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {"conditions": {}, "synthetic": True, "knn": "approximate candidates, exact distances"}
+    zs = {}
+    for m in ("off", "on"):
+        arrays[f"voxels_{m}"] = voxels.astype(np.int64)
+        s = np.asarray(series["encoding"][f"pred_{m}"])[voxels].T.astype(np.float64)
+        zs[m] = s
+        arrays[f"knn_idx_{m}"], arrays[f"knn_dist_{m}"] = _knn(_unit_columns(s), k)
+        arrays[f"roi_rdm_{m}"], arrays["roi_counts"] = rsa.roi_block_rdm(
+            s, np.asarray(geom["roi"])[voxels].astype(np.int64), n_rois=len(SYNTHETIC_ROI_NAMES))
+        meta["conditions"][m] = {"n_voxels": int(voxels.size)}
+    arrays["knn_jaccard"] = rsa.knn_jaccard(arrays["knn_idx_on"], arrays["knn_idx_off"])
+    meta["agreement"] = rsa.rdm_agreement(zs["on"], zs["off"], n_pairs=min(200_000, voxels.size * 20),
+                                          n_boot=200, seed=0, device="cpu")
+    return arrays, meta
+
+
+def _umap(rsa_arrays: dict, geom: dict, rng: np.random.Generator) -> dict:
+    """Clustered 3-D coordinates: one blob per ROI (object/scene blobs closer together with attention on)."""
+    out = {}
+    for m in ("off", "on"):
+        voxels = rsa_arrays[f"voxels_{m}"]
+        roi = np.asarray(geom["roi"])[voxels]
+        centres = rng.normal(0, 6.0, (len(SYNTHETIC_ROI_NAMES), 3))
+        if m == "on":
+            obj = [SYNTHETIC_ROI_NAMES.index(r) for r in _OBJECT]
+            centres[obj] = 0.35 * centres[obj] + 0.65 * centres[obj].mean(0)
+        # A voxel's neighbours pull it towards them, so the kNN graph and the layout agree.
+        coords = centres[roi] + rng.normal(0, 1.0, (voxels.size, 3))
+        nbr = rsa_arrays[f"knn_idx_{m}"][:, 1:]
+        if nbr.shape[1]:
+            coords = 0.5 * coords + 0.5 * coords[nbr].mean(1)
+        out[f"umap_{m}"] = coords.astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- stimuli
+def _features(n_train: int, n_test: int, rng) -> tuple[dict, np.ndarray]:
+    n = n_train + n_test
+    base = rng.standard_normal((n, _FEATURE_DIM)).astype(np.float32)
+    feats = {f"X_{m}": (base + 0.3 * rng.standard_normal((n, _FEATURE_DIM))).astype(np.float32) for m in _MODES}
+    yy, xx = np.mgrid[0:7, 0:7]
+    centre = rng.uniform(1, 5, (n_test, 2))
+    attention = np.exp(-((xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2)
+                       / 3.0).astype(np.float32)
+    return feats, attention
+
+
+def _thumbnails(attention: np.ndarray, rng) -> dict:
+    """Procedural scenes (a shape on a gradient) with their attention maps overlaid."""
+    from PIL import Image, ImageDraw
+
+    from core.model.overlay import attention_overlay
+    n = attention.shape[0]
+    thumbs = np.empty((n, _THUMB, _THUMB, 3), np.uint8)
+    overlays = np.empty_like(thumbs)
+    ramp = np.linspace(0, 1, _THUMB)[:, None, None]
+    for i in range(n):
+        top, bottom = rng.integers(40, 220, 3), rng.integers(40, 220, 3)
+        bg = (top * (1 - ramp) + bottom * ramp).repeat(_THUMB, axis=1).astype(np.uint8)
+        img = Image.fromarray(bg)
+        draw = ImageDraw.Draw(img)
+        cy, cx = np.unravel_index(np.argmax(attention[i]), attention[i].shape)
+        x, y = (cx + 0.5) / attention.shape[2] * _THUMB, (cy + 0.5) / attention.shape[1] * _THUMB
+        r = float(rng.uniform(10, 22))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if i % 3 == 0:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+        elif i % 3 == 1:
+            draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
+        else:
+            draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
+        thumbs[i] = np.asarray(img)
+        overlays[i] = attention_overlay(thumbs[i], attention[i], alpha=0.4)
+    return {"thumbs": thumbs, "overlays": overlays}
+
+
+# --------------------------------------------------------------------------------------------- cortex assets
+def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng) -> dict:
+    """Flatmap images per condition, pixel lookup, ROI outlines, metadata and the minimal viewer."""
+    from PIL import Image, ImageDraw
+    from scipy.ndimage import gaussian_filter
+    from scipy.spatial import ConvexHull, cKDTree
+
+    from core.cortex.flatmap import flat_to_pixel
+    flat = np.asarray(geom["flat_xy"], dtype=np.float64)
+    pad = 3 * geom["spacing"]
+    extents = [float(flat[:, 0].min() - pad), float(flat[:, 0].max() + pad), float(flat[:, 1].min() - pad),
+               float(flat[:, 1].max() + pad)]
+    width = int(round(height * (extents[1] - extents[0]) / (extents[3] - extents[2])))
+    # Pixel centres back to flat coordinates (the inverse of flat_to_pixel), then the nearest voxel within
+    # one grid spacing owns the pixel: the same "one voxel per pixel" contract as core.cortex.flatmap.
+    cols, rows = np.meshgrid(np.arange(width), np.arange(height))
+    px = extents[0] + cols / (width - 1) * (extents[1] - extents[0])
+    py = extents[2] + ((height - 1) - rows) / (height - 1) * (extents[3] - extents[2])
+    dist, nearest = cKDTree(flat).query(np.stack([px.ravel(), py.ravel()], 1))
+    lookup = np.where(dist <= geom["spacing"] * 0.9, nearest, -1).reshape(height, width).astype(np.int32)
+    near_cortex = (dist <= 2.5 * geom["spacing"]).reshape(height, width)
+    curv = gaussian_filter(rng.standard_normal((height, width)), sigma=max(1.0, height / 60))
+    curv = 0.5 + 0.12 * np.sign(curv)                                       # binarised, like quickflat
+    rgba = np.zeros((height, width, 4), np.uint8)
+    rgba[near_cortex, :3] = np.round(curv[near_cortex] * 255).astype(np.uint8)[:, None]
+    rgba[near_cortex, 3] = 255
+
+    pix = flat_to_pixel(flat, extents=extents, height=height, width=width)
+    rois = []
+    for code, name in enumerate(SYNTHETIC_ROI_NAMES[1:], start=1):
+        for h, hname in ((0, "lh"), (1, "rh")):
+            pts = pix[(geom["roi"] == code) & (geom["hemi"] == h)]
+            if len(pts) < 3:
+                continue
+            hull = pts[ConvexHull(pts).vertices]
+            outline = np.vstack([hull, hull[:1]])
+            rois.append({"name": name, "hemi": hname, "outline": [np.round(outline, 2).tolist()],
+                         "label": np.round(pts.mean(0), 2).tolist()})
+
+    outlines = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(outlines)
+    for roi in rois:
+        draw.line([tuple(p) for p in roi["outline"][0]], fill=(255, 255, 255, 255), width=1)
+        draw.text(tuple(roi["label"]), roi["name"], fill=(255, 255, 255, 255), anchor="mm",
+                  stroke_width=1, stroke_fill=(0, 0, 0, 255))
+    images = {}
+    hit = lookup >= 0
+    for m in _MODES:
+        bins = np.asarray(st[f"bin_{m}"])
+        img = rgba.copy()
+        code = np.full(lookup.shape, -1, dtype=np.int64)
+        code[hit] = bins[lookup[hit]]
+        show = hit & (code != -1)
+        img[show] = bin_to_rgba(code[show])
+        composed = Image.alpha_composite(Image.fromarray(img, "RGBA"), outlines)
+        images[m] = f"flatmap_{m}.png"
+        composed.save(folder / images[m], format="PNG")
+    np.save(folder / "flatmap_lookup.npy", lookup, allow_pickle=False)
+    (folder / "flatmap_rois.json").write_text(json.dumps(
+        {"height": height, "width": width, "coordinates": "pixel (x = column, y = row from the top)",
+         "rois": rois}))
+    meta = {"version": "1", "synthetic": True, "subject": "synthetic", "transform": "synthetic",
+            "mask": "synthetic", "n_voxels": int(len(flat)), "height": height, "width": width, "extents": extents,
+            "conditions": images, "lookup": "flatmap_lookup.npy", "rois": "flatmap_rois.json",
+            "palette": {"labels": list(BIN_LABELS), "hex": BIN_HEX, "negative": NEGATIVE_HEX,
+                        "not_significant": "transparent (curvature shows)"}}
+    (folder / "flatmap_meta.json").write_text(json.dumps(meta, indent=1))
+    _write_minimal_viewer(folder / "viewer", pix, geom["hemi"], {m: np.asarray(st[f"bin_{m}"]) for m in _MODES},
+                          width, height)
+    return {"flatmap": meta, "viewer": "viewer/index.html", "synthetic": True}
+
+
+def _write_minimal_viewer(folder: Path, pix: np.ndarray, hemi: np.ndarray, bins: dict, width: int,
+                          height: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"width": width, "height": height, "x": np.round(pix[:, 0], 1).tolist(),
+            "y": np.round(pix[:, 1], 1).tolist(), "hemi": [int(h) for h in hemi],
+            "datasets": {m: [int(b) for b in v] for m, v in bins.items()},
+            "palette": {"bins": BIN_HEX, "negative": NEGATIVE_HEX, "ns": NS_CSS}}
+    (folder / "data.json").write_text(json.dumps(data, separators=(",", ":")))
+    (folder / "index.html").write_text(_MINIMAL_VIEWER_HTML)
+
+
+# The stand-in for pycortex's static WebGL viewer: the flat voxel positions drawn on a canvas, and the same
+# postMessage bridge as core/cortex/viewer.py (ready with the dataset names / pick out; setDataset / setView / mark
+# in, each acknowledged).
+_MINIMAL_VIEWER_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>attnbrain minimal viewer (synthetic results)</title>
+<style>
+ body { margin: 0; font: 12px system-ui, sans-serif; background: #222; color: #eee; }
+ #bar { padding: 4px 8px; }
+ canvas { display: block; width: 100%; cursor: crosshair; }
+</style></head>
+<body>
+<div id="bar">minimal viewer (stands in for the pycortex WebGL viewer) &middot; dataset <b id="dataset">-</b>
+ &middot; view <b id="view">flat</b> &middot; marked <b id="marked">none</b></div>
+<canvas id="cortex"></canvas>
+<script>
+(function () {
+  "use strict";
+  var state = { dataset: null, view: "flat", marked: null, ready: false, acks: 0 };
+  window.attnbrainViewer = state;
+  var canvas = document.getElementById("cortex");
+  var data = null;
+
+  function post(msg) {
+    if (window.parent && window.parent !== window) { window.parent.postMessage(msg, window.location.origin); }
+  }
+  function colour(code) {
+    if (code >= 0) { return data.palette.bins[code]; }
+    return code === -2 ? data.palette.negative : data.palette.ns;
+  }
+  function draw() {
+    if (!data) { return; }
+    var ctx = canvas.getContext("2d");
+    canvas.width = data.width; canvas.height = data.height;
+    ctx.fillStyle = "#555"; ctx.fillRect(0, 0, data.width, data.height);
+    var codes = data.datasets[state.dataset] || data.datasets[Object.keys(data.datasets)[0]];
+    var squash = state.view === "inflated" ? 0.8 : 1.0;
+    for (var v = 0; v < data.x.length; v++) {
+      ctx.fillStyle = colour(codes[v]);
+      ctx.fillRect(data.x[v] - 1, data.height / 2 + (data.y[v] - data.height / 2) * squash - 1, 2, 2);
+    }
+    if (state.marked !== null && state.marked < data.x.length) {
+      ctx.strokeStyle = "#ff2020"; ctx.lineWidth = 2; ctx.beginPath();
+      ctx.arc(data.x[state.marked], data.height / 2 + (data.y[state.marked] - data.height / 2) * squash, 6, 0,
+              2 * Math.PI);
+      ctx.stroke();
+    }
+    document.getElementById("dataset").textContent = state.dataset || "-";
+    document.getElementById("view").textContent = state.view;
+    document.getElementById("marked").textContent = state.marked === null ? "none" : String(state.marked);
+  }
+  function nearest(px, py) {
+    var best = -1, bestD = 36;        // within 6 image pixels
+    for (var v = 0; v < data.x.length; v++) {
+      var dx = data.x[v] - px, dy = data.y[v] - py, d = dx * dx + dy * dy;
+      if (d < bestD) { bestD = d; best = v; }
+    }
+    return best;
+  }
+  canvas.addEventListener("click", function (ev) {
+    if (!data) { return; }
+    var box = canvas.getBoundingClientRect();
+    var px = (ev.clientX - box.left) / box.width * data.width;
+    var py = (ev.clientY - box.top) / box.height * data.height;
+    if (state.view === "inflated") { py = data.height / 2 + (py - data.height / 2) / 0.8; }
+    var v = nearest(px, py);
+    if (v >= 0) { post({ type: "attnbrain:pick", voxel: v, hemi: data.hemi[v] ? "right" : "left", vertex: -1 }); }
+  });
+  window.addEventListener("message", function (ev) {
+    if (ev.origin !== window.location.origin || ev.source !== window.parent) { return; }
+    var msg = ev.data || {};
+    if (msg.type === "attnbrain:setDataset") { state.dataset = String(msg.name); }
+    else if (msg.type === "attnbrain:setView") { state.view = msg.view === "inflated" ? "inflated" : "flat"; }
+    else if (msg.type === "attnbrain:mark") { state.marked = msg.voxel === null ? null : Number(msg.voxel); }
+    else { return; }
+    draw();
+    state.acks += 1;
+    post({ type: "attnbrain:ack", request: msg.type, ok: true,
+           state: { dataset: state.dataset, view: state.view, marked: state.marked } });
+  });
+  fetch("data.json").then(function (r) { return r.json(); }).then(function (d) {
+    data = d;
+    state.dataset = state.dataset || Object.keys(d.datasets)[0];
+    draw();
+    state.ready = true;
+    post({ type: "attnbrain:ready", datasets: Object.keys(d.datasets), active: state.dataset, view: state.view,
+           n_voxels: d.x.length });
+  });
+})();
+</script>
+</body></html>
+"""

@@ -1,0 +1,614 @@
+"""Saved dashboard scenes: what a view shows (filters, selection, cameras, viewer), checked against a run.
+
+A *scene* is a plain JSON object::
+
+    {"version": 1, "title": str, "note": str,
+     "conditions": ["off", "on"],                     # the conditions shown
+     "filters": {"rule": "p" | "q" | "perm", "bins": [-2, 0, 1, 2, 3], "rois": [str], "hemis": ["L", "R"],
+                 "threshold": float in [0, 1], "ns_mode": "faint" | "hidden"},
+     "selected": int | null,                           # voxel row
+     "selected_set": [int],
+     "cameras": {"off": camera | null, "on": camera | null},   # plotly 3-D scene cameras
+     "viewer": {"condition": "off" | "on", "view": "flat" | "inflated"}}
+
+where a camera is ``{"eye": {x, y, z}, "center": {x, y, z}, "up": {x, y, z}}``. A run's scenes live in
+``RESULTS/<run_id>/scenes/scenes.json`` = ``{"version": 1, "run_id": str, "n_voxels": int, "scenes": [...]}``,
+the only file the dashboard ever writes (atomically). A scene also travels in a page URL as
+``?scene=<token>`` (:func:`scene_to_url`, :func:`scene_from_url`), where bad or stale state falls back to the
+defaults field by field with a notice instead of an error.
+
+Every problem with a scene file is one :class:`~core._validation.InputError` line naming the file, the field,
+what was expected, what was found and how to fix it.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from core._io import write_json_atomic
+from core._validation import InputError
+
+__all__ = [
+    "SCENE_VERSION", "CONDITIONS", "RULES", "BIN_CODES", "HEMIS", "NS_MODES", "VIEWS", "MAX_SCENES",
+    "MAX_TITLE", "MAX_NOTE", "URL_PARAM", "default_scene", "validate_scene", "validate_scenes_file",
+    "scenes_path", "load_scenes", "save_scenes", "scenes_writable", "export_scenes", "import_scenes",
+    "scene_to_url", "scene_from_url", "scene_context",
+]
+
+SCENE_VERSION = 1
+CONDITIONS = ("off", "on")
+RULES = ("p", "q", "perm")
+BIN_CODES = (-2, 0, 1, 2, 3)
+HEMIS = ("L", "R")
+NS_MODES = ("faint", "hidden")
+VIEWS = ("flat", "inflated")
+#: Limits that keep a scene file (and a link) readable; far above what a talk needs.
+MAX_SCENES = 200
+MAX_TITLE = 200
+MAX_NOTE = 4000
+#: The query parameter of a page URL that holds a scene (the hash stays ``#voxel=<row>``).
+URL_PARAM = "scene"
+
+_SCENE_KEYS = ("version", "title", "note", "conditions", "filters", "selected", "selected_set", "cameras",
+               "viewer")
+_FILTER_KEYS = ("rule", "bins", "rois", "hemis", "threshold", "ns_mode")
+_FILE_KEYS = ("version", "run_id", "n_voxels", "scenes")
+_CAMERA_PARTS = ("eye", "center", "up")
+
+
+def default_scene(*, rule: str = "p", title: str = "", note: str = "") -> dict:
+    """The dashboard's opening view as a scene: everything shown, nothing selected, default cameras."""
+    return {"version": SCENE_VERSION, "title": title, "note": note, "conditions": list(CONDITIONS),
+            "filters": {"rule": rule, "bins": list(BIN_CODES), "rois": [], "hemis": list(HEMIS), "threshold": 0.0,
+                        "ns_mode": "faint"},
+            "selected": None, "selected_set": [], "cameras": {m: None for m in CONDITIONS},
+            "viewer": {"condition": "off", "view": "flat"}}
+
+
+# ---------------------------------------------------------------------------------------------- field checks
+class _Ctx:
+    """What a scene is checked against: the run's voxel count, ROI names and significance rules."""
+
+    def __init__(self, n_voxels: int, roi_names, rules, source: str, prefix: str = ""):
+        self.n_voxels = int(n_voxels)
+        self.roi_names = [str(r) for r in roi_names]
+        self.rules = [str(r) for r in rules]
+        self.source = source
+        self.prefix = prefix
+
+    def fail(self, field: str, message: str):
+        raise InputError(message, source=self.source, field=self.prefix + field)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _choices(values) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _text(ctx: _Ctx, field: str, value, limit: int) -> str:
+    if not isinstance(value, str):
+        ctx.fail(field, f"expected text, found {_show(value)}; write it in double quotes")
+    if len(value) > limit:
+        ctx.fail(field, f"expected at most {limit} characters, found {len(value)}; shorten it")
+    return value
+
+
+def _subset(ctx: _Ctx, field: str, value, allowed, what: str, *, empty_ok: bool, order=None) -> list:
+    if not isinstance(value, list):
+        ctx.fail(field, f"expected a list of {what}, found {_show(value)}; write e.g. {json.dumps(list(allowed)[:2])}")
+    bad = [v for v in value if v not in allowed or isinstance(v, bool)]
+    if bad:
+        ctx.fail(field, f"expected {what} among {_choices(allowed)}, found {_show(bad[0])}; remove it or use one "
+                        "of those")
+    if not value and not empty_ok:
+        ctx.fail(field, f"expected at least one of {_choices(allowed)}, found an empty list; add one")
+    keep = set(value)
+    return [v for v in (order if order is not None else allowed) if v in keep]
+
+
+def _check_version(ctx, value):
+    if value != SCENE_VERSION or not _is_int(value):
+        ctx.fail("version", f"expected scene version {SCENE_VERSION}, found {_show(value)}; this tool reads "
+                            f"version {SCENE_VERSION} scenes (re-save the scene with this dashboard)")
+    return SCENE_VERSION
+
+
+def _check_conditions(ctx, value):
+    return _subset(ctx, "conditions", value, CONDITIONS, "conditions", empty_ok=False)
+
+
+def _check_rule(ctx, value):
+    if value not in ctx.rules:
+        ctx.fail("filters.rule", f"expected one of {_choices(ctx.rules)} (the significance rules of this run), "
+                                 f"found {_show(value)}; use one of those")
+    return value
+
+
+def _check_bins(ctx, value):
+    if isinstance(value, list) and any(isinstance(v, float) and v.is_integer() for v in value):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    return _subset(ctx, "filters.bins", value, BIN_CODES, "bin codes", empty_ok=True, order=sorted(BIN_CODES))
+
+
+def _check_rois(ctx, value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        ctx.fail("filters.rois", f"expected a list of ROI names, found {_show(value)}; write e.g. [\"FFA\"] or [] "
+                                 "for all ROIs")
+    unknown = [v for v in value if v not in ctx.roi_names]
+    if unknown:
+        known = ", ".join(ctx.roi_names) if ctx.roi_names else "none: this run has no ROIs"
+        ctx.fail("filters.rois", f"unknown ROI {unknown[0]!r} (this run's ROIs: {known}); remove it or use one of "
+                                 "those")
+    return sorted(set(value))
+
+
+def _check_hemis(ctx, value):
+    return _subset(ctx, "filters.hemis", value, HEMIS, "hemispheres", empty_ok=True)
+
+
+def _check_threshold(ctx, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        ctx.fail("filters.threshold", f"expected a number between 0 and 1 (minimum |r|), found {_show(value)}; "
+                                      "use e.g. 0.1")
+    return float(value)
+
+
+def _check_ns(ctx, value):
+    if value not in NS_MODES:
+        ctx.fail("filters.ns_mode", f"expected one of {_choices(NS_MODES)}, found {_show(value)}; use one of those")
+    return value
+
+
+def _voxel(ctx, field, value):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value) or not 0 <= value < ctx.n_voxels:
+        ctx.fail(field, f"expected a voxel row from 0 to {ctx.n_voxels - 1}, found {_show(value)}; "
+                        "this scene was made for another run or edited by hand: pick a voxel of this run")
+    return int(value)
+
+
+def _check_selected(ctx, value):
+    return None if value is None else _voxel(ctx, "selected", value)
+
+
+def _check_set(ctx, value):
+    if not isinstance(value, list):
+        ctx.fail("selected_set", f"expected a list of voxel rows, found {_show(value)}; write [] for no set")
+    out = set()
+    for i, v in enumerate(value):
+        out.add(_voxel(ctx, f"selected_set[{i}]", v))
+    return sorted(out)
+
+
+def _check_camera(ctx, field, value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        ctx.fail(field, f"expected a plotly camera {{\"eye\", \"center\", \"up\"}} or null, found {_show(value)}; "
+                        "use null for the default view")
+    extra = sorted(set(value) - set(_CAMERA_PARTS) - {"projection"})
+    if extra:
+        ctx.fail(field, f"unknown camera field {extra[0]!r}; expected only eye, center, up (remove it)")
+    cam = {}
+    for part in _CAMERA_PARTS:
+        vec = value.get(part)
+        ok = isinstance(vec, dict) and set(vec) == {"x", "y", "z"} and all(
+            isinstance(vec[a], (int, float)) and not isinstance(vec[a], bool) and math.isfinite(vec[a])
+            for a in "xyz")
+        if not ok:
+            ctx.fail(f"{field}.{part}", f"expected {{\"x\": number, \"y\": number, \"z\": number}}, found "
+                                        f"{_show(vec)}; use null for the default camera")
+        cam[part] = {a: float(vec[a]) for a in "xyz"}
+    if math.isclose(sum(c * c for c in cam["up"].values()), 0.0):
+        ctx.fail(f"{field}.up", "expected a non-zero up vector, found (0, 0, 0); use e.g. {\"x\": 0, \"y\": 0, "
+                                "\"z\": 1}")
+    return cam
+
+
+def _check_cameras(ctx, value):
+    if not isinstance(value, dict):
+        ctx.fail("cameras", f"expected {{\"off\": camera or null, \"on\": camera or null}}, found {_show(value)}")
+    extra = sorted(set(value) - set(CONDITIONS))
+    if extra:
+        ctx.fail("cameras", f"unknown condition {extra[0]!r}; expected only 'off' and 'on' (remove it)")
+    return {m: _check_camera(ctx, f"cameras.{m}", value.get(m)) for m in CONDITIONS}
+
+
+def _check_viewer(ctx, value):
+    if not isinstance(value, dict):
+        ctx.fail("viewer", f"expected {{\"condition\": \"off\"|\"on\", \"view\": \"flat\"|\"inflated\"}}, found "
+                           f"{_show(value)}")
+    extra = sorted(set(value) - {"condition", "view"})
+    if extra:
+        ctx.fail("viewer", f"unknown field {extra[0]!r}; expected only condition and view (remove it)")
+    cond, view = value.get("condition", "off"), value.get("view", "flat")
+    if cond not in CONDITIONS:
+        ctx.fail("viewer.condition", f"expected one of {_choices(CONDITIONS)}, found {_show(cond)}")
+    if view not in VIEWS:
+        ctx.fail("viewer.view", f"expected one of {_choices(VIEWS)}, found {_show(view)}")
+    return {"condition": cond, "view": view}
+
+
+_FILTER_CHECKS: dict[str, Callable] = {"rule": _check_rule, "bins": _check_bins, "rois": _check_rois,
+                                       "hemis": _check_hemis, "threshold": _check_threshold, "ns_mode": _check_ns}
+_SCENE_CHECKS: dict[str, Callable] = {
+    "version": _check_version, "title": lambda c, v: _text(c, "title", v, MAX_TITLE),
+    "note": lambda c, v: _text(c, "note", v, MAX_NOTE), "conditions": _check_conditions,
+    "selected": _check_selected, "selected_set": _check_set, "cameras": _check_cameras, "viewer": _check_viewer,
+}
+
+
+def _normalise(obj: Any, ctx: _Ctx, default: dict, on_error: Callable[[InputError], None] | None) -> dict:
+    """Check every field of ``obj``; missing fields take ``default``'s. ``on_error`` None = raise the first
+    problem; otherwise report it there and keep the default for that field (the URL path)."""
+    def attempt(check, *args, fallback):
+        try:
+            return check(*args)
+        except InputError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            return fallback
+
+    if not isinstance(obj, dict):
+        ctx.fail("", f"expected a scene (a JSON object with {', '.join(_SCENE_KEYS)}), found {_show(obj)}")
+    for key in obj:
+        if key not in _SCENE_KEYS:
+            attempt(ctx.fail, key, f"unknown scene field {key!r}; expected only {', '.join(_SCENE_KEYS)} (remove "
+                                   "it or check its spelling)", fallback=None)
+    if "version" not in obj and on_error is None:
+        ctx.fail("version", f"missing; expected \"version\": {SCENE_VERSION} in every scene")
+    out = {}
+    for key in _SCENE_KEYS:
+        if key == "filters":
+            continue
+        out[key] = attempt(_SCENE_CHECKS[key], ctx, obj[key], fallback=default[key]) if key in obj else default[key]
+    filters = obj.get("filters", {})
+    out["filters"] = dict(default["filters"])
+    if not isinstance(filters, dict):
+        attempt(ctx.fail, "filters", f"expected an object with {', '.join(_FILTER_KEYS)}, found {_show(filters)}",
+                fallback=None)
+        filters = {}
+    for key in filters:
+        if key not in _FILTER_KEYS:
+            attempt(ctx.fail, f"filters.{key}", f"unknown filter {key!r}; expected only {', '.join(_FILTER_KEYS)} "
+                                                "(remove it or check its spelling)", fallback=None)
+    for key in _FILTER_KEYS:
+        if key in filters:
+            out["filters"][key] = attempt(_FILTER_CHECKS[key], ctx, filters[key], fallback=default["filters"][key])
+    return {k: out[k] for k in _SCENE_KEYS}
+
+
+def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "scene", field: str = "") -> dict:
+    """Check a scene against a run and return it normalised (defaults filled in, lists sorted, floats).
+
+    Parameters
+    ----------
+    obj : any
+        The parsed JSON of one scene.
+    n_voxels : int
+        The run's voxel count: ``selected`` and ``selected_set`` must be rows below it.
+    roi_names : sequence of str
+        The run's ROI names (``filters.rois`` must be among them).
+    rules : sequence of str
+        The significance rules the run supports (``"p"``, ``"q"``, and ``"perm"`` when it has permutations).
+    source : str
+        Names the input in messages (a file path, "link").
+    field : str
+        Prefix of field names in messages (e.g. ``"scenes[2]."``).
+
+    Returns
+    -------
+    dict
+        The scene with every field of the format, in its order. Missing fields other than ``version`` take
+        the defaults of :func:`default_scene`.
+
+    Raises
+    ------
+    InputError
+        One line: source, field, expected, found, how to fix it.
+    """
+    ctx = _Ctx(n_voxels, roi_names, rules, source, field)
+    rule = "p" if "p" in ctx.rules else (ctx.rules[0] if ctx.rules else "p")
+    return _normalise(obj, ctx, default_scene(rule=rule), None)
+
+
+def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: str | None = None,
+                         source: str = "scenes file") -> tuple[list[dict], str | None]:
+    """Check a parsed scenes file against a run.
+
+    A file written for another run id is accepted when its ``n_voxels`` matches this run's (the voxel rows
+    then mean the same voxels if both runs share the dataset), with a warning.
+
+    Returns
+    -------
+    scenes : list of dict
+        Normalised scenes (see :func:`validate_scene`).
+    warning : str or None
+        Set when the file comes from another run.
+    """
+    ctx = _Ctx(n_voxels, roi_names, rules, source)
+    if not isinstance(obj, dict):
+        ctx.fail("", f"expected a scenes file (a JSON object with {', '.join(_FILE_KEYS)}), found {_show(obj)}; "
+                     "export scenes from the dashboard to get one")
+    extra = [k for k in obj if k not in _FILE_KEYS]
+    if extra:
+        ctx.fail(extra[0], f"unknown field {extra[0]!r}; expected only {', '.join(_FILE_KEYS)} (remove it)")
+    if obj.get("version") != SCENE_VERSION or not _is_int(obj.get("version")):
+        ctx.fail("version", f"expected scenes file version {SCENE_VERSION}, found {_show(obj.get('version'))}; "
+                            "export the scenes again with this dashboard")
+    file_run = obj.get("run_id")
+    if not isinstance(file_run, str) or not file_run:
+        ctx.fail("run_id", f"expected the run id the scenes were made for, found {_show(file_run)}")
+    file_n = obj.get("n_voxels")
+    if file_n is not None and not _is_int(file_n):
+        ctx.fail("n_voxels", f"expected an integer voxel count, found {_show(file_n)}")
+    warning = None
+    if run_id is not None and file_run != run_id:
+        if file_n is None:
+            ctx.fail("run_id", f"scenes of run {file_run!r}, not of this run {run_id!r}, and no n_voxels to check "
+                               "that its voxel rows fit; export them again with n_voxels or use them on their run")
+        if file_n != n_voxels:
+            ctx.fail("n_voxels", f"scenes of run {file_run!r} with {file_n} voxels, but run {run_id!r} has "
+                                 f"{n_voxels}; voxel rows would name other voxels, so they cannot be used here")
+        warning = (f"these scenes were made for run {file_run}, not {run_id}; both have {n_voxels} voxels, so "
+                   "voxel rows are kept, but check that the runs share one dataset")
+    elif file_n is not None and file_n != n_voxels:
+        ctx.fail("n_voxels", f"expected {n_voxels} (this run's voxel count), found {file_n}; the file was edited "
+                             "or damaged")
+    scenes = obj.get("scenes")
+    if not isinstance(scenes, list):
+        ctx.fail("scenes", f"expected a list of scenes, found {_show(scenes)}")
+    if len(scenes) > MAX_SCENES:
+        ctx.fail("scenes", f"expected at most {MAX_SCENES} scenes, found {len(scenes)}; split them into files")
+    out = [validate_scene(s, n_voxels=n_voxels, roi_names=roi_names, rules=rules, source=source,
+                          field=f"scenes[{i}].") for i, s in enumerate(scenes)]
+    return out, warning
+
+
+# ---------------------------------------------------------------------------------------------- files
+def scenes_path(path_or_run_dir: str | Path) -> Path:
+    """``RUN_DIR/scenes/scenes.json`` for a run folder (a path to a ``.json`` file is returned as is)."""
+    path = Path(path_or_run_dir)
+    return path if path.suffix == ".json" else path / "scenes" / "scenes.json"
+
+
+def _parse(text: str | bytes, source: str) -> Any:
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text (a binary file?); expected a scenes JSON file exported from the "
+                         "dashboard", source=source) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno}), the file is damaged or was cut short; "
+                         "export the scenes again or fix the file", source=source) from None
+
+
+def load_scenes(path_or_run_dir: str | Path, *, n_voxels: int, roi_names, rules,
+                run_id: str | None = None) -> tuple[list[dict], str | None]:
+    """Read and check a run's scenes (``[]`` when the run has no scenes file yet).
+
+    Parameters
+    ----------
+    path_or_run_dir : path
+        A run folder (``RESULTS/<run_id>``) or a scenes ``.json`` file.
+    n_voxels, roi_names, rules, run_id
+        The run the scenes must fit (see :func:`scene_context`).
+
+    Returns
+    -------
+    scenes : list of dict
+    warning : str or None
+        See :func:`validate_scenes_file`.
+    """
+    path = scenes_path(path_or_run_dir)
+    if not path.exists():
+        return [], None
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc}); check its permissions", source=str(path)) from None
+    return validate_scenes_file(_parse(raw, str(path)), n_voxels=n_voxels, roi_names=roi_names, rules=rules,
+                                run_id=run_id, source=str(path))
+
+
+def save_scenes(run_dir: str | Path, scenes: list[dict], *, run_id: str, n_voxels: int) -> Path:
+    """Write ``RUN_DIR/scenes/scenes.json`` atomically (a temporary file renamed over it; nothing else in the
+    results folder is touched). Raises OSError when the folder is not writable."""
+    return write_json_atomic(scenes_path(run_dir), _file_obj(scenes, run_id=run_id, n_voxels=n_voxels))
+
+
+def scenes_writable(run_dir: str | Path) -> bool:
+    """Whether :func:`save_scenes` can write into this run folder (the scenes folder, or the run folder that
+    would hold it)."""
+    folder = scenes_path(run_dir).parent
+    target = folder if folder.exists() else folder.parent
+    return target.is_dir() and os.access(target, os.W_OK | os.X_OK)
+
+
+def _file_obj(scenes: list[dict], *, run_id: str, n_voxels: int) -> dict:
+    return {"version": SCENE_VERSION, "run_id": str(run_id), "n_voxels": int(n_voxels), "scenes": list(scenes)}
+
+
+def export_scenes(scenes: list[dict], *, run_id: str, n_voxels: int) -> str:
+    """A scenes file's text (indented JSON), for a download."""
+    return json.dumps(_file_obj(scenes, run_id=run_id, n_voxels=n_voxels), indent=2)
+
+
+def import_scenes(content: str | bytes, *, n_voxels: int, roi_names, rules, run_id: str | None = None,
+                  source: str = "imported scenes file") -> tuple[list[dict], str | None]:
+    """Parse and check an uploaded scenes file against this run (see :func:`validate_scenes_file`)."""
+    return validate_scenes_file(_parse(content, source), n_voxels=n_voxels, roi_names=roi_names, rules=rules,
+                                run_id=run_id, source=source)
+
+
+def scene_context(results) -> dict:
+    """The keyword arguments that fit scenes to an opened run: ``n_voxels``, ``roi_names``, ``rules``,
+    ``run_id`` (``results``: :class:`core.results.Results`)."""
+    rules = ["p", "q"]
+    if results.has_stage("stats"):
+        arrays = results.stage("stats").arrays
+        if all(f"p_perm_{m}" in arrays for m in CONDITIONS):
+            rules.append("perm")
+    roi_names = results.roi_names if results.has_stage("dataset") else []
+    return {"n_voxels": int(results.n_voxels), "roi_names": list(roi_names), "rules": rules,
+            "run_id": str(results.run_id)}
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+# Short keys keep links short; the set is stored as gaps between sorted rows (small numbers compress well).
+_SHORT = {"version": "v", "title": "t", "note": "n", "conditions": "c", "filters": "f", "selected": "s",
+          "selected_set": "S", "cameras": "k", "viewer": "w"}
+_SHORT_FILTERS = {"rule": "r", "bins": "b", "rois": "o", "hemis": "h", "threshold": "x", "ns_mode": "m"}
+
+
+def _camera_list(cam: dict | None):
+    if cam is None:
+        return None
+    return [round(cam[p][a], 4) for p in _CAMERA_PARTS for a in "xyz"]
+
+
+def _camera_dict(values):
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) != 9:
+        return {"eye": values}           # fails validation, field by field
+    return {p: {a: values[3 * i + j] for j, a in enumerate("xyz")} for i, p in enumerate(_CAMERA_PARTS)}
+
+
+def _gaps(rows: list[int]) -> list[int]:
+    return [b - a for a, b in zip([0] + rows[:-1], rows)]
+
+
+def _ungaps(gaps) -> Any:
+    if not isinstance(gaps, list) or not all(_is_int(g) for g in gaps):
+        return gaps
+    out, total = [], 0
+    for g in gaps:
+        total += g
+        out.append(total)
+    return out
+
+
+def scene_to_url(scene: dict) -> str:
+    """A scene as a URL query string ``?scene=<token>`` (compact JSON, zlib, base64url without padding).
+
+    The page's hash (``#voxel=<row>``) is left to the caller: append it after the query.
+    """
+    short = {_SHORT[k]: v for k, v in scene.items() if k not in ("filters", "selected_set", "cameras")}
+    short["f"] = {_SHORT_FILTERS[k]: v for k, v in scene["filters"].items()}
+    short["S"] = _gaps(list(scene["selected_set"]))
+    short["k"] = {m: _camera_list(scene["cameras"].get(m)) for m in CONDITIONS}
+    raw = json.dumps(short, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    token = base64.urlsafe_b64encode(zlib.compress(raw, 9)).rstrip(b"=").decode("ascii")
+    return f"?{URL_PARAM}={token}"
+
+
+def _decode_token(token: str) -> Any:
+    """The short-key JSON in a token; raises ValueError with a reason."""
+    try:
+        packed = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("it is not base64url text") from None
+    try:
+        raw = zlib.decompress(packed)
+    except zlib.error:
+        raise ValueError("it is not a compressed scene (cut short or edited?)") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("it does not hold scene JSON") from None
+
+
+def _expand(short: Any) -> Any:
+    """Short keys back to scene fields (unknown keys kept, so validation names them)."""
+    if not isinstance(short, dict):
+        return short
+    long = {v: k for k, v in _SHORT.items()}
+    lf = {v: k for k, v in _SHORT_FILTERS.items()}
+    out = {long.get(k, k): v for k, v in short.items()}
+    if isinstance(out.get("filters"), dict):
+        out["filters"] = {lf.get(k, k): v for k, v in out["filters"].items()}
+    if "selected_set" in out:
+        out["selected_set"] = _ungaps(out["selected_set"])
+    if isinstance(out.get("cameras"), dict):
+        out["cameras"] = {m: _camera_dict(v) for m, v in out["cameras"].items()}
+    return out
+
+
+def scene_from_url(query_or_hash: str | None, *, n_voxels: int, roi_names, rules,
+                   default: dict | None = None) -> tuple[dict | None, str]:
+    """The scene held by a page URL's query (``?scene=...``) or hash (``#scene=...``), never raising.
+
+    Parameters
+    ----------
+    query_or_hash : str or None
+        ``location.search`` or ``location.hash`` (other parameters are ignored), or a bare token.
+    n_voxels, roi_names, rules
+        The run (see :func:`validate_scene`).
+    default : dict, optional
+        The scene whose fields replace bad ones (default: :func:`default_scene` with rule "p").
+
+    Returns
+    -------
+    scene : dict or None
+        None when the URL holds no scene; else a valid scene, each unreadable or stale field (voxel out of
+        range, unknown ROI, ...) replaced by the default's.
+    notice : str
+        "" when everything was used; else one line saying what was ignored and why.
+    """
+    default = default or default_scene()
+    text = (query_or_hash or "").strip()
+    if not text:
+        return None, ""
+    if text[0] in "?#" or "=" in text:
+        values = parse_qs(text.lstrip("?#"), keep_blank_values=True).get(URL_PARAM)
+        if not values:
+            return None, ""
+        token = values[-1]
+    else:
+        token = text
+    lead = "The link's scene could not be fully used"
+    try:
+        short = _decode_token(token.strip())
+    except ValueError as exc:
+        return _copy(default), f"{lead}: its scene state is unreadable ({exc}); showing the default view instead."
+    problems: list[str] = []
+
+    def note(exc: InputError):
+        field = f"{exc.field}: " if exc.field else ""
+        text = str(exc)
+        problems.append(field + (text.split(": ", 1)[1] if exc.field and ": " in text else text))
+
+    ctx = _Ctx(n_voxels, roi_names, rules, "link")
+    try:
+        scene = _normalise(_expand(short), ctx, default, note)
+    except InputError:
+        return _copy(default), f"{lead}: it does not hold a scene object; showing the default view instead."
+    if not problems:
+        return scene, ""
+    shown = "; ".join(p.split("; ")[0] for p in problems[:4]) + ("; ..." if len(problems) > 4 else "")
+    return scene, f"{lead} ({len(problems)} field(s) reset to the defaults): {shown}."
+
+
+def _copy(scene: dict) -> dict:
+    return json.loads(json.dumps(scene))
