@@ -12,7 +12,14 @@ import torch
 from torchvision.models import resnet50
 
 from core._validation import InputError
-from core.model.abn import (ABN, RandomWeightsWarning, UntrainedAttentionWarning, build_abn, save_checkpoint, weights_fingerprint)
+from core.model.abn import (
+    ABN,
+    RandomWeightsWarning,
+    UntrainedAttentionWarning,
+    build_abn,
+    save_checkpoint,
+    weights_fingerprint,
+)
 
 _BACKBONE = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.", "fc.")
 

@@ -12,7 +12,16 @@ import pytest
 from PIL import Image
 
 from core._validation import InputError
-from core.data.datasets import (ArrayImages, CortexSpec, Dataset, FolderImages, check_cortex_spec, load_responses, open_stimuli, validate_dataset)
+from core.data.datasets import (
+    ArrayImages,
+    CortexSpec,
+    Dataset,
+    FolderImages,
+    check_cortex_spec,
+    load_responses,
+    open_stimuli,
+    validate_dataset,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

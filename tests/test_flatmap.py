@@ -17,7 +17,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from core._validation import InputError
-from core.cortex.palette import (BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_RGBA, bin_to_rgba)
+from core.cortex.palette import BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_RGBA, bin_to_rgba
 
 HEIGHT = 256   # small images keep the test quick; pycortex's pixel map costs the same at any height
 
@@ -114,6 +114,7 @@ def pycortex_cache_dir(tmp_path_factory):
 def flat(s1_geometry, pycortex_cache_dir, tmp_path_factory):
     """Flatmaps of S1 for two conditions with every bin code present, made twice (second call cached)."""
     import cortex
+
     from core.cortex.flatmap import make_flatmaps
     rng = np.random.default_rng(2024)
     p = [0.05, 0.35, 0.15, 0.15, 0.15, 0.15]   # -2, -1, 0, 1, 2, 3
@@ -143,6 +144,7 @@ def _curvature_reference(subject: str, cache_dir: Path) -> np.ndarray:
     import cortex
     from cortex.quickflat.composite import add_curvature
     from matplotlib.figure import Figure
+
     from core.cortex.flatmap import pycortex_cache
     with pycortex_cache(cache_dir):
         _, extents = cortex.quickflat.utils.get_flatmask(subject, height=HEIGHT)

@@ -7,7 +7,16 @@ import torch
 from scipy.stats import rankdata
 
 from core._validation import InputError
-from core.rsa import (SELECTION_RULES, knn_correlation, knn_jaccard, knn_tile_shape, rdm_agreement, roi_block_rdm, select_voxels, zscore_series)
+from core.rsa import (
+    SELECTION_RULES,
+    knn_correlation,
+    knn_jaccard,
+    knn_tile_shape,
+    rdm_agreement,
+    roi_block_rdm,
+    select_voxels,
+    zscore_series,
+)
 
 K = 15
 # float32 products of unit vectors over a few hundred samples are off by ~1e-7 typically and 2e-5 at the

@@ -12,7 +12,19 @@ import zlib
 import pytest
 
 from core._validation import InputError
-from dashboard.scenefile import (default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url, scene_to_url, scenes_path, scenes_writable, validate_scene, validate_scenes_file)
+from dashboard.scenefile import (
+    default_scene,
+    export_scenes,
+    import_scenes,
+    load_scenes,
+    save_scenes,
+    scene_from_url,
+    scene_to_url,
+    scenes_path,
+    scenes_writable,
+    validate_scene,
+    validate_scenes_file,
+)
 
 RUN = {"n_voxels": 50, "roi_names": ["V1", "FFA", "PPA"], "rules": ["p", "q"]}
 

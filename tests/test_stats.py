@@ -10,8 +10,19 @@ import torch
 from scipy.signal import lfilter
 
 from core._validation import InputError
-from core.stats import (BIN_EDGES, EXCLUDED_BIN, NEGATIVE_BIN, block_permutation_p, correlation_bins, fdr_bh, noise_ceiling, pearson_r, pvalues_t, significance_mask, voxel_stats)
-
+from core.stats import (
+    BIN_EDGES,
+    EXCLUDED_BIN,
+    NEGATIVE_BIN,
+    block_permutation_p,
+    correlation_bins,
+    fdr_bh,
+    noise_ceiling,
+    pearson_r,
+    pvalues_t,
+    significance_mask,
+    voxel_stats,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

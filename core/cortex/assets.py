@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def _cortex_assets(geometry, bins: dict, workdir: Path, title: str, pc_cache: Path):
     """The flatmaps and the WebGL viewer of ``bins`` into ``workdir``; returns (flatmap paths, viewer datasets)."""
     from core.cortex.flatmap import make_flatmaps

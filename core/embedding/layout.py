@@ -24,7 +24,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from core.rsa.agreement import SPLITMIX_GAMMA, splitmix_mix as _mix
+from core.rsa.agreement import SPLITMIX_GAMMA
+from core.rsa.agreement import splitmix_mix as _mix
 
 __all__ = ["optimize_layout"]
 

@@ -6,13 +6,11 @@ reuses the same decomposition, and voxels are processed in batches that keep mem
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from core._validation import InputError, check_ndim
 from core.device import resolve_device
-
 from core.encoding.folds import _check_delays, _check_onsets, _run_slices, make_delayed, make_folds
 from core.encoding.solvers import SOLVERS, _Fold, _KernelSolver, _mm
 

@@ -158,8 +158,8 @@ def check_user_dataset(cfg: RunConfig) -> None:
     every image file opened and verified), once per process for the same files and settings: ``precompute.py``
     runs it before it touches the results folder, and the dataset stage then does not read the ~2.5 GB of a
     study-sized dataset a second time. Files changed in between (size or time) are checked again."""
-    from core.data.datasets import validate_dataset
     from core.config import config_to_dict
+    from core.data.datasets import validate_dataset
     key = json.dumps([config_to_dict(cfg), _input_files_fingerprint(cfg)], sort_keys=True, default=str)
     if key not in _CHECKED_INPUTS:
         validate_dataset(load_dataset(cfg))

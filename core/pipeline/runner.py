@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
 from core._validation import InputError
 from core.config import RunConfig, config_hash, config_to_dict
+from core.pipeline.faults import arm_during_fault, fault_point
 from core.pipeline.stage import Context, Stage
 from core.pipeline.stages import STAGES as DEFAULT
 from core.pipeline.store import ResultsStore, StageEntry
-from core.pipeline.faults import arm_during_fault, fault_point
 
 __all__ = ["Pipeline", "default_parallel_stages", "peak_rss_mb", "run_id_for", "versions"]
 

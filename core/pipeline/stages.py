@@ -18,10 +18,19 @@ __all__ = ["STAGES"]
 
 
 from core.cortex.assets import _cortex_assets
-from core.pipeline.inputs import (_cortex_spec, _extract, _input_files_fingerprint, all_stimuli, build_model, check_user_dataset,
-                                  load_dataset, open_run_stimuli, run_geometry, simulated_dataset_dir)
-from core.pipeline.prewarm import (_cortex_warm_marker, _prewarm_cortex, _prewarm_umap, _pycortex_cache,
-                                   _pycortex_lock)
+from core.pipeline.inputs import (
+    _cortex_spec,
+    _extract,
+    _input_files_fingerprint,
+    all_stimuli,
+    build_model,
+    check_user_dataset,
+    load_dataset,
+    open_run_stimuli,
+    run_geometry,
+    simulated_dataset_dir,
+)
+from core.pipeline.prewarm import _cortex_warm_marker, _prewarm_cortex, _prewarm_umap, _pycortex_cache, _pycortex_lock
 
 
 def stage_dataset(ctx: Context):

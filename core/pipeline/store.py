@@ -35,7 +35,6 @@ STORE_VERSION = 1
 from core.pipeline.faults import fault_point
 
 
-
 @dataclass
 class StageEntry:
     """A finished stage: arrays (memory-mapped) and JSON metadata; ``path`` may hold other files."""

@@ -10,7 +10,6 @@ import torch
 
 from core._validation import InputError, check_positive_int
 from core.device import resolve_device
-
 from core.rsa.knn import _check_series, _voxel_major_z
 
 _PAIR_CHUNK = 16384

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from core._validation import InputError, check_ndim, check_positive_int
-
 from core.rsa.knn import _ZSCORE_CHUNK, _check_series, _zscore_rows
 
 SELECTION_RULES = ("union", "significant", "all")
