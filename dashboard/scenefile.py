@@ -152,8 +152,7 @@ def _check_rule(ctx, value):
 def _check_bins(ctx, value):
     if isinstance(value, list) and any(isinstance(v, float) and v.is_integer() for v in value):
         value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
-    return _subset(ctx, "filters.bins", value, ctx.bin_codes, "bin codes (this run's bins)", empty_ok=True,
-                   order=sorted(ctx.bin_codes))
+    return _subset(ctx, "filters.bins", value, ctx.bin_codes, "bin codes", empty_ok=True, order=sorted(ctx.bin_codes))
 
 
 def _check_rois(ctx, value):
