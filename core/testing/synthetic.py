@@ -100,7 +100,7 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
     })
     scheme = BinScheme.from_config(cfg)
     cfg = dataclasses.replace(cfg, preset="synthetic")
-    # Other edges extend the key, so runs with the default bins keep their ids.
+    # Only other edges extend the key: a run with the default bins has the same id however they are passed.
     key = [n_voxels, n_test, k, seed, with_assets, rsa_voxels, flatmap_height, with_thumbnails]
     if scheme != DEFAULT_BINS:
         key.append(list(scheme.edges))
