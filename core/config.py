@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from core._validation import InputError
+from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, BinScheme
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
            "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "make_config", "load_config",
@@ -77,7 +78,7 @@ class EncodingConfig:
 class StatsConfig:
     rule: str = "p"                          # "p" (uncorrected, as in the study) | "q" (BH-FDR)
     level: float = 0.01
-    bin_edges: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
+    bin_edges: tuple[float, ...] = DEFAULT_BINS.edges
     n_permutations: int = 0
 
 
@@ -200,9 +201,9 @@ def _check(cfg: RunConfig) -> RunConfig:
         bad("stats.rule", "'p' (uncorrected) or 'q' (FDR)", cfg.stats.rule)
     if not 0 < cfg.stats.level < 1:
         bad("stats.level", "a level between 0 and 1", cfg.stats.level)
-    edges = cfg.stats.bin_edges
-    if len(edges) < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
-        bad("stats.bin_edges", "strictly increasing bin edges", edges)
+    # Count, order and range of the edges, checked here so a bad scheme stops the run before any stage
+    # (the cortex stage, which colours the bins, comes after the ridge).
+    BinScheme(cfg.stats.bin_edges, field="stats.bin_edges")
     if cfg.rsa.voxels not in ("union", "significant", "all"):
         bad("rsa.voxels", "'union', 'significant' or 'all'", cfg.rsa.voxels)
     if cfg.umap.n_neighbors > cfg.rsa.k:
@@ -218,7 +219,7 @@ def _check(cfg: RunConfig) -> RunConfig:
             bad(f"simulation.{name}", "a positive integer", getattr(cfg.simulation, name))
     if not 0 <= cfg.simulation.null_fraction < 1:
         bad("simulation.null_fraction", "a fraction in [0, 1)", cfg.simulation.null_fraction)
-    if not set(cfg.features.modes) <= {"on", "off", "uniform"} or not {"on", "off"} <= set(cfg.features.modes):
+    if not set(cfg.features.modes) <= set(CONDITIONS) or not set(PAIR) <= set(cfg.features.modes):
         bad("features.modes", "'on' and 'off', optionally 'uniform'", cfg.features.modes)
     if cfg.encoding.dtype not in ("float32", "float64"):
         bad("encoding.dtype", "'float32' or 'float64'", cfg.encoding.dtype)

@@ -13,14 +13,12 @@ import numpy as np
 from scipy import special
 
 from core._validation import InputError, check_ndim
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, RULES, BinScheme
 
 # torch is imported only by the block permutation test (the one statistic that runs on a device): the
 # dashboard calls significance_mask / correlation_bins and its workers should not load torch (~300 MB RSS).
 
 __all__ = [
-    "BIN_EDGES",
-    "EXCLUDED_BIN",
-    "NEGATIVE_BIN",
     "block_permutation_p",
     "correlation_bins",
     "fdr_bh",
@@ -31,15 +29,6 @@ __all__ = [
     "voxel_stats",
 ]
 
-#: Lower edges of the study's correlation bins: 0-0.1, 0.1-0.2, 0.2-0.3 and >= 0.3 (Fig. 3).
-BIN_EDGES = (0.0, 0.1, 0.2, 0.3)
-#: Bin code of voxels that are not significant or have no defined correlation.
-EXCLUDED_BIN = -1
-#: Bin code of significant voxels with r below the first edge (significantly negative correlations);
-#: the study's bins start at 0, so these get their own code instead of being dropped silently.
-NEGATIVE_BIN = -2
-
-_RULES = ("p", "q", "perm")
 _CHUNK = 8192  # voxels per chunk for the float64 passes over (n_samples, n_voxels) arrays
 
 
@@ -80,6 +69,8 @@ def _check_level(level, field: str = "level") -> float:
 
 
 def _check_edges(edges) -> np.ndarray:
+    if isinstance(edges, BinScheme):
+        edges = edges.edges
     e = np.asarray(edges, dtype=np.float64)
     if e.ndim != 1 or e.size == 0 or not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
         raise InputError(f"expected a non-empty, strictly increasing sequence of bin edges, found {edges!r}",
@@ -383,7 +374,7 @@ def significance_mask(p, q=None, rule: str = "p", level: float = 0.01) -> np.nda
         return np.isfinite(values) & (values <= level)
 
 
-def correlation_bins(r, significant, edges=BIN_EDGES) -> np.ndarray:
+def correlation_bins(r, significant, edges=DEFAULT_BINS.edges) -> np.ndarray:
     """Bin significant voxels by correlation, as in the study's Fig. 3.
 
     Parameters
@@ -392,15 +383,18 @@ def correlation_bins(r, significant, edges=BIN_EDGES) -> np.ndarray:
         Correlations.
     significant : array of shape (n_voxels,), bool
         Which voxels are significant.
-    edges : sequence of float
+    edges : sequence of float or core.vocabulary.BinScheme
         Strictly increasing lower bin edges; bin k holds ``edges[k] <= r < edges[k + 1]``, the last bin
-        ``r >= edges[-1]``. Default :data:`BIN_EDGES` = 0-0.1, 0.1-0.2, 0.2-0.3, >= 0.3.
+        ``r >= edges[-1]``. Default: the study's (:data:`core.vocabulary.DEFAULT_BINS`), 0-0.1, 0.1-0.2,
+        0.2-0.3, >= 0.3. Any number of edges is binned here; a run's edges are its config's scheme.
 
     Returns
     -------
     bins : ndarray of shape (n_voxels,), int8
-        0..len(edges)-1 for significant voxels; :data:`NEGATIVE_BIN` (-2) for significant voxels with
-        r < edges[0]; :data:`EXCLUDED_BIN` (-1) for voxels that are not significant or have NaN r.
+        0..len(edges)-1 for significant voxels; :data:`~core.vocabulary.NEGATIVE_CODE` (-2) for significant
+        voxels with r < edges[0] (the bins start at the first edge, so these get their own code instead of
+        being dropped silently); :data:`~core.vocabulary.NS_CODE` (-1) for voxels that are not significant
+        or have NaN r.
     """
     e = _check_edges(edges)
     r = np.asarray(r, dtype=np.float64)
@@ -408,15 +402,15 @@ def correlation_bins(r, significant, edges=BIN_EDGES) -> np.ndarray:
     if significant.shape != r.shape or significant.dtype != bool:
         raise InputError(f"expected a boolean array of shape {r.shape}, found dtype {significant.dtype} shape "
                          f"{significant.shape}", source="correlation_bins", field="significant")
-    bins = np.full(r.shape, EXCLUDED_BIN, dtype=np.int8)
+    bins = np.full(r.shape, NS_CODE, dtype=np.int8)
     use = significant & np.isfinite(r)
     k = np.searchsorted(e, r[use], side="right") - 1
-    bins[use] = np.where(k < 0, NEGATIVE_BIN, k).astype(np.int8)
+    bins[use] = np.where(k < 0, NEGATIVE_CODE, k).astype(np.int8)
     return bins
 
 
-def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN_EDGES, Y_test_repeats=None,
-                ceiling: dict | None = None, n_perm: int = 0, block: int = 10, seed: int = 0,
+def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEFAULT_BINS.edges,
+                Y_test_repeats=None, ceiling: dict | None = None, n_perm: int = 0, block: int = 10, seed: int = 0,
                 device="cpu") -> dict:
     """Every per-voxel statistic the results store and the dashboard need, with no NaN in the outputs.
 
@@ -431,7 +425,7 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN
         "perm" = block-permutation p <= level (needs ``n_perm > 0``).
     level : float
         Significance level in (0, 1).
-    edges : sequence of float
+    edges : sequence of float or core.vocabulary.BinScheme
         Correlation bin edges (see :func:`correlation_bins`).
     Y_test_repeats : array of shape (n_repeats, n_test, n_voxels) or None
         Single-repeat test responses, for the noise ceiling.
@@ -456,7 +450,7 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=BIN
         ``rule``, ``level``, ``edges``. Invalid voxels (undefined r) get r = 0, p = q = 1, significant False,
         bin -1.
     """
-    if rule not in _RULES:
+    if rule not in RULES:
         raise InputError(f"expected rule 'p' (uncorrected), 'q' (FDR) or 'perm' (block permutation), "
                          f"found {rule!r}", source="voxel_stats", field="rule")
     level = _check_level(level)

@@ -102,6 +102,27 @@ class BinScheme:
                              f"their own negative code), found {list(e)}", field=field)
         object.__setattr__(self, "edges", e)
 
+    @classmethod
+    def from_config(cls, cfg) -> "BinScheme":
+        """The scheme of a run from its config's ``stats.bin_edges``.
+
+        Parameters
+        ----------
+        cfg : RunConfig, dict or None
+            A :class:`core.config.RunConfig`, its dict form (``run.json``'s ``config``, ``Results.config``),
+            or None. A config without ``stats.bin_edges`` (or None) gives :data:`DEFAULT_BINS`.
+        """
+        # Duck-typed rather than importing core.config: the config check builds a BinScheme, so the
+        # vocabulary must stay importable without it.
+        if cfg is None:
+            return DEFAULT_BINS
+        if isinstance(cfg, dict):
+            stats = cfg.get("stats")
+            edges = stats.get("bin_edges") if isinstance(stats, dict) else None
+        else:
+            edges = getattr(getattr(cfg, "stats", None), "bin_edges", None)
+        return DEFAULT_BINS if edges is None else cls(edges)
+
     @property
     def n_bins(self) -> int:
         return len(self.edges)

@@ -4,7 +4,8 @@
 
     OUT/index.html, bundle.js, bundle.css   the player (from ``bundle_template/``)
     OUT/plotly.min.js                       plotly.js of the installed plotly package (no CDN)
-    OUT/data/bundle.json                    run info, scenes, colours, captions of the scenes' voxels, and
+    OUT/data/bundle.json                    run info, scenes, colours, the run's bin scheme
+                                            (``BinScheme.to_json``), captions of the scenes' voxels, and
                                             the index of data/arrays.bin
     OUT/data/arrays.bin                     little-endian arrays: per condition the UMAP's voxel rows and
                                             quantised coordinates, r, and the bin codes under every
@@ -33,6 +34,7 @@ import numpy as np
 
 from core._io import json_default
 from core._validation import InputError
+from core.vocabulary import PAIR, BinScheme
 
 __all__ = ["TEMPLATE_DIR", "BUNDLE_VERSION", "build_bundle", "write_bundle", "bundle_size", "main"]
 
@@ -135,8 +137,6 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
     dict
         The ``data/bundle.json`` document.
     """
-    from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
-
     from .figures import (HIGHLIGHT_COLOUR, SET_COLOUR, UMAP_COLOURS, DashboardData, flatmap_filter_layer,
                           make_umap_figure, provenance, umap_marker_size)
     from .server import png_bytes
@@ -146,7 +146,9 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
                          field="scenes")
     folder = Path(folder)
     data = DashboardData(results)
-    pair = ("off", "on")
+    # The run's bins label and colour the page (its legend, captions and filter names).
+    scheme = BinScheme.from_config(results.config).to_json()
+    pair = PAIR
     arrays = _Arrays()
     umap = {}
     for m in pair:
@@ -204,8 +206,10 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         "n_voxels": data.n_voxels, "conditions": list(pair), "rules": data.rules, "level": data.level,
         "roi_names": data.roi_names if data.has_geometry else [],
         "provenance": {m: provenance(data.run_id, data.simulated, m) for m in pair},
-        "colours": {"umap": UMAP_COLOURS, "bins": BIN_HEX, "bin_labels": list(BIN_LABELS),
-                    "negative": NEGATIVE_HEX, "ns": NS_CSS, "highlight": HIGHLIGHT_COLOUR, "set": SET_COLOUR},
+        "colours": {"umap": UMAP_COLOURS, "bins": scheme["colours"], "bin_labels": scheme["labels"],
+                    "negative": scheme["negative"]["colour"], "ns": scheme["ns"]["colour"],
+                    "highlight": HIGHLIGHT_COLOUR, "set": SET_COLOUR},
+        "bin_scheme": scheme,
         "arrays": {"file": "data/arrays.bin", "index": arrays.index},
         "umap": umap, "flatmap": flatmap, "flatmap_reason": data.flatmap_reason, "viewer": viewer,
         "scenes": scenes, "voxels": {str(v): _caption(data, v, data.rules) for v in _scene_voxels(scenes)},

@@ -14,7 +14,7 @@ from dash import ClientsideFunction, Input, Output, Patch, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 from matplotlib.path import Path as MplPath
 
-from core.cortex.palette import BIN_LABELS
+from core.vocabulary import DEFAULT_BINS
 
 from . import ids
 from .figures import (
@@ -378,7 +378,7 @@ def _bin_label(code: int) -> str:
         return "n.s."
     if code == -2:
         return "r < 0 (sig.)"
-    return BIN_LABELS[code]
+    return DEFAULT_BINS.labels[code]
 
 
 def top_stimuli(predicted: np.ndarray, n: int = 5) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from core.cortex.palette import BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_CSS, NS_RGBA
+from core.vocabulary import BIN_COLOURS_RGBA, DEFAULT_BINS, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
 
 from . import ids
 
@@ -32,15 +32,15 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------- colour codes
 #: uint8 colour codes of the UMAP points: 0 hidden, 1 faint (n.s. or filtered out), 2 significant negative r,
-#: 3..6 the correlation bins of ``core.cortex.palette.BIN_LABELS``.
+#: 3..6 the correlation bins of ``core.vocabulary.DEFAULT_BINS``.
 UMAP_CODE = {"hidden": 0, "faint": 1, "negative": 2, "bin0": 3}
-UMAP_COLOURS = ["rgba(0,0,0,0)", NS_CSS, NEGATIVE_HEX, *BIN_HEX]
+UMAP_COLOURS = ["rgba(0,0,0,0)", rgba_css(NS_RGBA), rgba_hex(NEGATIVE_RGBA), *DEFAULT_BINS.hex]
 
 #: uint8 codes of the r_on vs r_off scatter: which conditions a voxel passes the filters in.
 R_CODE = {"hidden": 0, "faint": 1, "off": 2, "on": 3, "both": 4}
 R_LABELS = ["hidden", "n.s. / filtered out", "off only", "on only", "both"]
 # Okabe-Ito sky blue / reddish purple / black: none is a viridis bin colour or the negative vermillion.
-R_COLOURS = ["rgba(0,0,0,0)", NS_CSS, "#56b4e9", "#cc79a7", "#222222"]
+R_COLOURS = ["rgba(0,0,0,0)", rgba_css(NS_RGBA), "#56b4e9", "#cc79a7", "#222222"]
 
 #: The selected voxel (a magenta diamond/ring) and the selected set (black rings) in every view.
 HIGHLIGHT_COLOUR = "#e6007e"
@@ -133,7 +133,7 @@ class FilterState:
     rule : {"p", "q", "perm"}
         Significance: parametric p, BH-FDR q or block-permutation p, each at the run's level.
     bins : tuple of int
-        Bin codes shown: 0..3 (``BIN_LABELS``) and -2 (significant negative r).
+        Bin codes shown: 0..3 (``DEFAULT_BINS.labels``) and -2 (significant negative r).
     rois : tuple of str
         ROI names shown; empty = all.
     hemis : tuple of str
@@ -820,8 +820,8 @@ def make_bin_counts_figure(counts: dict[str, np.ndarray], *, run_id: str, simula
     counts : dict of str -> int array of shape (5,)
         Per condition: counts of [negative, bin 0, bin 1, bin 2, bin 3].
     """
-    labels = ["r < 0", *BIN_LABELS]
-    colours = [NEGATIVE_HEX, *BIN_HEX]
+    labels = ["r < 0", *DEFAULT_BINS.labels]
+    colours = [rgba_hex(NEGATIVE_RGBA), *DEFAULT_BINS.hex]
     bars = [go.Bar(x=labels, y=np.asarray(c, dtype=np.int64), name=f"attention {m}",
                    marker=dict(color=colours, pattern=dict(shape="/" if m == "off" else ""),
                                line=dict(color="#333", width=1)),

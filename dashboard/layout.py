@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from dash import dcc, html
 
-from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
 
 from . import ids
 from .callbacks import inspector_children
@@ -38,16 +38,17 @@ def _legend() -> html.Div:
         return html.Span([html.Span(className="swatch ring" if ring else "swatch", style=style), label],
                          className="legend-item")
     return html.Div([html.Span("r bins:", className="legend-title")]
-                    + [item(c, lab) for c, lab in zip(BIN_HEX, BIN_LABELS)]
-                    + [item(NEGATIVE_HEX, "significant r < 0"), item(NS_CSS, "n.s. / filtered out"),
-                       item(HIGHLIGHT_COLOUR, "selected voxel"), item(SET_COLOUR, "selected set", ring=True)],
+                    + [item(c, lab) for c, lab in zip(DEFAULT_BINS.hex, DEFAULT_BINS.labels)]
+                    + [item(rgba_hex(NEGATIVE_RGBA), "significant r < 0"),
+                       item(rgba_css(NS_RGBA), "n.s. / filtered out"), item(HIGHLIGHT_COLOUR, "selected voxel"),
+                       item(SET_COLOUR, "selected set", ring=True)],
                     className="legend")
 
 
 def _controls(data: DashboardData) -> html.Div:
     rule_labels = {"p": f"p ≤ {data.level:g} uncorrected (the study)", "q": f"FDR q ≤ {data.level:g}",
                    "perm": f"permutation p ≤ {data.level:g}"}
-    bins = [{"label": lab, "value": i} for i, lab in enumerate(BIN_LABELS)] + [{"label": "r < 0", "value": -2}]
+    bins = [{"label": lab, "value": i} for i, lab in enumerate(DEFAULT_BINS.labels)] + [{"label": "r < 0", "value": -2}]
     rois = [{"label": n, "value": n} for n in data.roi_names]
     return html.Div([
         html.Div([html.Label("Significance"),

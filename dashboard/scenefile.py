@@ -4,14 +4,16 @@ A *scene* is a plain JSON object::
 
     {"version": 1, "title": str, "note": str,
      "conditions": ["off", "on"],                     # the conditions shown
-     "filters": {"rule": "p" | "q" | "perm", "bins": [-2, 0, 1, 2, 3], "rois": [str], "hemis": ["L", "R"],
+     "filters": {"rule": "p" | "q" | "perm", "bins": [int], "rois": [str], "hemis": ["L", "R"],
                  "threshold": float in [0, 1], "ns_mode": "faint" | "hidden"},
      "selected": int | null,                           # voxel row
      "selected_set": [int],
      "cameras": {"off": camera | null, "on": camera | null},   # plotly 3-D scene cameras
      "viewer": {"condition": "off" | "on", "view": "flat" | "inflated"}}
 
-where a camera is ``{"eye": {x, y, z}, "center": {x, y, z}, "up": {x, y, z}}``. A run's scenes live in
+where a camera is ``{"eye": {x, y, z}, "center": {x, y, z}, "up": {x, y, z}}`` and ``bins`` are among the
+run's filter codes (``BinScheme.filter_codes`` of its ``stats.bin_edges``: -2 for significant r below the first
+edge, then ``0 .. n_bins - 1``; :mod:`core.vocabulary`). A run's scenes live in
 ``RESULTS/<run_id>/scenes/scenes.json`` = ``{"version": 1, "run_id": str, "n_voxels": int, "scenes": [...]}``,
 the only file the dashboard ever writes (atomically). A scene also travels in a page URL as
 ``?scene=<token>`` (:func:`scene_to_url`, :func:`scene_from_url`), where bad or stale state falls back to the
@@ -34,18 +36,18 @@ from urllib.parse import parse_qs
 
 from core._io import write_json_atomic
 from core._validation import InputError
+from core.vocabulary import DEFAULT_BINS, PAIR, RULES, BinScheme
 
 __all__ = [
-    "SCENE_VERSION", "CONDITIONS", "RULES", "BIN_CODES", "HEMIS", "NS_MODES", "VIEWS", "MAX_SCENES",
+    "SCENE_VERSION", "CONDITIONS", "RULES", "HEMIS", "NS_MODES", "VIEWS", "MAX_SCENES",
     "MAX_TITLE", "MAX_NOTE", "URL_PARAM", "default_scene", "validate_scene", "validate_scenes_file",
     "scenes_path", "load_scenes", "save_scenes", "scenes_writable", "export_scenes", "import_scenes",
     "scene_to_url", "scene_from_url", "scene_context",
 ]
 
 SCENE_VERSION = 1
-CONDITIONS = ("off", "on")
-RULES = ("p", "q", "perm")
-BIN_CODES = (-2, 0, 1, 2, 3)
+#: The conditions a scene shows: the compared pair.
+CONDITIONS = PAIR
 HEMIS = ("L", "R")
 NS_MODES = ("faint", "hidden")
 VIEWS = ("flat", "inflated")
@@ -63,23 +65,31 @@ _FILE_KEYS = ("version", "run_id", "n_voxels", "scenes")
 _CAMERA_PARTS = ("eye", "center", "up")
 
 
-def default_scene(*, rule: str = "p", title: str = "", note: str = "") -> dict:
-    """The dashboard's opening view as a scene: everything shown, nothing selected, default cameras."""
+def _bin_codes(bin_codes) -> tuple[int, ...]:
+    return DEFAULT_BINS.filter_codes if bin_codes is None else tuple(int(c) for c in bin_codes)
+
+
+def default_scene(*, rule: str = "p", title: str = "", note: str = "", bin_codes=None) -> dict:
+    """The dashboard's opening view as a scene: everything shown, nothing selected, default cameras.
+
+    ``bin_codes``: the run's filter codes (:func:`scene_context`; default those of the default bins).
+    """
     return {"version": SCENE_VERSION, "title": title, "note": note, "conditions": list(CONDITIONS),
-            "filters": {"rule": rule, "bins": list(BIN_CODES), "rois": [], "hemis": list(HEMIS), "threshold": 0.0,
-                        "ns_mode": "faint"},
+            "filters": {"rule": rule, "bins": sorted(_bin_codes(bin_codes)), "rois": [], "hemis": list(HEMIS),
+                        "threshold": 0.0, "ns_mode": "faint"},
             "selected": None, "selected_set": [], "cameras": {m: None for m in CONDITIONS},
             "viewer": {"condition": "off", "view": "flat"}}
 
 
 # ---------------------------------------------------------------------------------------------- field checks
 class _Ctx:
-    """What a scene is checked against: the run's voxel count, ROI names and significance rules."""
+    """What a scene is checked against: the run's voxel count, ROI names, significance rules and bin codes."""
 
-    def __init__(self, n_voxels: int, roi_names, rules, source: str, prefix: str = ""):
+    def __init__(self, n_voxels: int, roi_names, rules, source: str, prefix: str = "", bin_codes=None):
         self.n_voxels = int(n_voxels)
         self.roi_names = [str(r) for r in roi_names]
         self.rules = [str(r) for r in rules]
+        self.bin_codes = _bin_codes(bin_codes)
         self.source = source
         self.prefix = prefix
 
@@ -142,7 +152,7 @@ def _check_rule(ctx, value):
 def _check_bins(ctx, value):
     if isinstance(value, list) and any(isinstance(v, float) and v.is_integer() for v in value):
         value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
-    return _subset(ctx, "filters.bins", value, BIN_CODES, "bin codes", empty_ok=True, order=sorted(BIN_CODES))
+    return _subset(ctx, "filters.bins", value, ctx.bin_codes, "bin codes", empty_ok=True, order=sorted(ctx.bin_codes))
 
 
 def _check_rois(ctx, value):
@@ -296,7 +306,8 @@ def _normalise(obj: Any, ctx: _Ctx, default: dict, on_error: Callable[[InputErro
     return {k: out[k] for k in _SCENE_KEYS}
 
 
-def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "scene", field: str = "") -> dict:
+def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "scene", field: str = "",
+                   bin_codes=None) -> dict:
     """Check a scene against a run and return it normalised (defaults filled in, lists sorted, floats).
 
     Parameters
@@ -313,6 +324,9 @@ def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "
         Names the input in messages (a file path, "link").
     field : str
         Prefix of field names in messages (e.g. ``"scenes[2]."``).
+    bin_codes : sequence of int, optional
+        The run's filter codes (``BinScheme.filter_codes``; :func:`scene_context` gives them); default those
+        of the default bins.
 
     Returns
     -------
@@ -325,13 +339,13 @@ def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "
     InputError
         One line: source, field, expected, found, how to fix it.
     """
-    ctx = _Ctx(n_voxels, roi_names, rules, source, field)
+    ctx = _Ctx(n_voxels, roi_names, rules, source, field, bin_codes)
     rule = "p" if "p" in ctx.rules else (ctx.rules[0] if ctx.rules else "p")
-    return _normalise(obj, ctx, default_scene(rule=rule), None)
+    return _normalise(obj, ctx, default_scene(rule=rule, bin_codes=ctx.bin_codes), None)
 
 
 def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: str | None = None,
-                         source: str = "scenes file") -> tuple[list[dict], str | None]:
+                         source: str = "scenes file", bin_codes=None) -> tuple[list[dict], str | None]:
     """Check a parsed scenes file against a run.
 
     A file written for another run id is accepted when its ``n_voxels`` matches this run's (the voxel rows
@@ -344,7 +358,7 @@ def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: s
     warning : str or None
         Set when the file comes from another run.
     """
-    ctx = _Ctx(n_voxels, roi_names, rules, source)
+    ctx = _Ctx(n_voxels, roi_names, rules, source, bin_codes=bin_codes)
     if not isinstance(obj, dict):
         ctx.fail("", f"expected a scenes file (a JSON object with {', '.join(_FILE_KEYS)}), found {_show(obj)}; "
                      "export scenes from the dashboard to get one")
@@ -379,7 +393,7 @@ def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: s
     if len(scenes) > MAX_SCENES:
         ctx.fail("scenes", f"expected at most {MAX_SCENES} scenes, found {len(scenes)}; split them into files")
     out = [validate_scene(s, n_voxels=n_voxels, roi_names=roi_names, rules=rules, source=source,
-                          field=f"scenes[{i}].") for i, s in enumerate(scenes)]
+                          field=f"scenes[{i}].", bin_codes=bin_codes) for i, s in enumerate(scenes)]
     return out, warning
 
 
@@ -404,14 +418,14 @@ def _parse(text: str | bytes, source: str) -> Any:
 
 
 def load_scenes(path_or_run_dir: str | Path, *, n_voxels: int, roi_names, rules,
-                run_id: str | None = None) -> tuple[list[dict], str | None]:
+                run_id: str | None = None, bin_codes=None) -> tuple[list[dict], str | None]:
     """Read and check a run's scenes (``[]`` when the run has no scenes file yet).
 
     Parameters
     ----------
     path_or_run_dir : path
         A run folder (``RESULTS/<run_id>``) or a scenes ``.json`` file.
-    n_voxels, roi_names, rules, run_id
+    n_voxels, roi_names, rules, run_id, bin_codes
         The run the scenes must fit (see :func:`scene_context`).
 
     Returns
@@ -428,7 +442,7 @@ def load_scenes(path_or_run_dir: str | Path, *, n_voxels: int, roi_names, rules,
     except OSError as exc:
         raise InputError(f"cannot be read ({exc.strerror or exc}); check its permissions", source=str(path)) from None
     return validate_scenes_file(_parse(raw, str(path)), n_voxels=n_voxels, roi_names=roi_names, rules=rules,
-                                run_id=run_id, source=str(path))
+                                run_id=run_id, source=str(path), bin_codes=bin_codes)
 
 
 def save_scenes(run_dir: str | Path, scenes: list[dict], *, run_id: str, n_voxels: int) -> Path:
@@ -455,23 +469,24 @@ def export_scenes(scenes: list[dict], *, run_id: str, n_voxels: int) -> str:
 
 
 def import_scenes(content: str | bytes, *, n_voxels: int, roi_names, rules, run_id: str | None = None,
-                  source: str = "imported scenes file") -> tuple[list[dict], str | None]:
+                  source: str = "imported scenes file", bin_codes=None) -> tuple[list[dict], str | None]:
     """Parse and check an uploaded scenes file against this run (see :func:`validate_scenes_file`)."""
     return validate_scenes_file(_parse(content, source), n_voxels=n_voxels, roi_names=roi_names, rules=rules,
-                                run_id=run_id, source=source)
+                                run_id=run_id, source=source, bin_codes=bin_codes)
 
 
 def scene_context(results) -> dict:
     """The keyword arguments that fit scenes to an opened run: ``n_voxels``, ``roi_names``, ``rules``,
-    ``run_id`` (``results``: :class:`core.results.Results`)."""
-    rules = ["p", "q"]
+    ``run_id`` and ``bin_codes`` (its scheme's filter codes) (``results``: :class:`core.results.Results`)."""
+    # The permutation rule only where the run has permutation p-values for every shown condition.
+    rules = [r for r in RULES if r != "perm"]
     if results.has_stage("stats"):
         arrays = results.stage("stats").arrays
         if all(f"p_perm_{m}" in arrays for m in CONDITIONS):
             rules.append("perm")
     roi_names = results.roi_names if results.has_stage("dataset") else []
     return {"n_voxels": int(results.n_voxels), "roi_names": list(roi_names), "rules": rules,
-            "run_id": str(results.run_id)}
+            "run_id": str(results.run_id), "bin_codes": list(BinScheme.from_config(results.config).filter_codes)}
 
 
 # ---------------------------------------------------------------------------------------------- URLs
@@ -556,17 +571,18 @@ def _expand(short: Any) -> Any:
 
 
 def scene_from_url(query_or_hash: str | None, *, n_voxels: int, roi_names, rules,
-                   default: dict | None = None) -> tuple[dict | None, str]:
+                   default: dict | None = None, bin_codes=None) -> tuple[dict | None, str]:
     """The scene held by a page URL's query (``?scene=...``) or hash (``#scene=...``), never raising.
 
     Parameters
     ----------
     query_or_hash : str or None
         ``location.search`` or ``location.hash`` (other parameters are ignored), or a bare token.
-    n_voxels, roi_names, rules
+    n_voxels, roi_names, rules, bin_codes
         The run (see :func:`validate_scene`).
     default : dict, optional
-        The scene whose fields replace bad ones (default: :func:`default_scene` with rule "p").
+        The scene whose fields replace bad ones (default: :func:`default_scene` with rule "p" and the run's
+        bin codes).
 
     Returns
     -------
@@ -576,7 +592,7 @@ def scene_from_url(query_or_hash: str | None, *, n_voxels: int, roi_names, rules
     notice : str
         "" when everything was used; else one line saying what was ignored and why.
     """
-    default = default or default_scene()
+    default = default or default_scene(bin_codes=bin_codes)
     text = (query_or_hash or "").strip()
     if not text:
         return None, ""
@@ -599,7 +615,7 @@ def scene_from_url(query_or_hash: str | None, *, n_voxels: int, roi_names, rules
         text = str(exc)
         problems.append(field + (text.split(": ", 1)[1] if exc.field and ": " in text else text))
 
-    ctx = _Ctx(n_voxels, roi_names, rules, "link")
+    ctx = _Ctx(n_voxels, roi_names, rules, "link", bin_codes=bin_codes)
     try:
         scene = _normalise(_expand(short), ctx, default, note)
     except InputError:

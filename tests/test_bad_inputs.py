@@ -270,6 +270,12 @@ CASES: list[Case] = [
          "'features': expected a table of settings", P, lambda t: _toml_argv(t, "features = 3\n")),
     Case("config-out-of-range", "config (--config)", "value out of range", "'stats.level': expected a level "
          "between 0 and 1, found 2.0", P, lambda t: _toml_argv(t, "[stats]\nlevel = 2\n")),
+    Case("config-bin-edges-count", "config (--config)", "five bin edges (the scale has four bins)",
+         "'stats.bin_edges': expected 4 lower bin edges", P,
+         lambda t: _toml_argv(t, "[stats]\nbin_edges = [0.0, 0.1, 0.2, 0.3, 0.4]\n")),
+    Case("config-bin-edges-order", "config (--config)", "bin edges not in increasing order",
+         "'stats.bin_edges': expected strictly increasing bin edges, found [0.0, 0.2, 0.1, 0.3]", P,
+         lambda t: _toml_argv(t, "[stats]\nbin_edges = [0.0, 0.2, 0.1, 0.3]\n")),
     Case("config-unknown-preset", "config (--config)", "unknown preset", "unknown preset 'huge'", P,
          lambda t: _toml_argv(t, "preset = 'huge'\n")),
     Case("config-inconsistent", "config (--config)", "settings that contradict each other",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core._validation import InputError
-from core.cortex.palette import BIN_HEX, NEGATIVE_HEX, NS_CSS
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
 from core.results.reader import open_results
 from core.testing.synthetic import SYNTHETIC_ROI_NAMES, make_synthetic_results
 from dashboard.figures import (
@@ -76,11 +76,11 @@ def test_umap_colour_codes_match_the_palette_voxel_by_voxel(rng):
         codes = umap_colour_codes(bins, visible, ns)
         for b, v, c in zip(bins, visible, codes):
             if v and b >= 0:
-                expected = BIN_HEX[b]
+                expected = DEFAULT_BINS.hex[b]
             elif v and b == -2:
-                expected = NEGATIVE_HEX
+                expected = rgba_hex(NEGATIVE_RGBA)
             else:
-                expected = NS_CSS if ns == "faint" else "rgba(0,0,0,0)"
+                expected = rgba_css(NS_RGBA) if ns == "faint" else "rgba(0,0,0,0)"
             assert UMAP_COLOURS[c] == expected
     assert UMAP_CODE["bin0"] + 3 == len(UMAP_COLOURS) - 1
 

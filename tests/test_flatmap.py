@@ -1,6 +1,6 @@
-"""Palette and flatmap assets: the colour scale, images that agree with the pixel -> voxel lookup, curvature
-under n.s. voxels, ROI outlines where the geometry says the ROIs are, pycortex caches kept out of the
-filestore and reused, deterministic output."""
+"""Flatmap assets: images that agree with the pixel -> voxel lookup, curvature under n.s. voxels, ROI outlines
+where the geometry says the ROIs are, pycortex caches kept out of the filestore and reused, deterministic
+output. The colour scale itself is tested in test_vocabulary.py."""
 from __future__ import annotations
 
 import json
@@ -17,54 +17,9 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from core._validation import InputError
-from core.cortex.palette import BIN_COLOURS_RGBA, BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NEGATIVE_RGBA, NS_RGBA, bin_to_rgba
+from core.vocabulary import BIN_COLOURS_RGBA, NEGATIVE_RGBA, NS_RGBA
 
 HEIGHT = 256   # small images keep the test quick; pycortex's pixel map costs the same at any height
-
-
-# ------------------------------------------------------------------------------------------------ palette
-def test_bin_colours_are_viridis_samples():
-    ref = np.array([matplotlib.colormaps["viridis"](p) for p in (0.25, 0.5, 0.75, 1.0)]) * 255
-    # 8-bit rounding of matplotlib's float colours: at most half a unit off.
-    np.testing.assert_allclose(BIN_COLOURS_RGBA.astype(float), ref, atol=0.5 + 1e-9)
-    assert BIN_HEX == ["#%02x%02x%02x" % tuple(c[:3]) for c in BIN_COLOURS_RGBA]
-    assert len(BIN_LABELS) == len(BIN_HEX) == 4
-
-
-def test_palette_order_survives_colour_blindness():
-    from skimage.color import rgb2lab
-    lab = rgb2lab(BIN_COLOURS_RGBA[None, :, :3] / 255.0)[0]
-    # Lightness is what every kind of colour vision keeps: it must rise with the bin, by a step a projector
-    # cannot wash out (CIELAB L* difference of ~2 is just noticeable; demand 15).
-    assert np.all(np.diff(lab[:, 0]) > 15)
-    neg = rgb2lab(NEGATIVE_RGBA[None, None, :3] / 255.0)[0, 0]
-    for c in lab:
-        dl, da, db = np.abs(neg - c)
-        # Red-green dichromats keep L* and b*, blue-yellow ones L* and a*: the negative colour must differ
-        # from every bin along an axis each of them keeps (30 units of a*/b* is a clearly different hue).
-        assert dl > 10 or db > 30
-        assert dl > 10 or da > 30
-    assert NEGATIVE_HEX == "#%02x%02x%02x" % tuple(NEGATIVE_RGBA[:3])
-    assert NS_RGBA[3] < 128   # n.s. must stay faint
-
-
-def test_bin_to_rgba_maps_every_code():
-    codes = np.array([-2, -1, 0, 1, 2, 3, 3, -1], dtype=np.int8)
-    rgba = bin_to_rgba(codes)
-    assert rgba.dtype == np.uint8 and rgba.shape == (8, 4)
-    expected = [NEGATIVE_RGBA, NS_RGBA, *BIN_COLOURS_RGBA, BIN_COLOURS_RGBA[3], NS_RGBA]
-    np.testing.assert_array_equal(rgba, np.array(expected))
-
-
-@pytest.mark.parametrize("bad, match", [
-    (np.array([0, 4]), r"codes in -2\.\.3.*first: 4 at index 1"),
-    (np.array([-3]), r"codes in -2\.\.3"),
-    (np.array([0.0, 1.0]), "integer bin codes"),
-    (np.zeros((2, 2), dtype=np.int8), "1-D array"),
-])
-def test_bin_to_rgba_rejects_bad_codes(bad, match):
-    with pytest.raises(InputError, match=match):
-        bin_to_rgba(bad)
 
 
 # ---------------------------------------------------------------------------------------------- input checks

@@ -11,9 +11,6 @@ from scipy.signal import lfilter
 
 from core._validation import InputError
 from core.stats import (
-    BIN_EDGES,
-    EXCLUDED_BIN,
-    NEGATIVE_BIN,
     block_permutation_p,
     correlation_bins,
     fdr_bh,
@@ -23,6 +20,7 @@ from core.stats import (
     significance_mask,
     voxel_stats,
 )
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -194,10 +192,11 @@ def test_noise_ceiling_without_signal_gives_nan_ceiling():
 def test_correlation_bins_by_hand():
     r = np.array([-0.2, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.9, np.nan, 0.5])
     sig = np.array([True] * 11 + [False])
-    expected = [NEGATIVE_BIN, NEGATIVE_BIN, 0, 0, 1, 1, 2, 2, 3, 3, EXCLUDED_BIN, EXCLUDED_BIN]
+    expected = [NEGATIVE_CODE, NEGATIVE_CODE, 0, 0, 1, 1, 2, 2, 3, 3, NS_CODE, NS_CODE]
     bins = correlation_bins(r, sig)
     assert bins.dtype == np.int8 and bins.tolist() == expected
-    assert BIN_EDGES == (0.0, 0.1, 0.2, 0.3)
+    assert DEFAULT_BINS.edges == (0.0, 0.1, 0.2, 0.3)
+    assert correlation_bins(r, sig, edges=DEFAULT_BINS).tolist() == expected
     assert correlation_bins(r, sig, edges=(-0.1, 0.5)).tolist() == [-2, 0, 0, 0, 0, 0, 0, 0, 0, 1, -1, -1]
 
 
@@ -224,7 +223,7 @@ def test_voxel_stats_excludes_and_counts_invalid_voxels(rng):
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
             assert np.all(np.isfinite(value)), key
     assert np.all(st["r"][invalid] == 0) and np.all(st["p"][invalid] == 1) and np.all(st["q"][invalid] == 1)
-    assert np.all(st["bin"][invalid] == EXCLUDED_BIN) and not st["significant"][invalid].any()
+    assert np.all(st["bin"][invalid] == NS_CODE) and not st["significant"][invalid].any()
     ok = st["valid"]
     ref = [scipy.stats.pearsonr(pred[:, j], Y[:, j]) for j in np.flatnonzero(ok)]
     np.testing.assert_allclose(st["r"][ok], [x.statistic for x in ref], rtol=1e-10, atol=1e-12)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from core._validation import InputError
-from core.cortex.palette import bin_to_rgba
+from core.vocabulary import DEFAULT_BINS
 from test_flatmap import file_tree, pycortex_cache_dir  # noqa: F401 (a fixture)
 
 
@@ -79,8 +79,8 @@ def built(s1_geometry, pycortex_cache_dir, tmp_path_factory):
     from core.cortex.viewer import make_viewer
     sub = s1_geometry.subset(patch_subset(s1_geometry))
     rng = np.random.default_rng(7)
-    datasets = {"off": bin_to_rgba(rng.integers(-2, 4, sub.n_voxels).astype(np.int8)),
-                "on: >=0.3": bin_to_rgba(np.full(sub.n_voxels, 3, np.int8))}
+    datasets = {"off": DEFAULT_BINS.to_rgba(rng.integers(-2, 4, sub.n_voxels).astype(np.int8)),
+                "on: >=0.3": DEFAULT_BINS.to_rgba(np.full(sub.n_voxels, 3, np.int8))}
     filestore = Path(cortex.database.default_filestore) / sub.subject
     store_before = file_tree(filestore)
     parent = tmp_path_factory.mktemp("viewers")
@@ -128,7 +128,7 @@ def test_dataset_colours_reach_the_viewer_unchanged(built):
         vol[g.mask] = rgba
         expected.append(cortex.volume.mosaic(vol, show=False)[0])
     got = [np.asarray(Image.open(p)) for p in sorted((built.folder / "data").glob("*.png"))]
-    # Exact: the viewer gets the palette's bytes (a colormap or value rescaling would alter them).
+    # Exact: the viewer gets the bin scheme's bytes (a colormap or value rescaling would alter them).
     for exp in expected:
         assert any(im.shape == exp.shape and np.array_equal(im, exp) for im in got)
 

@@ -16,7 +16,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_directory
-from core.cortex.palette import bin_to_rgba
+from core.vocabulary import DEFAULT_BINS
 from test_flatmap import pycortex_cache_dir  # noqa: F401 (a fixture)
 from test_viewer import patch_subset, picked_rows, read_lookup
 
@@ -56,8 +56,8 @@ def session(s1_geometry, pycortex_cache_dir, tmp_path_factory):
     from core.cortex.viewer import make_viewer
     sub = s1_geometry.subset(patch_subset(s1_geometry))
     rng = np.random.default_rng(11)
-    datasets = {DATASETS[0]: bin_to_rgba(rng.integers(-1, 4, sub.n_voxels).astype(np.int8)),
-                DATASETS[1]: bin_to_rgba(np.full(sub.n_voxels, 3, np.int8))}
+    datasets = {DATASETS[0]: DEFAULT_BINS.to_rgba(rng.integers(-1, 4, sub.n_voxels).astype(np.int8)),
+                DATASETS[1]: DEFAULT_BINS.to_rgba(np.full(sub.n_voxels, 3, np.int8))}
     root = tmp_path_factory.mktemp("site")
     folder = make_viewer(sub, datasets, root / "viewer", title="bridge test", cache_dir=pycortex_cache_dir)
     (root / "parent.html").write_text(PARENT)

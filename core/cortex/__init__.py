@@ -1,1 +1,2 @@
-"""The cortex side: voxel geometry from pycortex, flatmap images, the WebGL viewer, the bin palette."""
+"""The cortex side: voxel geometry from pycortex, flatmap images and the WebGL viewer (bins coloured by
+:mod:`core.vocabulary`)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core._validation import InputError
-from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_CODE, NEGATIVE_HEX, NS_CODE, bin_to_rgba
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NEGATIVE_RGBA, NS_CODE, BinScheme, rgba_hex
 
 __all__ = ["configure_pycortex_cache", "pycortex_cache", "quiet_pycortex", "single_threaded_blas", "make_flatmaps",
            "flat_to_pixel", "FLATMAP_VERSION"]
@@ -190,7 +190,7 @@ def flat_to_pixel(flat_xy, *, extents, height: int, width: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- public entry
 def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 1024,
-                  cache_dir: str | Path) -> dict:
+                  cache_dir: str | Path, scheme: BinScheme = DEFAULT_BINS) -> dict:
     """Write the flatmap assets of one run: an image per condition, the pixel lookup, ROI outlines, metadata.
 
     Parameters
@@ -198,9 +198,9 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
     geometry : core.cortex.VoxelGeometry
         The voxels (rows) the bins refer to; may be a subset of a pycortex mask.
     bins : dict of str -> int8 array of shape (n_voxels,)
-        Correlation-bin codes per condition (see :mod:`core.cortex.palette`): 0..3 coloured by bin, -2 (significant
-        negative) in ``NEGATIVE_RGBA``, -1 (not significant) left transparent so the curvature shows.
-        Condition names become file names: letters, digits, ``_ . -``.
+        Correlation-bin codes per condition (see :mod:`core.vocabulary`): ``scheme.codes`` coloured by bin, -2
+        (significant negative) in ``NEGATIVE_RGBA``, -1 (not significant) left transparent so the curvature
+        shows. Condition names become file names: letters, digits, ``_ . -``.
     out_dir : str or Path
         Where to write ``flatmap_<condition>.png``, ``flatmap_lookup.npy``, ``flatmap_meta.json`` and
         ``flatmap_rois.json`` (each written atomically).
@@ -209,6 +209,9 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
     cache_dir : str or Path
         pycortex cache folder (see :func:`configure_pycortex_cache`); the pixel map takes ~40-100 s to
         build the first time and is read back in a second afterwards.
+    scheme : core.vocabulary.BinScheme
+        The run's bins (:meth:`BinScheme.from_config`): their colours in the images, their labels in the
+        metadata's legend.
 
     Returns
     -------
@@ -221,7 +224,7 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
     none. ``flatmap_rois.json`` holds, per ROI and hemisphere, the outline polylines and the label anchor in
     the same pixel coordinates (x = column, y = row from the top), ready for a plotly overlay.
     """
-    bins = _check_bins(geometry, bins)
+    bins = _check_bins(geometry, bins, scheme)
     if isinstance(height, bool) or not isinstance(height, (int, np.integer)) or not 16 <= height <= 8192:
         raise InputError(f"expected an integer image height in 16..8192 pixels, found {height!r}",
                          source="make_flatmaps", field="height")
@@ -238,7 +241,7 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
 
     paths = {"images": {}}
     for cond, codes in bins.items():
-        rgba = _compose(curvature, lookup, codes, overlay)
+        rgba = _compose(curvature, lookup, codes, overlay, scheme)
         paths["images"][cond] = _save_png(rgba, out_dir / f"flatmap_{cond}.png")
     paths["lookup"] = _atomic_write(out_dir / "flatmap_lookup.npy", lambda fh: np.save(fh, lookup))
     roi_doc = {"height": height, "width": width, "coordinates": "pixel (x = column, y = row from the top)",
@@ -253,7 +256,7 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
                          "row = (height - 1) - (y - ymin) / (ymax - ymin) * (height - 1)",
         "conditions": {c: p.name for c, p in paths["images"].items()},
         "lookup": paths["lookup"].name, "rois": paths["rois"].name,
-        "palette": {"labels": list(BIN_LABELS), "hex": BIN_HEX, "negative": NEGATIVE_HEX,
+        "palette": {"labels": list(scheme.labels), "hex": scheme.hex, "negative": rgba_hex(NEGATIVE_RGBA),
                     "not_significant": "transparent (curvature shows)"},
     }
     paths["meta"] = _write_json(out_dir / "flatmap_meta.json", meta)
@@ -261,7 +264,7 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
 
 
 # --------------------------------------------------------------------------------------------- validation
-def _check_bins(geometry, bins) -> dict[str, np.ndarray]:
+def _check_bins(geometry, bins, scheme: BinScheme) -> dict[str, np.ndarray]:
     if not isinstance(bins, dict) or not bins:
         raise InputError(f"expected a non-empty dict condition -> bin codes, found {type(bins).__name__}",
                          source="make_flatmaps", field="bins")
@@ -276,12 +279,13 @@ def _check_bins(geometry, bins) -> dict[str, np.ndarray]:
             raise InputError(f"expected shape ({geometry.n_voxels},) (one code per geometry voxel), found "
                              f"{arr.shape}; build the bins and the geometry from the same mask",
                              source="make_flatmaps", field=f"bins[{cond!r}]")
+        top = scheme.n_bins - 1
         if not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"expected integer bin codes -2..3, found dtype {arr.dtype}",
+            raise InputError(f"expected integer bin codes {NEGATIVE_CODE}..{top}, found dtype {arr.dtype}",
                              source="make_flatmaps", field=f"bins[{cond!r}]")
-        bad = (arr < NEGATIVE_CODE) | (arr >= len(BIN_LABELS))
+        bad = (arr < NEGATIVE_CODE) | (arr > top)
         if bad.any():
-            raise InputError(f"expected codes in -2..{len(BIN_LABELS) - 1}, found {int(bad.sum())} outside "
+            raise InputError(f"expected codes in {NEGATIVE_CODE}..{top}, found {int(bad.sum())} outside "
                              f"(first {int(arr[bad][0])} at voxel {int(np.flatnonzero(bad)[0])})",
                              source="make_flatmaps", field=f"bins[{cond!r}]")
         out[cond] = arr.astype(np.int8)
@@ -435,14 +439,15 @@ def _label_font_px(height: int) -> int:
     return max(8, height // 70)
 
 
-def _compose(curvature: np.ndarray, lookup: np.ndarray, codes: np.ndarray, overlay: np.ndarray) -> np.ndarray:
+def _compose(curvature: np.ndarray, lookup: np.ndarray, codes: np.ndarray, overlay: np.ndarray,
+             scheme: BinScheme) -> np.ndarray:
     """Curvature, then voxel colours (opaque; n.s. left out), then ROI outlines (alpha-composited)."""
     rgba = curvature.copy()
     hit = lookup >= 0
     code = np.full(lookup.shape, NS_CODE, dtype=np.int8)
     code[hit] = codes[lookup[hit]]
     show = code != NS_CODE
-    rgba[show] = bin_to_rgba(code[show])
+    rgba[show] = scheme.to_rgba(code[show])
     on = overlay[..., 3] > 0
     a = overlay[on, 3:4].astype(np.float64) / 255
     under = rgba[on].astype(np.float64)

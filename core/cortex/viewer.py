@@ -247,7 +247,7 @@ def _check_datasets(geometry, datasets) -> dict[str, np.ndarray]:
         if rgba.dtype != np.uint8 or rgba.shape != (geometry.n_voxels, 4):
             raise InputError(f"expected a uint8 array of shape ({geometry.n_voxels}, 4) (RGBA per geometry "
                              f"voxel), found {rgba.dtype} {rgba.shape}; colour bins with "
-                             "core.cortex.palette.bin_to_rgba", source="make_viewer", field=f"datasets[{name!r}]")
+                             "core.vocabulary.BinScheme.to_rgba", source="make_viewer", field=f"datasets[{name!r}]")
         out[name] = rgba
     return out
 
@@ -256,7 +256,7 @@ def _volume_rgb(geometry, rgba: np.ndarray):
     """A VolumeRGB with the geometry's voxels coloured and the rest of the volume transparent.
 
     uint8 channels in the default red/green/blue basis pass through VolumeRGB unchanged (no rescaling),
-    which is what keeps the viewer's colours identical to the palette.
+    which is what keeps the viewer's colours identical to the bin scheme's (:mod:`core.vocabulary`).
     """
     import cortex
     ch = np.zeros((4,) + geometry.mask.shape, dtype=np.uint8)

@@ -9,6 +9,7 @@ import numpy as np
 from core.config import RunConfig
 from core.cortex.assets import _cortex_assets
 from core.pipeline.inputs import run_geometry
+from core.vocabulary import NS_CODE, BinScheme
 
 
 def _prewarm_umap(cfg: RunConfig, cache_dir: Path):
@@ -66,8 +67,8 @@ def _warm_cortex_job(cfg: RunConfig, cache_dir: str) -> None:
                 private = Path(tmp) / "pycortex"
                 if pc_cache.is_dir():   # start from what is there: only the missing caches get built
                     shutil.copytree(pc_cache, private)
-                empty = {m: np.full(geometry.n_voxels, -1, np.int8) for m in cfg.features.modes}
-                _cortex_assets(geometry, empty, Path(tmp) / "assets", "", private)
+                empty = {m: np.full(geometry.n_voxels, NS_CODE, np.int8) for m in cfg.features.modes}
+                _cortex_assets(geometry, empty, Path(tmp) / "assets", "", private, BinScheme.from_config(cfg))
                 for f in sorted(p for p in private.rglob("*") if p.is_file()):
                     target = pc_cache / f.relative_to(private)
                     if not target.exists():

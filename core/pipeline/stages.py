@@ -13,6 +13,7 @@ import numpy as np
 from core._validation import InputError
 from core.config import RunConfig
 from core.pipeline.stage import Context, Stage
+from core.vocabulary import CONDITIONS, PAIR, BinScheme
 
 __all__ = ["STAGES"]
 
@@ -186,7 +187,7 @@ def stage_rsa(ctx: Context):
     from core import rsa
     cfg = ctx.cfg
     enc, st, dset = ctx["encoding"], ctx["stats"], ctx["dataset"]
-    modes = [m for m in ("off", "on") if m in cfg.features.modes]
+    modes = [m for m in PAIR if m in cfg.features.modes]
     sig = _significant(st, modes)
     valid = np.ones(sig[modes[0]].shape, bool)
     for m in modes:
@@ -226,7 +227,7 @@ def stage_umap(ctx: Context):
     from core.embedding.umap import embed_umap_each
     cfg = ctx.cfg
     rs, enc = ctx["rsa"], ctx["encoding"]
-    modes = [m for m in ("off", "on") if f"knn_idx_{m}" in rs.arrays]
+    modes = [m for m in PAIR if f"knn_idx_{m}" in rs.arrays]
     graphs = [(np.asarray(rs.arrays[f"knn_idx_{m}"]), np.asarray(rs.arrays[f"knn_dist_{m}"])) for m in modes]
     # The predicted series place the graph's disconnected parts relative to each other.
     series = [np.asarray(enc.arrays[f"pred_{m}"])[np.asarray(rs.arrays[f"voxels_{m}"])].T for m in modes]
@@ -261,13 +262,13 @@ def stage_cortex(ctx: Context):
     if geometry is None:
         return {}, {"skipped": "no pycortex subject configured (data.subject is empty)"}
     st = ctx["stats"]
-    modes = [m for m in ("off", "on", "uniform") if m in cfg.features.modes]
+    modes = [m for m in CONDITIONS if m in cfg.features.modes]
     bins = {m: np.asarray(st.arrays[f"bin_{m}"]) for m in modes}
     pc_cache = _pycortex_cache(ctx.cache_dir)
     title = f"{ctx.cfg.preset}{' (simulated)' if cfg.data.kind == 'simulated' else ''}"
     # Waits while the run's background preparation (_prewarm_cortex) is still building pycortex's caches.
     with file_lock(_pycortex_lock(ctx.cache_dir)):
-        flat, datasets = _cortex_assets(geometry, bins, ctx.workdir, title, pc_cache)
+        flat, datasets = _cortex_assets(geometry, bins, ctx.workdir, title, pc_cache, BinScheme.from_config(cfg))
         _cortex_warm_marker(cfg, ctx.cache_dir).touch()
     # File names relative to the entry folder: the workdir is renamed when the stage commits.
     rel = lambda p: str(Path(p).relative_to(ctx.workdir))  # noqa: E731

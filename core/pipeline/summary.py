@@ -10,24 +10,18 @@ import numpy as np
 
 from core._io import write_json_atomic
 from core.config import RunConfig, config_to_dict
+from core.vocabulary import NEGATIVE_CODE, PAIR, BinScheme
 
-__all__ = ["bin_labels", "condition_summary", "truth_summary", "build_summary", "write_json_atomic"]
-
-
-def bin_labels(edges) -> list[str]:
-    """``(0, 0.1, 0.2, 0.3)`` -> ``['0-0.1', '0.1-0.2', '0.2-0.3', '>=0.3']``."""
-    edges = list(edges)
-    return [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">={edges[-1]:g}"]
+__all__ = ["condition_summary", "truth_summary", "build_summary", "write_json_atomic"]
 
 
-def condition_summary(r: np.ndarray, significant: np.ndarray, bins: np.ndarray, edges) -> dict[str, Any]:
-    """Counts of significant voxels, per correlation bin, and their median r."""
-    labels = bin_labels(edges)
+def condition_summary(r: np.ndarray, significant: np.ndarray, bins: np.ndarray, scheme: BinScheme) -> dict[str, Any]:
+    """Counts of significant voxels, per correlation bin (keyed by the scheme's labels), and their median r."""
     out = {"n_significant": int(significant.sum()),
-           "bins": {lab: int((bins == i).sum()) for i, lab in enumerate(labels)}}
+           "bins": {lab: int((bins == code).sum()) for code, lab in zip(scheme.codes, scheme.labels)}}
     if significant.any():
         out["median_r_significant"] = float(np.median(r[significant]))
-    n_neg = int((bins == -2).sum())
+    n_neg = int((bins == NEGATIVE_CODE).sum())
     if n_neg:
         out["n_significant_negative"] = n_neg
     return out
@@ -65,16 +59,17 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
                                        if "seconds" in c}
     if "stats" in results:
         st = results["stats"]
+        scheme = BinScheme.from_config(cfg)
         conds = {}
         for mode in cfg.features.modes:
             conds[mode] = condition_summary(np.asarray(st.arrays[f"r_{mode}"]),
                                             np.asarray(st.arrays[f"significant_{mode}"]),
-                                            np.asarray(st.arrays[f"bin_{mode}"]), cfg.stats.bin_edges)
+                                            np.asarray(st.arrays[f"bin_{mode}"]), scheme)
             extra = st.meta.get("conditions", {}).get(mode, {})
             if "n_invalid" in extra:
                 conds[mode]["n_invalid"] = extra["n_invalid"]
         summary["conditions"] = conds
-        if "truth_null" in ds.arrays and {"on", "off"} <= set(cfg.features.modes):
+        if "truth_null" in ds.arrays and set(PAIR) <= set(cfg.features.modes):
             a = st.arrays
             summary["truth"] = truth_summary(
                 np.asarray(a["r_on"]), np.asarray(a["r_off"]), np.asarray(a["significant_on"]),

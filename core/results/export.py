@@ -15,18 +15,38 @@ from pathlib import Path
 import numpy as np
 
 from core._validation import InputError
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, BinScheme
 
-__all__ = ["NIFTI_FIELDS", "BIN_FILL", "TABLE_COLUMNS", "cortex_reference", "nifti_unavailable_reason",
-           "voxel_volume", "nifti_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png"]
+__all__ = ["NIFTI_FIELDS", "BIN_FILL", "TABLE_COLUMNS", "table_columns", "bin_codes_text", "cortex_reference",
+           "nifti_unavailable_reason", "voxel_volume", "nifti_map", "nifti_bytes", "table_csv", "series_csv",
+           "flatmap_png"]
 
 #: The per-voxel maps a NIfTI export can hold (``bin`` = the run's stored correlation-bin codes).
 NIFTI_FIELDS = ("r", "p", "q", "bin")
-#: Fill of the int16 bin map outside the run's voxels (bin codes are -2..3: -2 significant r < 0, -1 not
-#: significant, 0..3 the correlation bins of ``core.cortex.palette.BIN_LABELS``).
+#: Fill of the int16 bin map outside the run's voxels (its codes are those of :func:`bin_codes_text`).
 BIN_FILL = -99
 
-#: Columns of :func:`table_csv`, in order, with what they hold (``{m}`` = each condition of the run).
-TABLE_COLUMNS = {
+
+def bin_codes_text(scheme: BinScheme) -> str:
+    """What each bin code of a run means, from its scheme: ``'-2 significant r<0, -1 n.s., 0 0-0.1, ...'``."""
+    codes = (NEGATIVE_CODE, NS_CODE, *scheme.codes)
+    return ", ".join(f"{c} {scheme.label(c)}" for c in codes)
+
+
+def table_columns(run=None) -> dict[str, str]:
+    """Columns of :func:`table_csv`, in order, with what they hold (``{m}`` = each condition of the run).
+
+    ``run``: an opened run (:class:`core.results.Results`), its config (dict or RunConfig) or a
+    :class:`~core.vocabulary.BinScheme`; the ``bin_{m}`` entry names that run's bins. None: the default bins.
+    """
+    if isinstance(run, BinScheme):
+        scheme = run
+    else:
+        scheme = BinScheme.from_config(getattr(run, "config", run))
+    return {**_COLUMNS, "bin_{m}": f"correlation-bin code: {bin_codes_text(scheme)}", **_COLUMNS_AFTER_BIN}
+
+
+_COLUMNS = {
     "voxel": "voxel row (0-based; the row of every per-voxel array of the run)",
     "i, j, k": "NIfTI voxel indices in the functional reference volume (runs with a cortex mapping)",
     "hemi": "hemisphere, L or R",
@@ -37,13 +57,16 @@ TABLE_COLUMNS = {
     "p_{m}": "two-sided p of r (t-test)",
     "q_{m}": "Benjamini-Hochberg FDR q of p",
     "significant_{m}": "significant under the run's rule and level",
-    "bin_{m}": "correlation-bin code: -2 significant r < 0, -1 n.s., 0..3 bins 0-0.1/0.1-0.2/0.2-0.3/>=0.3",
+}
+_COLUMNS_AFTER_BIN = {
     "alpha_{m}": "ridge penalty chosen by cross-validation",
     "cv_{m}": "cross-validated r at that penalty",
     "r_norm_{m}": "r divided by the noise ceiling (runs with test repeats)",
     "noise_ceiling": "noise ceiling of the voxel's measured test series (runs with test repeats)",
     "delta_r": "r_on - r_off",
 }
+#: :func:`table_columns` for the default bins (a run with other ``stats.bin_edges``: ``table_columns(results)``).
+TABLE_COLUMNS = table_columns(DEFAULT_BINS)
 
 
 def _fail(message: str, field: str = "", source: str = "export") -> None:
@@ -163,8 +186,8 @@ def nifti_map(results, condition: str, field: str):
     condition : str
         One of ``results.conditions``.
     field : {"r", "p", "q", "bin"}
-        ``r``, ``p``, ``q``: float32, NaN outside the run's voxels. ``bin``: int16 bin codes (-2..3),
-        :data:`BIN_FILL` outside.
+        ``r``, ``p``, ``q``: float32, NaN outside the run's voxels. ``bin``: int16 bin codes (the run's,
+        see :func:`bin_codes_text`), :data:`BIN_FILL` outside.
 
     Returns
     -------
@@ -215,8 +238,9 @@ def nifti_bytes(image) -> bytes:
 def table_csv(results) -> str:
     """The per-voxel table (:attr:`core.results.Results.table`) as CSV text, one row per voxel.
 
-    Columns are those of :data:`TABLE_COLUMNS` present in the run; floats are written with the shortest
-    text that reads back to the same value (float64 columns exactly, float32 columns to float32).
+    Columns are those of :func:`table_columns` present in the run (``table_columns(results)`` says what this
+    run's bin codes mean); floats are written with the shortest text that reads back to the same value
+    (float64 columns exactly, float32 columns to float32).
     """
     return results.table.to_csv(index=False, lineterminator="\n")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core._validation import InputError, check_positive_int
-from core.cortex.palette import BIN_HEX, BIN_LABELS, NEGATIVE_HEX, NS_CSS, bin_to_rgba
+from core.vocabulary import DEFAULT_BINS, NEGATIVE_RGBA, NS_CODE, NS_RGBA, PAIR, BinScheme, rgba_css, rgba_hex
 
 __all__ = ["SYNTHETIC_ROI_NAMES", "make_synthetic_results"]
 
@@ -40,7 +40,7 @@ _FEATURE_DIM = 32
 
 def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: int = 15, seed: int = 0,
                            with_assets: bool = True, rsa_voxels: str = "union", flatmap_height: int = 256,
-                           with_thumbnails: bool = True) -> Path:
+                           with_thumbnails: bool = True, bin_edges=DEFAULT_BINS.edges) -> Path:
     """Write a finished run made of synthetic arrays into a results folder.
 
     Parameters
@@ -65,6 +65,9 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
         Height in pixels of the flatmap images and lookup.
     with_thumbnails : bool
         Write the ``thumbnails`` entry (stimulus thumbnails and attention overlays).
+    bin_edges : sequence of 4 floats
+        The run's ``stats.bin_edges`` (checked as the config checks them): the bins of the stats, the
+        summary, the flatmaps and the viewer.
 
     Returns
     -------
@@ -93,10 +96,15 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
         "data": {"subject": "synthetic", "transform": "synthetic", "mask": "synthetic"},
         "simulation": {"n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "seed": seed},
         "rsa": {"k": k, "voxels": rsa_voxels}, "umap": {"n_neighbors": min(15, k)},
+        "stats": {"bin_edges": [float(e) for e in bin_edges]},
     })
+    scheme = BinScheme.from_config(cfg)
     cfg = dataclasses.replace(cfg, preset="synthetic")
-    digest = hashlib.sha256(json.dumps([n_voxels, n_test, k, seed, with_assets, rsa_voxels, flatmap_height,
-                                        with_thumbnails]).encode()).hexdigest()[:10]
+    # Only other edges extend the key: a run with the default bins has the same id however they are passed.
+    key = [n_voxels, n_test, k, seed, with_assets, rsa_voxels, flatmap_height, with_thumbnails]
+    if scheme != DEFAULT_BINS:
+        key.append(list(scheme.edges))
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:10]
     run_id = f"synthetic-{digest}"
     rng = np.random.default_rng(seed)
 
@@ -132,7 +140,7 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
         if with_assets:
             key = f"{digest}cx"
             workdir = store.new_workdir("cortex", key)
-            cortex_meta = _write_cortex_assets(workdir, geom, stats_arrays, flatmap_height, rng)
+            cortex_meta = _write_cortex_assets(workdir, geom, stats_arrays, flatmap_height, rng, scheme)
             entries["cortex"] = store.commit(workdir, "cortex", key, {}, cortex_meta)
             keys["cortex"] = key
         summary = build_summary(cfg, run_id, entries, device="cpu", timings={name: 0.0 for name in entries},
@@ -290,12 +298,12 @@ def _knn(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _rsa(series: dict, st: dict, geom: dict, *, k: int, rule: str, rng) -> tuple[dict, dict]:
     from core import rsa
-    sig = {m: np.asarray(st[f"significant_{m}"]) & np.asarray(st[f"valid_{m}"]) for m in ("off", "on")}
+    sig = {m: np.asarray(st[f"significant_{m}"]) & np.asarray(st[f"valid_{m}"]) for m in PAIR}
     voxels = rsa.select_voxels(sig, rule=rule)
     arrays: dict[str, np.ndarray] = {}
     meta: dict = {"conditions": {}, "synthetic": True, "knn": "approximate candidates, exact distances"}
     zs = {}
-    for m in ("off", "on"):
+    for m in PAIR:
         arrays[f"voxels_{m}"] = voxels.astype(np.int64)
         s = np.asarray(series["encoding"][f"pred_{m}"])[voxels].T.astype(np.float64)
         zs[m] = s
@@ -312,7 +320,7 @@ def _rsa(series: dict, st: dict, geom: dict, *, k: int, rule: str, rng) -> tuple
 def _umap(rsa_arrays: dict, geom: dict, rng: np.random.Generator) -> dict:
     """Clustered 3-D coordinates: one blob per ROI (object/scene blobs closer together with attention on)."""
     out = {}
-    for m in ("off", "on"):
+    for m in PAIR:
         voxels = rsa_arrays[f"voxels_{m}"]
         roi = np.asarray(geom["roi"])[voxels]
         centres = rng.normal(0, 6.0, (len(SYNTHETIC_ROI_NAMES), 3))
@@ -370,7 +378,7 @@ def _thumbnails(attention: np.ndarray, rng) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- cortex assets
-def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng) -> dict:
+def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng, scheme: BinScheme) -> dict:
     """Flatmap images per condition, pixel lookup, ROI outlines, metadata and the minimal viewer."""
     from PIL import Image, ImageDraw
     from scipy.ndimage import gaussian_filter
@@ -419,10 +427,10 @@ def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng) -
     for m in _MODES:
         bins = np.asarray(st[f"bin_{m}"])
         img = rgba.copy()
-        code = np.full(lookup.shape, -1, dtype=np.int64)
+        code = np.full(lookup.shape, NS_CODE, dtype=np.int64)
         code[hit] = bins[lookup[hit]]
-        show = hit & (code != -1)
-        img[show] = bin_to_rgba(code[show])
+        show = hit & (code != NS_CODE)
+        img[show] = scheme.to_rgba(code[show])
         composed = Image.alpha_composite(Image.fromarray(img, "RGBA"), outlines)
         images[m] = f"flatmap_{m}.png"
         composed.save(folder / images[m], format="PNG")
@@ -433,21 +441,21 @@ def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng) -
     meta = {"version": "1", "synthetic": True, "subject": "synthetic", "transform": "synthetic",
             "mask": "synthetic", "n_voxels": int(len(flat)), "height": height, "width": width, "extents": extents,
             "conditions": images, "lookup": "flatmap_lookup.npy", "rois": "flatmap_rois.json",
-            "palette": {"labels": list(BIN_LABELS), "hex": BIN_HEX, "negative": NEGATIVE_HEX,
+            "palette": {"labels": list(scheme.labels), "hex": scheme.hex, "negative": rgba_hex(NEGATIVE_RGBA),
                         "not_significant": "transparent (curvature shows)"}}
     (folder / "flatmap_meta.json").write_text(json.dumps(meta, indent=1))
     _write_minimal_viewer(folder / "viewer", pix, geom["hemi"], {m: np.asarray(st[f"bin_{m}"]) for m in _MODES},
-                          width, height)
+                          width, height, scheme)
     return {"flatmap": meta, "viewer": "viewer/index.html", "synthetic": True}
 
 
 def _write_minimal_viewer(folder: Path, pix: np.ndarray, hemi: np.ndarray, bins: dict, width: int,
-                          height: int) -> None:
+                          height: int, scheme: BinScheme) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = {"width": width, "height": height, "x": np.round(pix[:, 0], 1).tolist(),
             "y": np.round(pix[:, 1], 1).tolist(), "hemi": [int(h) for h in hemi],
             "datasets": {m: [int(b) for b in v] for m, v in bins.items()},
-            "palette": {"bins": BIN_HEX, "negative": NEGATIVE_HEX, "ns": NS_CSS}}
+            "palette": {"bins": scheme.hex, "negative": rgba_hex(NEGATIVE_RGBA), "ns": rgba_css(NS_RGBA)}}
     (folder / "data.json").write_text(json.dumps(data, separators=(",", ":")))
     (folder / "index.html").write_text(_MINIMAL_VIEWER_HTML)
 
