@@ -30,7 +30,8 @@ import numpy as np
 
 from core._validation import InputError
 
-__all__ = ["CONDITIONS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA", "name", "run_dims"]
+__all__ = ["CONDITIONS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA", "name", "run_dims",
+           "markdown_table"]
 
 #: Feature conditions, in the order stages and readers walk them.
 CONDITIONS = ("off", "on", "uniform")
@@ -290,10 +291,9 @@ class Schema:
                 continue
             for dim, value in self.meta_dims(stage, entry.meta).items():
                 self._bind(stage, None, dim, value, known, sources, f"the {stage} stage's meta")
-            for array, arr in entry.arrays.items():
-                parsed = self.parse(stage, array)
-                if parsed is not None:
-                    self._unify(stage, array, parsed, tuple(np.shape(arr)), known, sources)
+            for array in self._in_order(stage, entry.arrays):
+                self._unify(stage, array, self.parse(stage, array), tuple(np.shape(entry.arrays[array])), known,
+                            sources)
         return known
 
     def check(self, stage: str, found: Mapping[str, tuple[tuple[int, ...], Any]], *,
@@ -340,8 +340,8 @@ class Schema:
             if np.dtype(dtype) != want:
                 raise SchemaError(stage, array, f"expected dtype {want}, found {np.dtype(dtype)} "
                                   f"(shape {tuple(shape)})")
-        for array, p in parsed.items():
-            self._unify(stage, array, p, tuple(found[array][0]), known, sources)
+        for array in self._in_order(stage, parsed):
+            self._unify(stage, array, parsed[array], tuple(found[array][0]), known, sources)
         seen = {c for _, c in parsed.values() if c is not None}
         conds = [c for c in st.conditions if c in (seen if conditions is None else set(conditions))]
         present = {(spec.field, c) for spec, c in parsed.values()}
@@ -361,6 +361,11 @@ class Schema:
                                       f"({spec.only})")
         return known
 
+    def _in_order(self, stage: str, arrays) -> list[str]:
+        """The declared names among ``arrays`` in declaration order: a dimension is taken from the array that
+        defines it (voxels_<m> for the embedded voxels), and a mismatch blames the arrays that follow."""
+        return [a for a in self._names[stage] if a in arrays]
+
     def _bind(self, stage, array, dim, value, known, sources, source):
         if dim in known and known[dim] != value:
             raise SchemaError(stage, array, f"{dim} = {value} from {source}, but {known[dim]} from {sources[dim]}")
@@ -371,24 +376,21 @@ class Schema:
         spec, condition = parsed
         dims = [d.format(condition=condition) if isinstance(d, str) else d for d in spec.shape]
 
+        def size(d):
+            terms = d.split("+") if isinstance(d, str) else []
+            return sum(known[t] for t in terms) if terms and all(t in known for t in terms) else None
+
         def expected():
-            return "(" + ", ".join(f"{d}={known[d]}" if d in known else str(d) for d in dims) + ")"
+            return "(" + ", ".join(str(d) if size(d) is None else f"{d}={size(d)}" for d in dims) + ")"
         if len(shape) != len(dims):
             raise SchemaError(stage, array, f"expected shape {expected()} dtype {spec.dtype}, found shape {shape}")
         for d, n in zip(dims, shape):
             if d == "*":
                 continue
-            if isinstance(d, int):
-                want = d
-            elif "+" in d:
-                terms = d.split("+")
-                if not all(t in known for t in terms):
-                    continue                # checked once the terms are known (a later commit's inputs)
-                want = sum(known[t] for t in terms)
-            elif d in known:
-                want = known[d]
-            else:
-                known[d], sources[d] = int(n), f"array '{array}'"
+            want = d if isinstance(d, int) else size(d)
+            if want is None:
+                if "+" not in d:            # a sum is checked once its terms are known
+                    known[d], sources[d] = int(n), f"array '{array}' of the {stage} stage"
                 continue
             if int(n) != want:
                 why = "" if isinstance(d, int) or "+" in d else f" ({d} from {sources[d]})"
@@ -421,3 +423,15 @@ def run_dims(cfg) -> tuple[dict[str, int], tuple[str, ...]]:
     cfg : core.config.RunConfig
     """
     return {"k": int(cfg.rsa.k)}, tuple(cfg.features.modes)
+
+
+def markdown_table(schema: Schema = SCHEMA) -> str:
+    """The schema as the Markdown table of docs/formats.md (``<m>`` = each condition of the stage)."""
+    rows = ["| stage | array | dtype | shape | present | what |", "|---|---|---|---|---|---|"]
+    for stage, st in schema.stages.items():
+        for spec in st.arrays:
+            shape = ", ".join(str(d).replace("{condition}", "<m>") for d in spec.shape)
+            shape = f"({shape},)" if len(spec.shape) == 1 else f"({shape})"
+            rows.append(f"| {stage} | `{spec.name('<m>')}` | {spec.dtype} | {shape} | {spec.only or 'always'} "
+                        f"| {spec.description} |")
+    return "\n".join(rows) + "\n"
