@@ -127,6 +127,12 @@ def test_optional_arrays_come_together():
         SCHEMA.check("stats", found, known=known, conditions=["on", "off"])
 
 
+def test_schema_errors_survive_the_trip_back_from_a_spawned_stage():
+    import pickle
+    err = pickle.loads(pickle.dumps(SchemaError("rsa", "voxels_on", "missing")))
+    assert str(err) == "stage rsa, array 'voxels_on': missing" and err.stage == "rsa"
+
+
 def test_names_are_unique_and_each_field_names_its_file():
     for stage, st in SCHEMA.stages.items():
         for spec in st.arrays:

@@ -111,7 +111,11 @@ class SchemaError(InputError):
     def __init__(self, stage: str, array: str | None, message: str):
         where = f"stage {stage}" + (f", array '{array}'" if array else "")
         super().__init__(f"{where}: {message}")
-        self.stage, self.array = stage, array
+        self.stage, self.array, self.detail = stage, array, message
+
+    def __reduce__(self):
+        # Raised in a spawned stage process too, and sent back to the run.
+        return SchemaError, (self.stage, self.array, self.detail)
 
 
 A = ArraySpec

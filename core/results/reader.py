@@ -51,15 +51,17 @@ class StageArrays:
     ----------
     entries : dict of stage name to StageEntry
         Finished entries (a run's, or those the pipeline has just computed).
+    label : str
+        What they are, for messages (a run id).
     """
 
-    def __init__(self, entries: dict[str, StageEntry]):
+    def __init__(self, entries: dict[str, StageEntry], label: str = "these entries"):
         self._entries = dict(entries)
+        self._label = label
 
     def stage(self, name: str) -> StageEntry:
         if name not in self._entries:
-            raise KeyError(f"stage {name!r} was not run for {getattr(self, 'run_id', 'these entries')}; "
-                           f"stages: {list(self._entries)}")
+            raise KeyError(f"stage {name!r} was not run for {self._label}; stages: {list(self._entries)}")
         return self._entries[name]
 
     def has_stage(self, name: str) -> bool:
@@ -202,7 +204,7 @@ class Results(StageArrays):
                 raise InputError(f"stage entry {path.name} of run {run_id} is missing; rerun precompute.py",
                                  source=str(out))
             entries[name] = store.read(name, key)
-        super().__init__(entries)
+        super().__init__(entries, run_id)
         try:
             self.conditions = [m for m in ("off", "on", "uniform") if m in self.config["features"]["modes"]]
         except (KeyError, TypeError):

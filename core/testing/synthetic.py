@@ -127,19 +127,20 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
 
     store = ResultsStore(out)
     entries, keys = {}, {}
-    # What the pipeline's config would fix (k, the conditions); the rest comes from the entries before.
-    known = {"dims": {"k": k}, "conditions": _MODES}
+    # What the pipeline's config would fix (k, the conditions); the other sizes come from the entries before.
+    dims = {"k": k}
     try:
         for stage, (arrays, meta) in stages.items():
             key = f"{digest}{stage[:2]}"
             entries[stage] = store.commit(store.new_workdir(stage, key), stage, key, arrays, meta, inputs=entries,
-                                          **known)
+                                          dims=dims, conditions=_MODES)
             keys[stage] = key
         if with_assets:
             key = f"{digest}cx"
             workdir = store.new_workdir("cortex", key)
             cortex_meta = _write_cortex_assets(workdir, geom, stats_arrays, flatmap_height, rng)
-            entries["cortex"] = store.commit(workdir, "cortex", key, {}, cortex_meta, inputs=entries, **known)
+            entries["cortex"] = store.commit(workdir, "cortex", key, {}, cortex_meta, inputs=entries, dims=dims,
+                                             conditions=_MODES)
             keys["cortex"] = key
         summary = build_summary(cfg, run_id, entries, device="cpu", timings={stage: 0.0 for stage in entries},
                                 peak_rss_mb=0.0, versions={"numpy": np.__version__})
