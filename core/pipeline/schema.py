@@ -30,8 +30,8 @@ import numpy as np
 
 from core._validation import InputError
 
-__all__ = ["CONDITIONS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA", "name", "run_dims",
-           "markdown_table"]
+__all__ = ["CONDITIONS", "GEOMETRY_FIELDS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA",
+           "name", "run_dims", "markdown_table"]
 
 #: Feature conditions, in the order stages and readers walk them.
 CONDITIONS = ("off", "on", "uniform")
@@ -194,6 +194,8 @@ _STAGES: dict[str, StageSchema] = {
     ), conditions=()),
 }
 del A
+#: The dataset stage's per-voxel geometry (runs with a cortex mapping): fields of core.cortex.geometry.VoxelGeometry.
+GEOMETRY_FIELDS = tuple(s.field for s in _STAGES["dataset"].arrays if s.only == _CORTEX)
 
 
 def _meta_value(value) -> int | None:

@@ -68,8 +68,7 @@ def stage_dataset(ctx: Context):
         if geometry.n_voxels != r.n_voxels:
             raise InputError(f"{r.n_voxels} voxels in the responses but {geometry.n_voxels} in the cortex mask",
                              source=r.source, field="Y_train")
-        arrays.update({schema.name("dataset", f): getattr(geometry, f)
-                       for f in ("ijk", "flat_xy", "hemi", "roi", "unmapped", "xyz_mm")})
+        arrays.update({schema.name("dataset", f): getattr(geometry, f) for f in schema.GEOMETRY_FIELDS})
         meta["roi_names"] = geometry.roi_names
         meta["cortex"] = {"subject": spec.subject, "transform": spec.transform, "mask": spec.mask}
     for k, v in ds.truth.items():
@@ -208,8 +207,8 @@ def stage_rsa(ctx: Context):
                                               n_rois=len(dset.meta["roi_names"]))
             arrays[schema.name("rsa", "roi_rdm", m)], arrays[schema.name("rsa", "roi_counts")] = block, counts
     if shared is not None and len(series) == 2:
-        arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(arrays[schema.name("rsa", "knn_idx", "on")],
-                                                             arrays[schema.name("rsa", "knn_idx", "off")])
+        on, off = arrays[schema.name("rsa", "knn_idx", "on")], arrays[schema.name("rsa", "knn_idx", "off")]
+        arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(on, off)
         meta["agreement"] = rsa.rdm_agreement(series["on"], series["off"], n_pairs=cfg.rsa.n_pairs,
                                               seed=cfg.rsa.seed, device=ctx.device)
     return arrays, meta

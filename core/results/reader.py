@@ -12,13 +12,10 @@ from typing import Any
 import numpy as np
 
 from core._validation import InputError
-from core.pipeline.schema import SCHEMA
+from core.pipeline.schema import GEOMETRY_FIELDS, SCHEMA
 from core.pipeline.store import STORE_VERSION, ResultsStore, StageEntry, _read_json
 
 __all__ = ["StageArrays", "Results", "open_results", "list_runs"]
-
-#: Per-voxel geometry of the dataset stage (runs with a cortex mapping).
-GEOMETRY_FIELDS = ("ijk", "flat_xy", "hemi", "roi", "unmapped", "xyz_mm")
 
 
 def list_runs(out: str | Path) -> list[dict[str, Any]]:

@@ -105,8 +105,7 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
     geom = _geometry(n_voxels, rng)
     series = _series(geom, n_test, rng)
     stages: dict[str, tuple[dict, dict]] = {}
-    geometry_fields = ("ijk", "flat_xy", "hemi", "roi", "unmapped", "xyz_mm")
-    stages["dataset"] = ({**{schema.name("dataset", f): geom[f] for f in geometry_fields},
+    stages["dataset"] = ({**{schema.name("dataset", f): geom[f] for f in schema.GEOMETRY_FIELDS},
                           **{schema.name("dataset", f"truth_{k_}"): v for k_, v in series["truth"].items()}},
                          {"simulated": True, "synthetic": True, "roi_names": SYNTHETIC_ROI_NAMES,
                           "n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "n_repeats": 2,
