@@ -87,7 +87,7 @@ def _flat_pixel(data, voxel: int) -> list[float] | None:
     from core.cortex.flatmap import flat_to_pixel
     try:
         meta = json.loads((data.flatmap.folder / "flatmap_meta.json").read_text())
-        flat_xy = data.results.stage("dataset").arrays["flat_xy"][voxel]
+        flat_xy = data.results.array("dataset", "flat_xy")[voxel]
         colrow = flat_to_pixel(flat_xy, extents=meta["extents"], height=data.flatmap.height,
                                width=data.flatmap.width)[0]
     except (OSError, ValueError, KeyError, TypeError):

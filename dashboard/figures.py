@@ -379,31 +379,32 @@ class DashboardData:
         cfg_stats = results.config.get("stats", {})
         self.level = float(cfg_stats.get("level", 0.01))
         self.edges = tuple(float(e) for e in cfg_stats.get("bin_edges", (0.0, 0.1, 0.2, 0.3)))
-        st = results.stage("stats").arrays
-        self.rules = ["p", "q"] + (["perm"] if all(f"p_perm_{m}" in st for m in ids.PAIR) else [])
+        st = {m: results.stats(m) for m in self.conditions}
+        self.rules = ["p", "q"] + (["perm"] if all("p_perm" in st[m] for m in ids.PAIR) else [])
         rule = cfg_stats.get("rule", "p")
         self.default_rule = rule if rule in self.rules else "p"
 
-        self.r = {m: np.asarray(st[f"r_{m}"], dtype=np.float64) for m in self.conditions}
-        self.p = {m: np.asarray(st[f"p_{m}"], dtype=np.float64) for m in self.conditions}
-        self.q = {m: np.asarray(st[f"q_{m}"], dtype=np.float64) for m in self.conditions}
-        self.p_perm = {m: np.asarray(st[f"p_perm_{m}"]) for m in self.conditions if f"p_perm_{m}" in st}
-        self.valid = {m: (np.asarray(st[f"valid_{m}"], dtype=bool) if f"valid_{m}" in st
+        self.r = {m: np.asarray(st[m]["r"], dtype=np.float64) for m in self.conditions}
+        self.p = {m: np.asarray(st[m]["p"], dtype=np.float64) for m in self.conditions}
+        self.q = {m: np.asarray(st[m]["q"], dtype=np.float64) for m in self.conditions}
+        self.p_perm = {m: np.asarray(st[m]["p_perm"]) for m in self.conditions if "p_perm" in st[m]}
+        self.valid = {m: (np.asarray(st[m]["valid"], dtype=bool) if "valid" in st[m]
                           else np.isfinite(self.r[m])) for m in self.conditions}
-        self.stored_bins = {m: np.asarray(st[f"bin_{m}"], dtype=np.int8) for m in self.conditions}
-        self.ceiling = {m: np.asarray(st[f"cc_max_{m}"]) for m in self.conditions if f"cc_max_{m}" in st}
-        enc = results.stage("encoding").arrays if results.has_stage("encoding") else {}
-        self.alpha = {m: np.asarray(enc[f"alpha_{m}"]) for m in self.conditions if f"alpha_{m}" in enc}
-        self.cv = {m: np.asarray(enc[f"cv_{m}"]) for m in self.conditions if f"cv_{m}" in enc}
+        self.stored_bins = {m: np.asarray(st[m]["bin"], dtype=np.int8) for m in self.conditions}
+        self.ceiling = {m: np.asarray(st[m]["cc_max"]) for m in self.conditions if "cc_max" in st[m]}
+        self.alpha = {m: np.asarray(results.array("encoding", "alpha", m)) for m in self.conditions
+                      if results.has_array("encoding", "alpha", m)}
+        self.cv = {m: np.asarray(results.array("encoding", "cv", m)) for m in self.conditions
+                   if results.has_array("encoding", "cv", m)}
         self._bins_cache: dict[tuple[str, str], np.ndarray] = {}
 
-        ds = results.stage("dataset")
-        self.roi_names = list(ds.meta.get("roi_names", []))
-        self.has_geometry = "ijk" in ds.arrays
+        self.roi_names = results.roi_names
+        geometry = results.geometry()
+        self.has_geometry = geometry is not None
         if self.has_geometry:
-            self.ijk = np.asarray(ds.arrays["ijk"], dtype=np.int64)
-            self.hemi = np.asarray(ds.arrays["hemi"], dtype=np.int8)
-            self.roi = np.asarray(ds.arrays["roi"], dtype=np.int64)
+            self.ijk = np.asarray(geometry["ijk"], dtype=np.int64)
+            self.hemi = np.asarray(geometry["hemi"], dtype=np.int8)
+            self.roi = np.asarray(geometry["roi"], dtype=np.int64)
             keys = self._ijk_keys(self.ijk)
             self._ijk_order = np.argsort(keys, kind="stable")
             self._ijk_sorted = keys[self._ijk_order]
@@ -414,7 +415,7 @@ class DashboardData:
         self.umap_reason: dict[str, str] = {}
         self.knn: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for m in ids.PAIR:
-            if results.has_stage("umap") and f"umap_{m}" in results.stage("umap").arrays:
+            if results.has_array("umap", "umap", m):
                 voxels, coords = results.umap(m)
                 position = np.full(self.n_voxels, -1, dtype=np.int32)
                 position[voxels] = np.arange(voxels.size, dtype=np.int32)
@@ -422,21 +423,20 @@ class DashboardData:
             else:
                 self.umap_reason[m] = (f"No UMAP for attention {m}: the RSA stage found too few significant voxels "
                                        "to build a kNN graph, or the umap stage was not run.")
-            if results.has_stage("rsa") and f"knn_idx_{m}" in results.stage("rsa").arrays:
+            if results.has_array("rsa", "knn_idx", m):
                 self.knn[m] = results.knn(m)
-        rsa = results.stage("rsa") if results.has_stage("rsa") else None
         self.jaccard = None
         self.jaccard_map: JaccardMapView | None = None
-        if rsa is not None and "knn_jaccard" in rsa.arrays:
-            self.jaccard = (np.asarray(rsa.arrays["voxels_on"]), np.asarray(rsa.arrays["knn_jaccard"]))
-            if self.has_geometry and "flat_xy" in ds.arrays:
-                self.jaccard_map = jaccard_map_view(*self.jaccard, ds.arrays["flat_xy"], self.roi, self.roi_names,
+        if results.has_array("rsa", "knn_jaccard"):
+            self.jaccard = (results.embedded_voxels("on"), np.asarray(results.array("rsa", "knn_jaccard")))
+            if self.has_geometry:
+                self.jaccard_map = jaccard_map_view(*self.jaccard, geometry["flat_xy"], self.roi, self.roi_names,
                                                     self.hemi)
-        self.roi_rdm = {m: np.asarray(rsa.arrays[f"roi_rdm_{m}"]) for m in ids.PAIR
-                        if rsa is not None and f"roi_rdm_{m}" in rsa.arrays}
-        self.roi_counts = np.asarray(rsa.arrays["roi_counts"]) if rsa is not None and "roi_counts" in rsa.arrays \
+        self.roi_rdm = {m: np.asarray(results.array("rsa", "roi_rdm", m)) for m in ids.PAIR
+                        if results.has_array("rsa", "roi_rdm", m)}
+        self.roi_counts = np.asarray(results.array("rsa", "roi_counts")) if results.has_array("rsa", "roi_counts") \
             else None
-        self.agreement = dict(rsa.meta.get("agreement", {})) if rsa is not None else {}
+        self.agreement = dict(results.stage("rsa").meta.get("agreement", {})) if results.has_stage("rsa") else {}
 
         self.flatmap: FlatmapView | None = None
         self.flatmap_reason = ""
@@ -448,11 +448,9 @@ class DashboardData:
                                    "are hidden.")
         else:
             meta_file = folder / "flatmap_meta.json"
-            if meta_file.is_file() and (folder / "flatmap_lookup.npy").is_file():
+            if meta_file.is_file() and results.has_array("cortex", "flatmap_lookup"):
                 fm = json.loads(meta_file.read_text())
-                arrays = results.stage("cortex").arrays
-                lookup = arrays["flatmap_lookup"] if "flatmap_lookup" in arrays else \
-                    np.load(folder / "flatmap_lookup.npy", mmap_mode="r")
+                lookup = results.array("cortex", "flatmap_lookup")
                 images = {m: name for m, name in fm.get("conditions", {}).items() if (folder / name).is_file()}
                 rois_file = folder / fm.get("rois", "flatmap_rois.json")
                 rois = json.loads(rois_file.read_text()).get("rois", []) if rois_file.is_file() else []
@@ -466,9 +464,8 @@ class DashboardData:
             "No 3-D viewer: this run has no pycortex static viewer (cortex assets missing).")
 
         self.thumbs = self.overlays = None
-        if results.has_stage("thumbnails"):
-            th = results.stage("thumbnails").arrays
-            self.thumbs, self.overlays = th.get("thumbs"), th.get("overlays")
+        if results.has_array("thumbnails", "thumbs"):
+            self.thumbs, self.overlays = results.array("thumbnails", "thumbs"), results.array("thumbnails", "overlays")
         self._r_axis_cache: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ derived per-voxel values

@@ -13,6 +13,7 @@ import pytest
 from core._validation import InputError
 from core.config import make_config
 from core.pipeline.runner import Pipeline, default_parallel_stages
+from core.pipeline.schema import ArraySpec, Schema, StageSchema
 from core.pipeline.stage import Stage
 
 PAUSE = 1.5  # seconds the slow toy stages sleep: well above a spawned process's start-up here (~0.5 s)
@@ -52,8 +53,12 @@ STAGES = {"a": Stage("a", stage_a, (), ("encoding",)),
           "d": Stage("d", stage_d, ("b", "c"), ("umap",))}
 
 
+# Each toy stage writes one array x of 3 values; the spawned stage commits against this schema too.
+SCHEMA = Schema({n: StageSchema((ArraySpec("x", "float64", (3,)),), conditions=()) for n in STAGES})
+
+
 def _pipe(out):
-    return Pipeline(make_config("demo"), out, stages=STAGES, device="cpu", progress=False)
+    return Pipeline(make_config("demo"), out, stages=STAGES, device="cpu", progress=False, schema=SCHEMA)
 
 
 def test_isolated_stage_overlaps_and_results_do_not_change(tmp_path):
@@ -108,11 +113,14 @@ def test_background_helpers_start_only_with_stages_side_by_side(tmp_path):
     import dataclasses
     calls = []
     stages = dict(STAGES, d=dataclasses.replace(STAGES["d"], prewarm=lambda cfg, cache: calls.append("d")))
-    Pipeline(make_config("demo"), tmp_path / "one", stages=stages, device="cpu", progress=False).run(parallel=1)
+    Pipeline(make_config("demo"), tmp_path / "one", stages=stages, device="cpu", progress=False,
+             schema=SCHEMA).run(parallel=1)
     assert calls == []
-    Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False).run(parallel=2)
+    Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False,
+             schema=SCHEMA).run(parallel=2)
     assert calls == ["d"]
-    Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False).run(parallel=2)
+    Pipeline(make_config("demo"), tmp_path / "two", stages=stages, device="cpu", progress=False,
+             schema=SCHEMA).run(parallel=2)
     assert calls == ["d"]          # everything cached: nothing to prepare for
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from core.config import make_config
 from core.pipeline.runner import Pipeline
+from core.pipeline.schema import ArraySpec, Schema, StageSchema
 from core.pipeline.stage import Stage
 from core.pipeline.store import ResultsStore
 from core.pipeline.faults import fault_point
@@ -34,8 +35,16 @@ def _toy_stages(calls: list):
     return {"a": Stage("a", a, (), ("encoding",)), "b": Stage("b", b, ("a",), ("stats",))}
 
 
+# The toy graph's own results schema: the store checks every commit against one.
+TOY_SCHEMA = Schema({
+    "a": StageSchema((ArraySpec("x", "float32", ("n",)), ArraySpec("y", "float64", (2, 3))), conditions=()),
+    "b": StageSchema((ArraySpec("z", "float32", ("n",)),), conditions=()),
+})
+
+
 def _pipe(out, calls):
-    return Pipeline(make_config("demo"), out, stages=_toy_stages(calls), device="cpu", progress=False)
+    return Pipeline(make_config("demo"), out, stages=_toy_stages(calls), device="cpu", progress=False,
+                    schema=TOY_SCHEMA)
 
 
 def test_enospc_while_writing_keeps_the_old_entry_and_leaves_no_temporaries(tmp_path, monkeypatch):

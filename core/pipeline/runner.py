@@ -20,6 +20,7 @@ from typing import Any, Callable
 from core._validation import InputError
 from core.config import RunConfig, config_hash, config_to_dict
 from core.pipeline.faults import arm_during_fault, fault_point
+from core.pipeline.schema import SCHEMA, Schema, run_dims
 from core.pipeline.stage import Context, Stage
 from core.pipeline.stages import STAGES as DEFAULT
 from core.pipeline.store import ResultsStore, StageEntry
@@ -44,16 +45,20 @@ def run_id_for(cfg: RunConfig) -> str:
 
 
 class Pipeline:
-    """Runs the stage graph for one config into a results folder ``out``."""
+    """Runs the stage graph for one config into a results folder ``out``.
+
+    ``stages`` and ``schema`` (what each stage's entry holds, checked at every commit) default to this
+    pipeline's; another graph brings its own schema.
+    """
 
     def __init__(self, cfg: RunConfig, out: str | Path, *, stages: dict[str, Stage] | None = None,
-                 device=None, progress: bool = True):
+                 device=None, progress: bool = True, schema: Schema = SCHEMA):
         self.cfg = cfg
         self.out = Path(out)
         self.stages = stages or DEFAULT
         self.device = device
         self.progress = progress
-        self.store = ResultsStore(self.out)
+        self.store = ResultsStore(self.out, schema)
         self.cache_dir = self.store.cache_dir
         self.run_id = run_id_for(cfg)
         self.run_dir = self.out / self.run_id
@@ -167,7 +172,7 @@ class Pipeline:
                     for name in [n for n in pending if elsewhere(n) and ready(n)][:n_processes - len(running)]:
                         pool = pool or spawn_pool(n_processes)
                         job = (self.stages[name], self.keys[name], {d: self.keys[d] for d in self.stages[name].deps},
-                               self.cfg, str(self.out), self.device, self.progress)
+                               self.cfg, str(self.out), self.device, self.progress, self.store.schema)
                         running[name] = pool.submit(_compute_in_child, job)
                         pending.remove(name)
                     local = next((n for n in pending if not elsewhere(n) and ready(n)), None)
@@ -239,7 +244,8 @@ def _compute(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device, i
     seconds = time.perf_counter() - t0
     meta = {**meta, "stage": st.name, "key": key, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
             "device": str(device)}
-    entry = store.commit(workdir, st.name, key, arrays, meta)
+    dims, conditions = run_dims(cfg)
+    entry = store.commit(workdir, st.name, key, arrays, meta, inputs=inputs, dims=dims, conditions=conditions)
     entry.seconds = seconds
     return entry
 
@@ -247,8 +253,8 @@ def _compute(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device, i
 def _compute_in_child(job) -> float:
     """:func:`_compute` in a spawned process: inputs read from the store, the entry committed there; returns
     the stage's seconds (the parent reads the entry back, memory-mapped)."""
-    st, key, dep_keys, cfg, out, device, progress = job
-    store = ResultsStore(out)
+    st, key, dep_keys, cfg, out, device, progress, schema = job
+    store = ResultsStore(out, schema)
     inputs = {d: store.read(d, k) for d, k in dep_keys.items()}
     return _compute(store, st, key, cfg, device, inputs, progress).seconds
 

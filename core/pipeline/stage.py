@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.config import RunConfig
+from core.pipeline import schema
 from core.pipeline.store import StageEntry
 
 __all__ = ["Stage", "Context"]
@@ -39,6 +40,13 @@ class Context:
     progress: bool = True
     workdir: Path | None = None           # the stage's own folder for files other than arrays
 
-    def __getitem__(self, name: str) -> StageEntry:
-        return self.inputs[name]
+    def __getitem__(self, stage: str) -> StageEntry:
+        return self.inputs[stage]
+
+    def array(self, stage: str, field: str, condition: str | None = None) -> np.ndarray:
+        """An input stage's array by schema field (memory-mapped; see :func:`core.pipeline.schema.name`)."""
+        return self.inputs[stage].arrays[schema.name(stage, field, condition)]
+
+    def has_array(self, stage: str, field: str, condition: str | None = None) -> bool:
+        return schema.name(stage, field, condition) in self.inputs[stage].arrays
 

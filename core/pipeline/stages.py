@@ -1,7 +1,8 @@
 """The stage functions of the pipeline, each a function of a :class:`~core.pipeline.stage.Context`.
 
-Every stage returns ``(arrays, meta)``; the pipeline caches them. Voxel series are stored voxel-major
-(``(n_voxels, n_test)``) so the dashboard reads one voxel's series as one contiguous slice.
+Every stage returns ``(arrays, meta)``; the pipeline caches them. Arrays are named as the results schema
+declares them (:func:`core.pipeline.schema.name`). Voxel series are stored voxel-major (``(n_voxels, n_test)``)
+so the dashboard reads one voxel's series as one contiguous slice.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from core._validation import InputError
 from core.config import RunConfig
+from core.pipeline import schema
 from core.pipeline.stage import Context, Stage
 from core.vocabulary import CONDITIONS, PAIR, BinScheme
 
@@ -76,12 +78,11 @@ def stage_dataset(ctx: Context):
         if geometry.n_voxels != r.n_voxels:
             raise InputError(f"{r.n_voxels} voxels in the responses but {geometry.n_voxels} in the cortex mask",
                              source=r.source, field="Y_train")
-        arrays.update(ijk=geometry.ijk, flat_xy=geometry.flat_xy, hemi=geometry.hemi, roi=geometry.roi,
-                      unmapped=geometry.unmapped, xyz_mm=geometry.xyz_mm)
+        arrays.update({schema.name("dataset", f): getattr(geometry, f) for f in schema.GEOMETRY_FIELDS})
         meta["roi_names"] = geometry.roi_names
         meta["cortex"] = {"subject": spec.subject, "transform": spec.transform, "mask": spec.mask}
     for k, v in ds.truth.items():
-        arrays[f"truth_{k}"] = v
+        arrays[schema.name("dataset", f"truth_{k}")] = v
     return arrays, meta
 
 
@@ -92,8 +93,8 @@ def stage_features(ctx: Context):
     model = build_model(cfg)
     fs = _extract(cfg, model, all_stimuli(*open_run_stimuli(cfg, ctx.cache_dir, n_train, n_test)), ctx.cache_dir,
                   ctx.device, tuple(cfg.features.modes), ctx.progress)
-    arrays = {f"X_{m}": fs.features[m] for m in cfg.features.modes}
-    arrays["attention_test"] = fs.attention[n_train:]
+    arrays = {schema.name("features", "X", m): fs.features[m] for m in cfg.features.modes}
+    arrays[schema.name("features", "attention_test")] = fs.attention[n_train:]
     from core.model.abn import weights_fingerprint
     return arrays, {"n_train": int(n_train), "layer": fs.layer, "input_size": list(fs.input_size),
                     "weights": cfg.features.weights, "weights_fingerprint": weights_fingerprint(model),
@@ -110,7 +111,7 @@ def stage_thumbnails(ctx: Context):
     from core.model.overlay import attention_overlay
     cfg = ctx.cfg
     _, stimuli = open_run_stimuli(cfg, ctx.cache_dir, ctx["dataset"].meta["n_train"], ctx["dataset"].meta["n_test"])
-    att = np.asarray(ctx["features"].arrays["attention_test"])
+    att = np.asarray(ctx.array("features", "attention_test"))
     n = len(stimuli)
     thumbs = np.empty((n, THUMB_SIZE, THUMB_SIZE, 3), np.uint8)
     overlays = np.empty_like(thumbs)
@@ -118,7 +119,8 @@ def stage_thumbnails(ctx: Context):
         img = np.asarray(Image.fromarray(stimuli[i]).resize((THUMB_SIZE, THUMB_SIZE), Image.BILINEAR))
         thumbs[i] = img
         overlays[i] = attention_overlay(img, att[i], alpha=0.4)
-    return {"thumbs": thumbs, "overlays": overlays}, {"size": THUMB_SIZE, "n": n}
+    arrays = {schema.name("thumbnails", "thumbs"): thumbs, schema.name("thumbnails", "overlays"): overlays}
+    return arrays, {"size": THUMB_SIZE, "n": n}
 
 
 def _alphas(cfg: RunConfig) -> np.ndarray:
@@ -135,11 +137,11 @@ def stage_encoding(ctx: Context):
     r = load_dataset(cfg, ctx.cache_dir, verify=False).responses
     feats = ctx["features"]
     n_train = feats.meta["n_train"]
-    arrays = {"measured": np.ascontiguousarray(r.Y_test.T)}
+    arrays = {schema.name("encoding", "measured"): np.ascontiguousarray(r.Y_test.T)}
     meta = {"alphas": _alphas(cfg).tolist(), "conditions": {}}
     dtype = torch.float64 if cfg.encoding.dtype == "float64" else torch.float32
     for mode in cfg.features.modes:
-        X = np.asarray(feats.arrays[f"X_{mode}"])
+        X = np.asarray(ctx.array("features", "X", mode))
         model = VoxelRidgeCV(alphas=_alphas(cfg), n_folds=cfg.encoding.n_folds, run_onsets=r.run_onsets,
                              delays=list(cfg.encoding.delays) or None, device=ctx.device, dtype=dtype,
                              progress=ctx.progress, alpha_search=cfg.encoding.alpha_search)
@@ -147,9 +149,9 @@ def stage_encoding(ctx: Context):
         model.fit(X[:n_train], r.Y_train)
         pred = model.predict(X[n_train:])
         seconds = time.perf_counter() - t0
-        arrays[f"pred_{mode}"] = np.ascontiguousarray(np.asarray(pred, dtype=np.float32).T)
-        arrays[f"alpha_{mode}"] = np.asarray(model.best_alphas_, dtype=np.float32)
-        arrays[f"cv_{mode}"] = np.asarray(model.cv_scores_, dtype=np.float32)
+        arrays[schema.name("encoding", "pred", mode)] = np.ascontiguousarray(np.asarray(pred, dtype=np.float32).T)
+        arrays[schema.name("encoding", "alpha", mode)] = np.asarray(model.best_alphas_, dtype=np.float32)
+        arrays[schema.name("encoding", "cv", mode)] = np.asarray(model.cv_scores_, dtype=np.float32)
         meta["conditions"][mode] = {"solver": getattr(model, "solver_", None), "cv_path": model.cv_path_,
                                     "seconds": round(seconds, 3)}
     return arrays, meta
@@ -159,7 +161,6 @@ def stage_stats(ctx: Context):
     """r, p, q, significance and correlation bin per voxel and condition; noise ceiling with repeats."""
     from core.stats import noise_ceiling, voxel_stats
     cfg = ctx.cfg
-    enc = ctx["encoding"]
     responses = load_dataset(cfg, ctx.cache_dir, train=False, verify=False).responses
     Y_test = responses.Y_test
     repeats = responses.Y_test_repeats
@@ -167,31 +168,31 @@ def stage_stats(ctx: Context):
     ceiling = noise_ceiling(repeats) if repeats is not None else None
     arrays, meta = {}, {"conditions": {}}
     for mode in cfg.features.modes:
-        pred = np.asarray(enc.arrays[f"pred_{mode}"]).T
+        pred = np.asarray(ctx.array("encoding", "pred", mode)).T
         st = voxel_stats(pred, Y_test, rule=cfg.stats.rule, level=cfg.stats.level,
                          edges=tuple(cfg.stats.bin_edges), Y_test_repeats=repeats, ceiling=ceiling,
                          n_perm=cfg.stats.n_permutations, device=ctx.device)
         for k, v in st.items():
             if isinstance(v, np.ndarray):
-                arrays[f"{k}_{mode}"] = v
+                arrays[schema.name("stats", k, mode)] = v
         meta["conditions"][mode] = {k: v for k, v in st.items() if not isinstance(v, np.ndarray)}
     return arrays, meta
 
 
-def _significant(ctx_stats, modes) -> dict[str, np.ndarray]:
-    return {m: np.asarray(ctx_stats.arrays[f"significant_{m}"]) for m in modes}
+def _significant(ctx: Context, modes) -> dict[str, np.ndarray]:
+    return {m: np.asarray(ctx.array("stats", "significant", m)) for m in modes}
 
 
 def stage_rsa(ctx: Context):
     """kNN graph of the correlation-distance RDM per condition, and RDM summaries."""
     from core import rsa
     cfg = ctx.cfg
-    enc, st, dset = ctx["encoding"], ctx["stats"], ctx["dataset"]
+    dset = ctx["dataset"]
     modes = [m for m in PAIR if m in cfg.features.modes]
-    sig = _significant(st, modes)
+    sig = _significant(ctx, modes)
     valid = np.ones(sig[modes[0]].shape, bool)
     for m in modes:
-        valid &= np.asarray(st.arrays[f"valid_{m}"])
+        valid &= np.asarray(ctx.array("stats", "valid", m))
     arrays, meta = {}, {"conditions": {}}
     shared = None
     if cfg.rsa.voxels != "significant":
@@ -201,22 +202,23 @@ def stage_rsa(ctx: Context):
     for m in modes:
         index = shared if shared is not None else rsa.select_voxels(sig, rule="significant", condition=m)
         index = index[valid[index]]
-        arrays[f"voxels_{m}"] = index.astype(np.int64)
+        arrays[schema.name("rsa", "voxels", m)] = index.astype(np.int64)
         if index.size <= cfg.rsa.k:
             meta["conditions"][m] = {"n_voxels": int(index.size), "skipped": "too few voxels for the kNN graph"}
             continue
-        s = np.asarray(enc.arrays[f"pred_{m}"])[index].T
+        s = np.asarray(ctx.array("encoding", "pred", m))[index].T
         series[m] = s
         t0 = time.perf_counter()
         idx, dist = rsa.knn_correlation(s, k=cfg.rsa.k, device=ctx.device, progress=ctx.progress)
-        arrays[f"knn_idx_{m}"], arrays[f"knn_dist_{m}"] = idx, dist
+        arrays[schema.name("rsa", "knn_idx", m)], arrays[schema.name("rsa", "knn_dist", m)] = idx, dist
         meta["conditions"][m] = {"n_voxels": int(index.size), "knn_s": round(time.perf_counter() - t0, 3)}
-        if "roi" in dset.arrays:
-            block, counts = rsa.roi_block_rdm(s, np.asarray(dset.arrays["roi"])[index],
+        if ctx.has_array("dataset", "roi"):
+            block, counts = rsa.roi_block_rdm(s, np.asarray(ctx.array("dataset", "roi"))[index],
                                               n_rois=len(dset.meta["roi_names"]))
-            arrays[f"roi_rdm_{m}"], arrays["roi_counts"] = block, counts
+            arrays[schema.name("rsa", "roi_rdm", m)], arrays[schema.name("rsa", "roi_counts")] = block, counts
     if shared is not None and len(series) == 2:
-        arrays["knn_jaccard"] = rsa.knn_jaccard(arrays["knn_idx_on"], arrays["knn_idx_off"])
+        on, off = arrays[schema.name("rsa", "knn_idx", "on")], arrays[schema.name("rsa", "knn_idx", "off")]
+        arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(on, off)
         meta["agreement"] = rsa.rdm_agreement(series["on"], series["off"], n_pairs=cfg.rsa.n_pairs,
                                               seed=cfg.rsa.seed, device=ctx.device)
     return arrays, meta
@@ -226,16 +228,16 @@ def stage_umap(ctx: Context):
     """3-D UMAP of each condition's kNN graph (conditions side by side in worker processes when cores allow)."""
     from core.embedding.umap import embed_umap_each
     cfg = ctx.cfg
-    rs, enc = ctx["rsa"], ctx["encoding"]
-    modes = [m for m in PAIR if f"knn_idx_{m}" in rs.arrays]
-    graphs = [(np.asarray(rs.arrays[f"knn_idx_{m}"]), np.asarray(rs.arrays[f"knn_dist_{m}"])) for m in modes]
+    modes = [m for m in PAIR if ctx.has_array("rsa", "knn_idx", m)]
+    graphs = [(np.asarray(ctx.array("rsa", "knn_idx", m)), np.asarray(ctx.array("rsa", "knn_dist", m))) for m in modes]
     # The predicted series place the graph's disconnected parts relative to each other.
-    series = [np.asarray(enc.arrays[f"pred_{m}"])[np.asarray(rs.arrays[f"voxels_{m}"])].T for m in modes]
+    series = [np.asarray(ctx.array("encoding", "pred", m))[np.asarray(ctx.array("rsa", "voxels", m))].T
+              for m in modes]
     embeddings = embed_umap_each(graphs, series=series, n_components=3, n_neighbors=cfg.umap.n_neighbors,
                                  min_dist=cfg.umap.min_dist, random_state=cfg.umap.seed)
     meta = {"trustworthiness": {m: _trustworthiness(s, e, cfg.umap.n_neighbors, seed=cfg.umap.seed or 0)
                                 for m, s, e in zip(modes, series, embeddings)}}
-    return {f"umap_{m}": e for m, e in zip(modes, embeddings)}, meta
+    return {schema.name("umap", "umap", m): e for m, e in zip(modes, embeddings)}, meta
 
 
 #: Voxels in the seeded subsample on which the embedding's trustworthiness is reported.
@@ -261,9 +263,8 @@ def stage_cortex(ctx: Context):
     geometry = run_geometry(cfg, ctx.cache_dir)
     if geometry is None:
         return {}, {"skipped": "no pycortex subject configured (data.subject is empty)"}
-    st = ctx["stats"]
     modes = [m for m in CONDITIONS if m in cfg.features.modes]
-    bins = {m: np.asarray(st.arrays[f"bin_{m}"]) for m in modes}
+    bins = {m: np.asarray(ctx.array("stats", "bin", m)) for m in modes}
     pc_cache = _pycortex_cache(ctx.cache_dir)
     title = f"{ctx.cfg.preset}{' (simulated)' if cfg.data.kind == 'simulated' else ''}"
     # Waits while the run's background preparation (_prewarm_cortex) is still building pycortex's caches.

@@ -9,7 +9,8 @@ Layout of a results folder ``OUT``::
     OUT/<run_id>/summary.json        the run's summary (see core.pipeline.summary)
 
 Entries are written into a temporary folder, fsynced, renamed, and only then indexed: an interrupted run
-leaves no entry that could be mistaken for a finished one. :func:`open_results` only reads.
+leaves no entry that could be mistaken for a finished one. Before anything is written, a commit is checked
+against the results schema (:mod:`core.pipeline.schema`). :func:`open_results` only reads.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from core._io import json_default, write_json_atomic
 from core._validation import InputError
+from core.pipeline.schema import SCHEMA, Schema
 
 __all__ = ["StageEntry", "ResultsStore", "STORE_VERSION"]
 
@@ -57,10 +59,18 @@ def _fsync_tree(root: Path) -> None:
 
 
 class ResultsStore:
-    """Write side of a results folder (used by the pipeline; the dashboard never writes)."""
+    """Write side of a results folder (used by the pipeline; the dashboard never writes).
 
-    def __init__(self, out: str | Path):
+    Parameters
+    ----------
+    out : path of the results folder
+    schema : Schema
+        What each stage's entry may hold (default: this pipeline's :data:`~core.pipeline.schema.SCHEMA`).
+    """
+
+    def __init__(self, out: str | Path, schema: Schema = SCHEMA):
         self.out = Path(out)
+        self.schema = schema
         self.cache_dir = self.out / "cache"
         self.stages_dir = self.cache_dir / "stages"
         self._index = None
@@ -85,16 +95,54 @@ class ResultsStore:
         self.stages_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=self.stages_dir, prefix=f".{name}-{key}.tmp-"))
 
-    def commit(self, workdir: Path, name: str, key: str, arrays: dict[str, np.ndarray],
-               meta: dict[str, Any]) -> StageEntry:
+    def commit(self, workdir: Path, name: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any], *,
+               inputs: dict[str, StageEntry] | None = None, dims: dict[str, int] | None = None,
+               conditions: tuple[str, ...] | None = None) -> StageEntry:
+        """Turn ``workdir`` (with ``arrays`` and ``meta`` written into it) into the entry ``name-key``.
+
+        Parameters
+        ----------
+        workdir : Path
+            From :meth:`new_workdir`; it may already hold files of the stage (``.npy`` files among them
+            are arrays of the entry too). Removed whatever happens.
+        name, key : str
+            The stage and its cache key.
+        arrays : dict of str to ndarray
+            Named as the schema declares them (:func:`core.pipeline.schema.name`).
+        meta : dict
+            JSON-serialisable metadata.
+        inputs : dict of str to StageEntry, optional
+            The entries the stage read: they fix dimensions (n_voxels, the embedded voxels, ...).
+        dims : dict of str to int, optional
+            Dimensions the config fixes (:func:`core.pipeline.schema.run_dims`).
+        conditions : tuple of str, optional
+            The run's conditions: each needs its per-condition arrays.
+
+        Raises
+        ------
+        core.pipeline.schema.SchemaError
+            When an array is not declared for the stage, has another dtype or shape, or a declared one is
+            missing; nothing is written then.
+        TypeError
+            For an array of Python objects (the store never pickles).
+        """
         final = self.entry_path(name, key)
         manifest = {}
         try:
-            for i, (aname, arr) in enumerate(arrays.items()):
-                arr = np.ascontiguousarray(arr)
+            found = _npy_headers(name, workdir)
+            for aname, arr in arrays.items():
+                arr = np.asarray(arr)
                 if arr.dtype.hasobject:
                     raise TypeError(f"stage {name}: array {aname!r} holds Python objects; the store keeps plain "
                                     "numeric arrays only (never pickles)")
+                if aname in found:
+                    raise InputError(f"array {aname!r} is both a file in the stage's folder and a returned array",
+                                     source=f"stage {name}")
+                found[aname] = (arr.shape, arr.dtype)
+            self.schema.check(name, found, known=self.schema.known_dims(inputs or {}, dims), conditions=conditions,
+                              meta=meta)
+            for i, (aname, arr) in enumerate(arrays.items()):
+                arr = np.ascontiguousarray(arr)
                 manifest[aname] = {"shape": list(arr.shape), "dtype": arr.dtype.str}
                 with open(workdir / f"{aname}.npy", "wb") as fh:
                     np.save(fh, arr, allow_pickle=False)
@@ -194,6 +242,22 @@ class ResultsStore:
         if self._index is not None:
             self._index.close()
             self._index = None
+
+
+def _npy_headers(stage: str, folder: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of the ``.npy`` files a stage wrote into its folder itself, from their headers."""
+    out = {}
+    for p in sorted(folder.glob("*.npy")):
+        try:
+            with open(p, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(fh)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"is not a readable .npy array ({exc})", source=f"stage {stage}: {p.name}") from None
+        out[p.stem] = (shape, dtype)
+    return out
 
 
 def _read_json(path: Path, fix: str):

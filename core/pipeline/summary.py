@@ -10,6 +10,7 @@ import numpy as np
 
 from core._io import write_json_atomic
 from core.config import RunConfig, config_to_dict
+from core.results.reader import StageArrays
 from core.vocabulary import NEGATIVE_CODE, PAIR, BinScheme
 
 __all__ = ["condition_summary", "truth_summary", "build_summary", "write_json_atomic"]
@@ -45,6 +46,8 @@ def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null) -> dict
 
 def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, timings: dict[str, float],
                   peak_rss_mb: float, versions: dict[str, str]) -> dict[str, Any]:
+    """The summary of a run from its stage entries (``results``: stage name -> StageEntry)."""
+    run = StageArrays(results)
     ds = results["dataset"]
     summary: dict[str, Any] = {
         "run_id": run_id, "preset": cfg.preset, "simulated": bool(ds.meta.get("simulated")),
@@ -62,24 +65,25 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
         scheme = BinScheme.from_config(cfg)
         conds = {}
         for mode in cfg.features.modes:
-            conds[mode] = condition_summary(np.asarray(st.arrays[f"r_{mode}"]),
-                                            np.asarray(st.arrays[f"significant_{mode}"]),
-                                            np.asarray(st.arrays[f"bin_{mode}"]), scheme)
+            a = run.stats(mode)
+            conds[mode] = condition_summary(np.asarray(a["r"]), np.asarray(a["significant"]), np.asarray(a["bin"]),
+                                            scheme)
             extra = st.meta.get("conditions", {}).get(mode, {})
             if "n_invalid" in extra:
                 conds[mode]["n_invalid"] = extra["n_invalid"]
         summary["conditions"] = conds
-        if "truth_null" in ds.arrays and set(PAIR) <= set(cfg.features.modes):
-            a = st.arrays
+        truth = run.truth()
+        if "truth_null" in truth and set(PAIR) <= set(cfg.features.modes):
+            on, off = run.stats("on"), run.stats("off")
             summary["truth"] = truth_summary(
-                np.asarray(a["r_on"]), np.asarray(a["r_off"]), np.asarray(a["significant_on"]),
-                np.asarray(a["significant_off"]), np.asarray(a["p_on"]),
-                np.asarray(ds.arrays["truth_dominant_on"]), np.asarray(ds.arrays["truth_null"]))
+                np.asarray(on["r"]), np.asarray(off["r"]), np.asarray(on["significant"]),
+                np.asarray(off["significant"]), np.asarray(on["p"]),
+                np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]))
     if "rsa" in results:
         rs = results["rsa"]
         summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}
-        if "knn_jaccard" in rs.arrays:
-            summary["rsa"]["median_knn_jaccard"] = float(np.median(rs.arrays["knn_jaccard"]))
+        if run.has_array("rsa", "knn_jaccard"):
+            summary["rsa"]["median_knn_jaccard"] = float(np.median(run.array("rsa", "knn_jaccard")))
     if "umap" in results and "trustworthiness" in results["umap"].meta:
         summary["umap"] = {"trustworthiness": results["umap"].meta["trustworthiness"],
                            "trustworthiness_voxels": "seeded subsample of at most 4,000 voxels, k = n_neighbors"}

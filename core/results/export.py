@@ -97,7 +97,7 @@ def nifti_unavailable_reason(results) -> str | None:
     if spec is None:
         return ("NIfTI export needs a cortex mapping, and this run's dataset has none (data.subject is empty): "
                 "its voxels have no place in a volume; export the CSV table instead")
-    if not results.has_stage("dataset") or "ijk" not in results.stage("dataset").arrays:
+    if not results.has_array("dataset", "ijk"):
         return "NIfTI export needs the voxels' volume indices (ijk), which this run's dataset stage lacks"
     try:
         cortex_reference(*spec)
@@ -174,7 +174,7 @@ def _field_values(results, condition: str, field: str) -> np.ndarray:
         _fail(f"expected one of {', '.join(NIFTI_FIELDS)}, found {field!r}", "field")
     if not results.has_stage("stats"):
         _fail("this run has no stats stage (r, p, q, bins); rerun precompute.py to finish it", "stats")
-    return np.asarray(results.stage("stats").arrays[f"{field}_{condition}"])
+    return np.asarray(results.array("stats", field, condition))
 
 
 def nifti_map(results, condition: str, field: str):
@@ -209,7 +209,7 @@ def nifti_map(results, condition: str, field: str):
         _fail(reason, "data.subject", source=str(results.run_dir))
     subject, transform, mask_name = _cortex_spec(results)
     mask_zyx, affine = cortex_reference(subject, transform, mask_name)
-    ijk = np.asarray(results.stage("dataset").arrays["ijk"], dtype=np.int64)
+    ijk = np.asarray(results.array("dataset", "ijk"), dtype=np.int64)
     if ijk.shape[0] != values.shape[0]:
         _fail(f"{ijk.shape[0]} voxel indices but {values.shape[0]} values", "ijk", source=str(results.run_dir))
     inside = mask_zyx.transpose(2, 1, 0)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] if ijk.size else np.ones(0, bool)

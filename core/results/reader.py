@@ -1,4 +1,8 @@
-"""The one reader of a results folder: runs, their stage entries, the per-voxel table and series."""
+"""The one reader of a results folder: runs, their stage entries, the per-voxel table and series.
+
+Stage arrays are read by stage, field and condition as the results schema declares them
+(:mod:`core.pipeline.schema`), never by spelled file names.
+"""
 from __future__ import annotations
 
 import json
@@ -8,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from core._validation import InputError
+from core.pipeline.schema import GEOMETRY_FIELDS, SCHEMA
 from core.pipeline.store import STORE_VERSION, ResultsStore, StageEntry, _read_json
 
-__all__ = ["Results", "open_results", "list_runs"]
+__all__ = ["StageArrays", "Results", "open_results", "list_runs"]
 
 
 def list_runs(out: str | Path) -> list[dict[str, Any]]:
@@ -36,7 +41,106 @@ def list_runs(out: str | Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: -r["created"])
 
 
-class Results:
+class StageArrays:
+    """The arrays of a set of stage entries, read by schema field: what every reader of stage outputs uses.
+
+    Parameters
+    ----------
+    entries : dict of stage name to StageEntry
+        Finished entries (a run's, or those the pipeline has just computed).
+    label : str
+        What they are, for messages (a run id).
+    """
+
+    def __init__(self, entries: dict[str, StageEntry], label: str = "these entries"):
+        self._entries = dict(entries)
+        self._label = label
+
+    def stage(self, name: str) -> StageEntry:
+        if name not in self._entries:
+            raise KeyError(f"stage {name!r} was not run for {self._label}; stages: {list(self._entries)}")
+        return self._entries[name]
+
+    def has_stage(self, name: str) -> bool:
+        return name in self._entries
+
+    def has_array(self, stage: str, field: str, condition: str | None = None) -> bool:
+        """Whether the stage ran and holds ``field`` (for ``condition``); the field must be declared."""
+        key = SCHEMA.name(stage, field, condition)
+        return stage in self._entries and key in self._entries[stage].arrays
+
+    def array(self, stage: str, field: str, condition: str | None = None) -> np.ndarray:
+        """A stage's array by schema field (memory-mapped, read-only).
+
+        Parameters
+        ----------
+        stage, field : str
+            As declared in :data:`core.pipeline.schema.SCHEMA` (e.g. ``"encoding", "pred"``).
+        condition : str, optional
+            For a per-condition field: ``"off"``, ``"on"`` or ``"uniform"``.
+
+        Raises
+        ------
+        core.pipeline.schema.SchemaError
+            If the schema does not declare the field (or the condition does not fit it).
+        KeyError
+            If the stage was not run, or its entry lacks the (optional) array.
+        """
+        key = SCHEMA.name(stage, field, condition)
+        arrays = self.stage(stage).arrays
+        if key not in arrays:
+            only = SCHEMA.spec(stage, field).only
+            raise KeyError(f"stage {stage} holds no array {key!r}" + (f" (present {only})" if only else ""))
+        return arrays[key]
+
+    def condition_arrays(self, stage: str, condition: str) -> dict[str, np.ndarray]:
+        """The per-condition arrays of ``stage`` that the run holds for ``condition``, by field."""
+        return {spec.field: self.array(stage, spec.field, condition) for spec in SCHEMA.stages[stage].arrays
+                if spec.per_condition and self.has_array(stage, spec.field, condition)}
+
+    def stats(self, condition: str) -> dict[str, np.ndarray]:
+        """The stats stage's per-voxel arrays of a condition by field: ``r``, ``p``, ``q``, ``significant``,
+        ``bin``, ``valid`` and, where the run has them, ``p_perm``, ``q_perm``, ``ev``, ``cc_max``, ``r_norm``,
+        ``ceiling_valid``; each of shape (n_voxels,)."""
+        return self.condition_arrays("stats", condition)
+
+    def geometry(self) -> dict[str, np.ndarray] | None:
+        """The dataset's per-voxel geometry by field (``ijk`` (n_voxels, 3), ``flat_xy`` (n_voxels, 2),
+        ``hemi``, ``roi``, ``unmapped`` (n_voxels,), ``xyz_mm`` (n_voxels, 3)), None without a cortex mapping."""
+        if not self.has_array("dataset", "ijk"):
+            return None
+        return {f: self.array("dataset", f) for f in GEOMETRY_FIELDS}
+
+    def truth(self) -> dict[str, np.ndarray]:
+        """The planted truth of simulated data by field (``truth_null``, ...); empty for other data."""
+        if not self.has_stage("dataset"):
+            return {}
+        return {spec.field: self.array("dataset", spec.field) for spec in SCHEMA.stages["dataset"].arrays
+                if spec.field.startswith("truth_") and self.has_array("dataset", spec.field)}
+
+    def predicted(self, condition: str, voxel: int) -> np.ndarray:
+        """Predicted test series of one voxel, shape (n_test,): one contiguous read."""
+        return np.asarray(self.array("encoding", "pred", condition)[voxel])
+
+    def measured(self, voxel: int) -> np.ndarray:
+        """Measured (repeat-averaged) test series of one voxel, shape (n_test,)."""
+        return np.asarray(self.array("encoding", "measured")[voxel])
+
+    def embedded_voxels(self, condition: str) -> np.ndarray:
+        """Voxel rows of the condition's kNN graph and UMAP, shape (n_embedded,), ascending."""
+        return np.asarray(self.array("rsa", "voxels", condition))
+
+    def umap(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(voxel_index (n,), coords (n, 3))`` of the condition's embedding."""
+        return self.embedded_voxels(condition), np.asarray(self.array("umap", "umap", condition))
+
+    def knn(self, condition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(voxel_index (n,), neighbour rows (n, k) into voxel_index, correlation distances (n, k))``."""
+        return self.embedded_voxels(condition), np.asarray(self.array("rsa", "knn_idx", condition)), \
+            np.asarray(self.array("rsa", "knn_dist", condition))
+
+
+class Results(StageArrays):
     """Read-only view of one run: the per-voxel table, series, embeddings, assets and provenance.
 
     Parameters
@@ -90,13 +194,14 @@ class Results:
             raise InputError(f"expected a summary with n_voxels and n_test; {fix}",
                              source=str(self.run_dir / "summary.json"))
         store = ResultsStore(out)
-        self._entries: dict[str, StageEntry] = {}
+        entries: dict[str, StageEntry] = {}
         for name, key in info["stages"].items():
             path = store.entry_path(name, key)
             if not (path / "meta.json").is_file():
                 raise InputError(f"stage entry {path.name} of run {run_id} is missing; rerun precompute.py",
                                  source=str(out))
-            self._entries[name] = store.read(name, key)
+            entries[name] = store.read(name, key)
+        super().__init__(entries, run_id)
         try:
             self.conditions = [m for m in ("off", "on", "uniform") if m in self.config["features"]["modes"]]
         except (KeyError, TypeError):
@@ -104,14 +209,6 @@ class Results:
                              field="config") from None
         self.simulated = bool(self.summary.get("simulated"))
         self._table = None
-
-    def stage(self, name: str) -> StageEntry:
-        if name not in self._entries:
-            raise KeyError(f"stage {name!r} was not run for {self.run_id}; stages: {list(self._entries)}")
-        return self._entries[name]
-
-    def has_stage(self, name: str) -> bool:
-        return name in self._entries
 
     @property
     def n_voxels(self) -> int:
@@ -130,52 +227,32 @@ class Results:
         """Per-voxel pandas DataFrame: geometry, and r/p/q/significant/bin/alpha/cv per condition."""
         if self._table is None:
             import pandas as pd
+            # Column names are the CSV's (core.results.export.TABLE_COLUMNS), not array names.
             cols: dict[str, Any] = {"voxel": np.arange(self.n_voxels)}
-            ds = self.stage("dataset").arrays
-            if "ijk" in ds:
-                ijk = np.asarray(ds["ijk"])
-                cols.update(i=ijk[:, 0], j=ijk[:, 1], k=ijk[:, 2], hemi=np.where(np.asarray(ds["hemi"]) == 1,
+            geo = self.geometry()
+            if geo is not None:
+                ijk = np.asarray(geo["ijk"])
+                cols.update(i=ijk[:, 0], j=ijk[:, 1], k=ijk[:, 2], hemi=np.where(np.asarray(geo["hemi"]) == 1,
                                                                                      "R", "L"))
                 names = np.asarray(self.roi_names, dtype=object)
-                cols.update(roi=names[np.asarray(ds["roi"])], flat_x=np.asarray(ds["flat_xy"])[:, 0],
-                            flat_y=np.asarray(ds["flat_xy"])[:, 1], unmapped=np.asarray(ds["unmapped"]))
+                cols.update(roi=names[np.asarray(geo["roi"])], flat_x=np.asarray(geo["flat_xy"])[:, 0],
+                            flat_y=np.asarray(geo["flat_xy"])[:, 1], unmapped=np.asarray(geo["unmapped"]))
             if self.has_stage("stats"):
-                st, enc = self.stage("stats").arrays, self.stage("encoding").arrays
                 for m in self.conditions:
+                    st = self.stats(m)
                     for field in ("r", "p", "q", "significant", "bin"):
-                        cols[f"{field}_{m}"] = np.asarray(st[f"{field}_{m}"])
-                    cols[f"alpha_{m}"] = np.asarray(enc[f"alpha_{m}"])
-                    cols[f"cv_{m}"] = np.asarray(enc[f"cv_{m}"])
-                    if f"r_norm_{m}" in st:
-                        cols[f"r_norm_{m}"] = np.asarray(st[f"r_norm_{m}"])
+                        cols[f"{field}_{m}"] = np.asarray(st[field])
+                    cols[f"alpha_{m}"] = np.asarray(self.array("encoding", "alpha", m))
+                    cols[f"cv_{m}"] = np.asarray(self.array("encoding", "cv", m))
+                    if "r_norm" in st:
+                        cols[f"r_norm_{m}"] = np.asarray(st["r_norm"])
                 # The ceiling depends on the measured repeats only: the same for every condition.
-                if f"cc_max_{self.conditions[0]}" in st:
-                    cols["noise_ceiling"] = np.asarray(st[f"cc_max_{self.conditions[0]}"])
+                if self.has_array("stats", "cc_max", self.conditions[0]):
+                    cols["noise_ceiling"] = np.asarray(self.array("stats", "cc_max", self.conditions[0]))
                 if {"on", "off"} <= set(self.conditions):
                     cols["delta_r"] = cols["r_on"] - cols["r_off"]
             self._table = pd.DataFrame(cols)
         return self._table
-
-    def predicted(self, condition: str, voxel: int) -> np.ndarray:
-        """Predicted test series of one voxel, shape (n_test,): one contiguous read."""
-        return np.asarray(self.stage("encoding").arrays[f"pred_{condition}"][voxel])
-
-    def measured(self, voxel: int) -> np.ndarray:
-        """Measured (repeat-averaged) test series of one voxel, shape (n_test,)."""
-        return np.asarray(self.stage("encoding").arrays["measured"][voxel])
-
-    def embedded_voxels(self, condition: str) -> np.ndarray:
-        return np.asarray(self.stage("rsa").arrays[f"voxels_{condition}"])
-
-    def umap(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(voxel_index (n,), coords (n, 3))`` of the condition's embedding."""
-        return self.embedded_voxels(condition), np.asarray(self.stage("umap").arrays[f"umap_{condition}"])
-
-    def knn(self, condition: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(voxel_index (n,), neighbour rows (n, k) into voxel_index, correlation distances (n, k))``."""
-        a = self.stage("rsa").arrays
-        return self.embedded_voxels(condition), np.asarray(a[f"knn_idx_{condition}"]), \
-            np.asarray(a[f"knn_dist_{condition}"])
 
     def asset_dir(self, stage: str) -> Path | None:
         return self.stage(stage).path if self.has_stage(stage) else None

@@ -1,5 +1,6 @@
 """A complete, realistic results folder made from synthetic arrays in seconds, for the dashboard's tests and
-benchmark: every stage entry and array name of the results-store contract, written through the store.
+benchmark: every stage entry of the results-store contract, its arrays named by the results schema and
+committed through the store (so the schema's checks run on them).
 
 Nothing here runs the network, the ridge models or pycortex. The voxels sit on two synthetic hemispheres
 (flat sheets with ROIs); their measured and predicted test series are planted so that early visual ROIs
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from core._validation import InputError, check_positive_int
+from core.pipeline import schema
 from core.vocabulary import DEFAULT_BINS, NEGATIVE_RGBA, NS_CODE, NS_RGBA, PAIR, BinScheme, rgba_css, rgba_hex
 
 __all__ = ["SYNTHETIC_ROI_NAMES", "make_synthetic_results"]
@@ -111,14 +113,14 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
     geom = _geometry(n_voxels, rng)
     series = _series(geom, n_test, rng)
     stages: dict[str, tuple[dict, dict]] = {}
-    stages["dataset"] = ({**{k_: geom[k_] for k_ in ("ijk", "flat_xy", "hemi", "roi", "unmapped", "xyz_mm")},
-                          **{f"truth_{k_}": v for k_, v in series["truth"].items()}},
+    stages["dataset"] = ({**{schema.name("dataset", f): geom[f] for f in schema.GEOMETRY_FIELDS},
+                          **{schema.name("dataset", f"truth_{k_}"): v for k_, v in series["truth"].items()}},
                          {"simulated": True, "synthetic": True, "roi_names": SYNTHETIC_ROI_NAMES,
                           "n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "n_repeats": 2,
                           "name": f"synthetic:{run_id}",
                           "cortex": {"subject": "synthetic", "transform": "synthetic", "mask": "synthetic"}})
     features, attention = _features(n_train, n_test, rng)
-    stages["features"] = ({**features, "attention_test": attention},
+    stages["features"] = ({**features, schema.name("features", "attention_test"): attention},
                           {"n_train": n_train, "layer": "pool", "input_size": [112, 112], "weights": "synthetic",
                            "modes": list(_MODES)})
     if with_thumbnails:
@@ -132,18 +134,22 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
 
     store = ResultsStore(out)
     entries, keys = {}, {}
+    # What the pipeline's config would fix (k, the conditions); the other sizes come from the entries before.
+    dims = {"k": k}
     try:
-        for name, (arrays, meta) in stages.items():
-            key = f"{digest}{name[:2]}"
-            entries[name] = store.commit(store.new_workdir(name, key), name, key, arrays, meta)
-            keys[name] = key
+        for stage, (arrays, meta) in stages.items():
+            key = f"{digest}{stage[:2]}"
+            entries[stage] = store.commit(store.new_workdir(stage, key), stage, key, arrays, meta, inputs=entries,
+                                          dims=dims, conditions=_MODES)
+            keys[stage] = key
         if with_assets:
             key = f"{digest}cx"
             workdir = store.new_workdir("cortex", key)
             cortex_meta = _write_cortex_assets(workdir, geom, stats_arrays, flatmap_height, rng, scheme)
-            entries["cortex"] = store.commit(workdir, "cortex", key, {}, cortex_meta)
+            entries["cortex"] = store.commit(workdir, "cortex", key, {}, cortex_meta, inputs=entries, dims=dims,
+                                             conditions=_MODES)
             keys["cortex"] = key
-        summary = build_summary(cfg, run_id, entries, device="cpu", timings={name: 0.0 for name in entries},
+        summary = build_summary(cfg, run_id, entries, device="cpu", timings={stage: 0.0 for stage in entries},
                                 peak_rss_mb=0.0, versions={"numpy": np.__version__})
         summary["stage_keys"] = keys
         store.register_run(run_id, config_to_dict(cfg), keys)
@@ -234,7 +240,8 @@ def _series(geom: dict, n_test: int, rng: np.random.Generator) -> dict:
     fidelity["uniform"] = (fidelity["on"] + fidelity["off"]) / 2
     # With attention on, the object/scene ROIs share more of one profile: wider-range similarity.
     shared = _unit_columns(latent @ centres[[SYNTHETIC_ROI_NAMES.index(r) for r in _OBJECT]].mean(0)[:, None])
-    encoding: dict[str, np.ndarray] = {"measured": np.ascontiguousarray(measured.T, dtype=np.float32)}
+    encoding: dict[str, np.ndarray] = {schema.name("encoding", "measured"): np.ascontiguousarray(measured.T,
+                                                                                                  dtype=np.float32)}
     for m in _MODES:
         base = true
         if m == "on":
@@ -242,8 +249,8 @@ def _series(geom: dict, n_test: int, rng: np.random.Generator) -> dict:
         c = fidelity[m]
         pred = c * base + np.sqrt(1 - c ** 2) * rng.standard_normal((n_test, n))
         pred = pred * (0.5 + rng.random(n))                                  # predictions have their own scale
-        encoding[f"pred_{m}"] = np.ascontiguousarray(pred.T, dtype=np.float32)
-        encoding[f"alpha_{m}"] = (10.0 ** rng.uniform(0, 6, n)).astype(np.float32)
+        encoding[schema.name("encoding", "pred", m)] = np.ascontiguousarray(pred.T, dtype=np.float32)
+        encoding[schema.name("encoding", "alpha", m)] = (10.0 ** rng.uniform(0, 6, n)).astype(np.float32)
     truth = {"signal_fraction": signal.astype(np.float32), "on_share": np.where(objects, 0.7, np.where(early, 0.3, 0.5)
                                                                                ).astype(np.float32),
              "dominant_on": fidelity["on"] > fidelity["off"], "null": null, "early_visual": early,
@@ -256,14 +263,15 @@ def _stats(series: dict, cfg, rng: np.random.Generator) -> tuple[dict, dict]:
     arrays, meta = {}, {"conditions": {}}
     enc = series["encoding"]
     for m in _MODES:
-        st = voxel_stats(np.asarray(enc[f"pred_{m}"]).T, series["measured"], rule=cfg.stats.rule,
+        st = voxel_stats(np.asarray(enc[schema.name("encoding", "pred", m)]).T, series["measured"], rule=cfg.stats.rule,
                          level=cfg.stats.level, edges=tuple(cfg.stats.bin_edges), Y_test_repeats=series["repeats"])
         for key, value in st.items():
             if isinstance(value, np.ndarray):
-                arrays[f"{key}_{m}"] = value
+                arrays[schema.name("stats", key, m)] = value
         meta["conditions"][m] = {key: v for key, v in st.items() if not isinstance(v, np.ndarray)}
         # Cross-validated training scores track the test r with some scatter, as real ones do.
-        enc[f"cv_{m}"] = (0.8 * st["r"] + 0.05 * rng.standard_normal(st["r"].size)).astype(np.float32)
+        cv = 0.8 * st["r"] + 0.05 * rng.standard_normal(st["r"].size)
+        enc[schema.name("encoding", "cv", m)] = cv.astype(np.float32)
     return arrays, meta
 
 
@@ -298,20 +306,22 @@ def _knn(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _rsa(series: dict, st: dict, geom: dict, *, k: int, rule: str, rng) -> tuple[dict, dict]:
     from core import rsa
-    sig = {m: np.asarray(st[f"significant_{m}"]) & np.asarray(st[f"valid_{m}"]) for m in PAIR}
+    sig = {m: np.asarray(st[schema.name("stats", "significant", m)]) & np.asarray(st[schema.name("stats", "valid", m)])
+           for m in PAIR}
     voxels = rsa.select_voxels(sig, rule=rule)
     arrays: dict[str, np.ndarray] = {}
     meta: dict = {"conditions": {}, "synthetic": True, "knn": "approximate candidates, exact distances"}
     zs = {}
     for m in PAIR:
-        arrays[f"voxels_{m}"] = voxels.astype(np.int64)
-        s = np.asarray(series["encoding"][f"pred_{m}"])[voxels].T.astype(np.float64)
+        arrays[schema.name("rsa", "voxels", m)] = voxels.astype(np.int64)
+        s = np.asarray(series["encoding"][schema.name("encoding", "pred", m)])[voxels].T.astype(np.float64)
         zs[m] = s
-        arrays[f"knn_idx_{m}"], arrays[f"knn_dist_{m}"] = _knn(_unit_columns(s), k)
-        arrays[f"roi_rdm_{m}"], arrays["roi_counts"] = rsa.roi_block_rdm(
+        arrays[schema.name("rsa", "knn_idx", m)], arrays[schema.name("rsa", "knn_dist", m)] = _knn(_unit_columns(s), k)
+        arrays[schema.name("rsa", "roi_rdm", m)], arrays[schema.name("rsa", "roi_counts")] = rsa.roi_block_rdm(
             s, np.asarray(geom["roi"])[voxels].astype(np.int64), n_rois=len(SYNTHETIC_ROI_NAMES))
         meta["conditions"][m] = {"n_voxels": int(voxels.size)}
-    arrays["knn_jaccard"] = rsa.knn_jaccard(arrays["knn_idx_on"], arrays["knn_idx_off"])
+    arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(arrays[schema.name("rsa", "knn_idx", "on")],
+                                                         arrays[schema.name("rsa", "knn_idx", "off")])
     meta["agreement"] = rsa.rdm_agreement(zs["on"], zs["off"], n_pairs=min(200_000, voxels.size * 20),
                                           n_boot=200, seed=0, device="cpu")
     return arrays, meta
@@ -321,7 +331,7 @@ def _umap(rsa_arrays: dict, geom: dict, rng: np.random.Generator) -> dict:
     """Clustered 3-D coordinates: one blob per ROI (object/scene blobs closer together with attention on)."""
     out = {}
     for m in PAIR:
-        voxels = rsa_arrays[f"voxels_{m}"]
+        voxels = rsa_arrays[schema.name("rsa", "voxels", m)]
         roi = np.asarray(geom["roi"])[voxels]
         centres = rng.normal(0, 6.0, (len(SYNTHETIC_ROI_NAMES), 3))
         if m == "on":
@@ -329,10 +339,10 @@ def _umap(rsa_arrays: dict, geom: dict, rng: np.random.Generator) -> dict:
             centres[obj] = 0.35 * centres[obj] + 0.65 * centres[obj].mean(0)
         # A voxel's neighbours pull it towards them, so the kNN graph and the layout agree.
         coords = centres[roi] + rng.normal(0, 1.0, (voxels.size, 3))
-        nbr = rsa_arrays[f"knn_idx_{m}"][:, 1:]
+        nbr = rsa_arrays[schema.name("rsa", "knn_idx", m)][:, 1:]
         if nbr.shape[1]:
             coords = 0.5 * coords + 0.5 * coords[nbr].mean(1)
-        out[f"umap_{m}"] = coords.astype(np.float32)
+        out[schema.name("umap", "umap", m)] = coords.astype(np.float32)
     return out
 
 
@@ -340,7 +350,8 @@ def _umap(rsa_arrays: dict, geom: dict, rng: np.random.Generator) -> dict:
 def _features(n_train: int, n_test: int, rng) -> tuple[dict, np.ndarray]:
     n = n_train + n_test
     base = rng.standard_normal((n, _FEATURE_DIM)).astype(np.float32)
-    feats = {f"X_{m}": (base + 0.3 * rng.standard_normal((n, _FEATURE_DIM))).astype(np.float32) for m in _MODES}
+    feats = {schema.name("features", "X", m): (base + 0.3 * rng.standard_normal((n, _FEATURE_DIM))).astype(np.float32)
+             for m in _MODES}
     yy, xx = np.mgrid[0:7, 0:7]
     centre = rng.uniform(1, 5, (n_test, 2))
     attention = np.exp(-((xx[None] - centre[:, 0, None, None]) ** 2 + (yy[None] - centre[:, 1, None, None]) ** 2)
@@ -374,7 +385,7 @@ def _thumbnails(attention: np.ndarray, rng) -> dict:
             draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
         thumbs[i] = np.asarray(img)
         overlays[i] = attention_overlay(thumbs[i], attention[i], alpha=0.4)
-    return {"thumbs": thumbs, "overlays": overlays}
+    return {schema.name("thumbnails", "thumbs"): thumbs, schema.name("thumbnails", "overlays"): overlays}
 
 
 # --------------------------------------------------------------------------------------------- cortex assets
@@ -406,14 +417,14 @@ def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng, s
 
     pix = flat_to_pixel(flat, extents=extents, height=height, width=width)
     rois = []
-    for code, name in enumerate(SYNTHETIC_ROI_NAMES[1:], start=1):
+    for code, roi_name in enumerate(SYNTHETIC_ROI_NAMES[1:], start=1):
         for h, hname in ((0, "lh"), (1, "rh")):
             pts = pix[(geom["roi"] == code) & (geom["hemi"] == h)]
             if len(pts) < 3:
                 continue
             hull = pts[ConvexHull(pts).vertices]
             outline = np.vstack([hull, hull[:1]])
-            rois.append({"name": name, "hemi": hname, "outline": [np.round(outline, 2).tolist()],
+            rois.append({"name": roi_name, "hemi": hname, "outline": [np.round(outline, 2).tolist()],
                          "label": np.round(pts.mean(0), 2).tolist()})
 
     outlines = Image.new("RGBA", (width, height), (0, 0, 0, 0))
@@ -425,7 +436,7 @@ def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng, s
     images = {}
     hit = lookup >= 0
     for m in _MODES:
-        bins = np.asarray(st[f"bin_{m}"])
+        bins = np.asarray(st[schema.name("stats", "bin", m)])
         img = rgba.copy()
         code = np.full(lookup.shape, NS_CODE, dtype=np.int64)
         code[hit] = bins[lookup[hit]]
@@ -434,7 +445,7 @@ def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng, s
         composed = Image.alpha_composite(Image.fromarray(img, "RGBA"), outlines)
         images[m] = f"flatmap_{m}.png"
         composed.save(folder / images[m], format="PNG")
-    np.save(folder / "flatmap_lookup.npy", lookup, allow_pickle=False)
+    np.save(folder / f"{schema.name('cortex', 'flatmap_lookup')}.npy", lookup, allow_pickle=False)
     (folder / "flatmap_rois.json").write_text(json.dumps(
         {"height": height, "width": width, "coordinates": "pixel (x = column, y = row from the top)",
          "rois": rois}))
@@ -444,8 +455,8 @@ def _write_cortex_assets(folder: Path, geom: dict, st: dict, height: int, rng, s
             "palette": {"labels": list(scheme.labels), "hex": scheme.hex, "negative": rgba_hex(NEGATIVE_RGBA),
                         "not_significant": "transparent (curvature shows)"}}
     (folder / "flatmap_meta.json").write_text(json.dumps(meta, indent=1))
-    _write_minimal_viewer(folder / "viewer", pix, geom["hemi"], {m: np.asarray(st[f"bin_{m}"]) for m in _MODES},
-                          width, height, scheme)
+    viewer_bins = {m: np.asarray(st[schema.name("stats", "bin", m)]) for m in _MODES}
+    _write_minimal_viewer(folder / "viewer", pix, geom["hemi"], viewer_bins, width, height, scheme)
     return {"flatmap": meta, "viewer": "viewer/index.html", "synthetic": True}
 
 
