@@ -480,10 +480,8 @@ def scene_context(results) -> dict:
     ``run_id`` and ``bin_codes`` (its scheme's filter codes) (``results``: :class:`core.results.Results`)."""
     # The permutation rule only where the run has permutation p-values for every shown condition.
     rules = [r for r in RULES if r != "perm"]
-    if results.has_stage("stats"):
-        arrays = results.stage("stats").arrays
-        if all(f"p_perm_{m}" in arrays for m in CONDITIONS):
-            rules.append("perm")
+    if results.has_stage("stats") and all(results.has_array("stats", "p_perm", m) for m in CONDITIONS):
+        rules.append("perm")
     roi_names = results.roi_names if results.has_stage("dataset") else []
     return {"n_voxels": int(results.n_voxels), "roi_names": list(roi_names), "rules": rules,
             "run_id": str(results.run_id), "bin_codes": list(BinScheme.from_config(results.config).filter_codes)}

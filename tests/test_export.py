@@ -161,7 +161,11 @@ def test_nifti_bad_inputs(s1_run, s1_mask, synthetic_dir, tmp_path):
 def test_table_csv_holds_the_stored_arrays(s1_run):
     results, _ = s1_run
     back = pd.read_csv(io.StringIO(export.table_csv(results)))
-    assert list(back.columns) == list(results.table.columns)
+    # The table's columns, each bin code followed by its label.
+    expected = []
+    for c in results.table.columns:
+        expected += [c, f"bin_label_{c[4:]}"] if c.startswith("bin_") else [c]
+    assert list(back.columns) == expected
     assert len(back) == results.n_voxels and np.array_equal(back["voxel"], np.arange(results.n_voxels))
     stats, enc = results.stage("stats").arrays, results.stage("encoding").arrays
     ds = results.stage("dataset").arrays
@@ -170,6 +174,8 @@ def test_table_csv_holds_the_stored_arrays(s1_run):
             stored = np.asarray(stats[f"{field}_{m}"])
             assert np.array_equal(back[f"{field}_{m}"].to_numpy().astype(stored.dtype), stored, equal_nan=True)
         assert np.array_equal(back[f"bin_{m}"], np.asarray(stats[f"bin_{m}"]))
+        labels = {-2: "significant r<0", -1: "n.s.", 0: "0-0.1", 1: "0.1-0.2", 2: "0.2-0.3", 3: ">=0.3"}
+        assert list(back[f"bin_label_{m}"]) == [labels[b] for b in np.asarray(stats[f"bin_{m}"])]
         assert np.array_equal(back[f"significant_{m}"], np.asarray(stats[f"significant_{m}"]))
         alpha = np.asarray(enc[f"alpha_{m}"])
         assert np.array_equal(back[f"alpha_{m}"].to_numpy().astype(alpha.dtype), alpha)

@@ -215,8 +215,12 @@ def test_custom_edges_reach_the_csv_export(custom_run):
     assert "0 0-0.1, 1 0.1-0.2, 2 0.2-0.3, 3 >=0.3" in export.TABLE_COLUMNS["bin_{m}"]
     assert list(export.table_columns(custom_run)) == list(export.TABLE_COLUMNS)
     back = pd.read_csv(io.StringIO(export.table_csv(custom_run)))
+    labels = {-2: "significant r<0", -1: "n.s.", 0: "0-0.2", 1: "0.2-0.4", 2: "0.4-0.6", 3: ">=0.6"}
     for m in custom_run.conditions:
-        assert np.array_equal(back[f"bin_{m}"], np.asarray(custom_run.stage("stats").arrays[f"bin_{m}"]))
+        bins = np.asarray(custom_run.stage("stats").arrays[f"bin_{m}"])
+        assert np.array_equal(back[f"bin_{m}"], bins)
+        assert list(back[f"bin_label_{m}"]) == [labels[b] for b in bins]
+    assert "0-0.1" not in set(back[[f"bin_label_{m}" for m in custom_run.conditions]].to_numpy().ravel())
 
 
 def test_custom_edges_reach_the_scenes_and_the_bundle(custom_run, tmp_path):

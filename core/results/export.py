@@ -43,7 +43,8 @@ def table_columns(run=None) -> dict[str, str]:
         scheme = run
     else:
         scheme = BinScheme.from_config(getattr(run, "config", run))
-    return {**_COLUMNS, "bin_{m}": f"correlation-bin code: {bin_codes_text(scheme)}", **_COLUMNS_AFTER_BIN}
+    return {**_COLUMNS, "bin_{m}": f"correlation-bin code: {bin_codes_text(scheme)}",
+            "bin_label_{m}": "the bin code's label, as the dashboard and summary.json name it", **_COLUMNS_AFTER_BIN}
 
 
 _COLUMNS = {
@@ -242,7 +243,15 @@ def table_csv(results) -> str:
     run's bin codes mean); floats are written with the shortest text that reads back to the same value
     (float64 columns exactly, float32 columns to float32).
     """
-    return results.table.to_csv(index=False, lineterminator="\n")
+    table = results.table
+    scheme = BinScheme.from_config(results.config)
+    labels = np.array([scheme.label(c) for c in range(NEGATIVE_CODE, scheme.n_bins)], dtype=object)
+    out = table.copy(deep=False)
+    for m in results.conditions:
+        if f"bin_{m}" in table:
+            at = out.columns.get_loc(f"bin_{m}") + 1
+            out.insert(at, f"bin_label_{m}", labels[table[f"bin_{m}"].to_numpy().astype(np.int64) - NEGATIVE_CODE])
+    return out.to_csv(index=False, lineterminator="\n")
 
 
 def series_csv(results, voxel: int) -> str:
