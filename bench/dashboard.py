@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--keep", type=Path, help="write the synthetic folder here and keep it")
     args = p.parse_args(argv)
 
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     from dashboard import ids
     from dashboard.app import create_app
 

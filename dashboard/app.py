@@ -21,8 +21,8 @@ def create_app(results):
 
     Parameters
     ----------
-    results : core.results.Results
-        An opened run (``core.results.open_results``); the app only reads it.
+    results : core.outputs.Results
+        An opened run (``core.outputs.open_results``); the app only reads it.
 
     Returns
     -------
@@ -109,7 +109,7 @@ def is_loopback(host: str) -> bool:
 def main(argv=None) -> int:
     """``python -m dashboard --results DIR [--run RUN_ID] [--host H] [--port P] [--debug]``."""
     from core._validation import InputError
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
 
     args = parse_args(argv)
     try:

@@ -125,7 +125,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
 
     Parameters
     ----------
-    results : core.results.Results
+    results : core.outputs.Results
         The opened run (only read).
     scenes : list of dict
         Validated scenes (:func:`dashboard.scenefile.load_scenes`), at least one.
@@ -304,7 +304,7 @@ def _load_scenes(path: Path, results) -> tuple[list[dict], str | None]:
 def main(argv=None) -> int:
     """``python -m dashboard export-bundle ...``: 0 when written, 2 for a bad input (one ``error:`` line),
     3 when the bundle could not be written (disk full, permissions)."""
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
 
     args = parse_args(argv)
     try:

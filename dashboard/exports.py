@@ -1,5 +1,5 @@
 """Downloads from the dashboard: the voxel table and the selected voxel's series as CSV, NIfTI maps, flatmap
-PNGs (Flask routes that build each file on the fly from :mod:`core.results.export`, never writing into the results
+PNGs (Flask routes that build each file on the fly from :mod:`core.outputs.export`, never writing into the results
 folder), and the PNG/SVG switch of the 2-D figures' camera button.
 
 The panel's component ids live here, beside the only code that uses them.
@@ -12,7 +12,7 @@ from functools import lru_cache
 from dash import Input, Output, Patch, dcc, html
 from flask import Response, abort
 
-from core.results import export
+from core.outputs import export
 
 from . import ids
 from .figures import DashboardData

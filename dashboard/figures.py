@@ -347,7 +347,7 @@ class DashboardData:
 
     Parameters
     ----------
-    results : core.results.Results
+    results : core.outputs.Results
         An opened run. Large arrays (series, lookup, thumbnails) stay memory-mapped.
 
     Notes

@@ -477,7 +477,7 @@ def import_scenes(content: str | bytes, *, n_voxels: int, roi_names, rules, run_
 
 def scene_context(results) -> dict:
     """The keyword arguments that fit scenes to an opened run: ``n_voxels``, ``roi_names``, ``rules``,
-    ``run_id`` and ``bin_codes`` (its scheme's filter codes) (``results``: :class:`core.results.Results`)."""
+    ``run_id`` and ``bin_codes`` (its scheme's filter codes) (``results``: :class:`core.outputs.Results`)."""
     # The permutation rule only where the run has permutation p-values for every shown condition.
     rules = [r for r in RULES if r != "perm"]
     if results.has_stage("stats") and all(results.has_array("stats", "p_perm", m) for m in CONDITIONS):

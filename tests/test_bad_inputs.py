@@ -5,13 +5,13 @@ Each row of :data:`CASES` builds one bad input in a temporary folder and names t
 - ``precompute``: ``precompute.py`` (through :func:`precompute.main`, whose return value is the exit code)
   must print exactly one ``error: ...`` line holding the expected text, exit with code 2, and leave the
   results folder uncreated;
-- ``results``: a damaged results folder, opened both by :func:`core.results.open_results` (an ``InputError``
+- ``results``: a damaged results folder, opened both by :func:`core.outputs.open_results` (an ``InputError``
   holding the expected text) and by ``python -m dashboard --results`` (one ``error:`` line, exit code 2);
   neither may change a byte of the folder;
 - ``bundle``: ``python -m dashboard export-bundle`` (through :func:`dashboard.bundle.main`) with a good results
   folder and one bad input: one ``error:`` line, exit code 2, nothing written (no bundle, no temporary folder
   beside ``--out``, the results folder unchanged);
-- ``export``: a :mod:`core.results.export` function, which raises a one-line ``InputError``;
+- ``export``: a :mod:`core.outputs.export` function, which raises a one-line ``InputError``;
 - ``scenes``: a scenes file read by the dashboard (``RUN/scenes/scenes.json`` at start through
   :func:`dashboard.scenefile.load_scenes`, an uploaded file through :func:`dashboard.scenefile.import_scenes`): one-line
   ``InputError`` (the dashboard shows it as a notice), the file unchanged;
@@ -198,7 +198,7 @@ def _wrong_dtype(path: Path):
 # -- export-bundle and exports: each takes (tmp, good results folder) and returns the command's argv
 def _scenes_file(tmp: Path, results_dir: Path, scenes=None, *, run_id=None, n_voxels=None, text=None) -> Path:
     from dashboard import scenefile as S
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     res = open_results(results_dir)
     path = tmp / "talk.json"
     if text is not None:
@@ -425,9 +425,9 @@ CASES: list[Case] = [
     Case("bundle-out-in-results", "export-bundle --out", "inside the results folder",
          "may not be the results folder, inside it or hold it", B,
          lambda t, r: _bundle_argv(t, r, out=r / "talk", extra=("--force",))),
-    Case("export-nifti-no-subject", "NIfTI export (core.results.export.nifti_map)", "run without a pycortex subject here",
+    Case("export-nifti-no-subject", "NIfTI export (core.outputs.export.nifti_map)", "run without a pycortex subject here",
          "NIfTI export needs the run's pycortex subject", E, lambda t, r: (r, "on", "r")),
-    Case("export-series-voxel", "series CSV (core.results.export.series_csv)", "voxel row out of range",
+    Case("export-series-voxel", "series CSV (core.outputs.export.series_csv)", "voxel row out of range",
          "'voxel': expected a voxel row from 0 to 299", E, lambda t, r: (r, 300)),
     # ---- scenes files in the dashboard (RUN/scenes/scenes.json, imports) and the page URL's scene state
     Case("scenes-not-json", "scenes file", "damaged (not JSON)", "not valid JSON", S,
@@ -481,7 +481,7 @@ def readme_table() -> str:
     rows = ["| # | Input | Problem | Surface | The one error line contains |", "|---|---|---|---|---|"]
     for i, c in enumerate(CASES, 1):
         surface = {P: "precompute.py, exit 2", R: "open_results / python -m dashboard, exit 2",
-                   B: "python -m dashboard export-bundle, exit 2", E: "core.results.export, InputError",
+                   B: "python -m dashboard export-bundle, exit 2", E: "core.outputs.export, InputError",
                    S: "dashboard scene list (start, import) / dashboard.scenefile, notice", U: "dashboard page URL, "
                    "default view + notice"}[c.surface]
         rows.append(f"| {i} | {c.input} | {c.problem} | {surface} | `{c.expect}` |")
@@ -539,7 +539,7 @@ def _snapshot(path: Path):
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface == R], ids=lambda c: c.id)
 def test_damaged_results_folder(case, how, good_results, tmp_path, capsys):
     from core._validation import InputError
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     from dashboard.app import main as dashboard_main
     out = tmp_path / "results"
     shutil.copytree(good_results, out)
@@ -571,9 +571,9 @@ def test_bundle_bad_input(case, good_results, tmp_path, capsys):
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface == E], ids=lambda c: c.id)
 def test_export_bad_input(case, good_results, tmp_path):
-    from core.results import export
+    from core.outputs import export
     from core._validation import InputError
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     path, *args = case.make(tmp_path, good_results)
     fn = export.nifti_map if len(args) == 2 else export.series_csv
     with pytest.raises(InputError) as exc:
@@ -586,7 +586,7 @@ def test_scenes_file_bad_input(case, good_results, tmp_path):
     """Loading (a run's scenes.json) and importing (an upload) refuse it with one line; nothing changes."""
     from core._validation import InputError
     from dashboard.scenefile import import_scenes, load_scenes, scene_context
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     path = case.make(tmp_path, good_results)
     before = _snapshot(good_results), path.read_bytes()
     context = scene_context(open_results(good_results))
@@ -599,7 +599,7 @@ def test_scenes_file_bad_input(case, good_results, tmp_path):
 
 @pytest.fixture(scope="module")
 def good_dashboard_data(good_results):
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     from dashboard.figures import DashboardData
     return DashboardData(open_results(good_results))
 
@@ -618,7 +618,7 @@ def test_url_state_bad_input(case, good_dashboard_data, tmp_path):
 
 
 def test_good_results_folder_opens(good_results):
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     res = open_results(good_results)
     assert res.n_voxels == 300 and res.table.shape[0] == 300
 

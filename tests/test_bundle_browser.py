@@ -24,7 +24,7 @@ import pytest
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
 from dashboard import scenefile as S
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard.figures import DashboardData, FilterState, umap_colour_codes
 

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.io.json as pj
 import pytest
 
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app

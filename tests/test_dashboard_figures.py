@@ -12,7 +12,7 @@ import pytest
 
 from core._validation import InputError
 from core.vocabulary import DEFAULT_BINS, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import SYNTHETIC_ROI_NAMES, make_synthetic_results
 from dashboard.figures import (
     JACCARD_COLORSCALE, R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from dashboard import ids
 from dashboard.figures import UMAP_CODE, quantise_coords, quantise_xy
 from test_pipeline import TINY, _seed_cortex_cache  # the tiny run of the pipeline tests and its cache seeding

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import app as app_module
 from dashboard.app import ASSETS_FOLDER, create_app, is_loopback, main, parse_args

@@ -1,4 +1,4 @@
-"""Exports (core.results.export and the dashboard's download routes) against independent references.
+"""Exports (core.outputs.export and the dashboard's download routes) against independent references.
 
 NIfTI maps are checked against pycortex itself: its mask says where each voxel lies and its own
 ``Volume.save_nii`` writes the reference volume; CSVs are read back and compared with the stage arrays on
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.results import export
+from core.outputs import export
 from core._validation import InputError
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 
 SUBJECT, TRANSFORM, MASK = "S1", "fullhead", "thick"

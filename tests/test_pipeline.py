@@ -278,7 +278,7 @@ def test_full_disk_reports_one_line_and_keeps_previous_results(base, tmp_path):
 
 def _assert_previous_results_intact(out: Path, before: dict[str, np.ndarray]) -> None:
     """After a failed run: the same arrays as before it, the folder still opens, no temporaries."""
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     after = _arrays(out)
     assert before.keys() == after.keys()
     for k in before:                                  # NaN (invalid voxels) compares equal here

@@ -13,7 +13,7 @@ import pytest
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
 from dashboard.scenefile import default_scene, save_scenes, scene_to_url, validate_scene
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app

@@ -14,7 +14,7 @@ import plotly.io.json as pj
 import pytest
 
 from dashboard.scenefile import default_scene, load_scenes, scene_to_url, scenes_path, validate_scene
-from core.results.reader import open_results
+from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app

@@ -12,7 +12,7 @@ from core.pipeline.runner import Pipeline
 from core.pipeline.schema import CONDITIONS, SCHEMA, SchemaError, name
 from core.pipeline.stage import Stage
 from core.pipeline.store import ResultsStore
-from core.results import StageArrays, open_results
+from core.outputs import StageArrays, open_results
 
 N_VOXELS, N_TEST, N_TRAIN = 5, 4, 6
 

@@ -179,7 +179,7 @@ def test_viewer_dataset_names_follow_the_scheme(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def custom_run(tmp_path_factory):
-    from core.results.reader import open_results
+    from core.outputs.reader import open_results
     from core.testing.synthetic import make_synthetic_results
     out = make_synthetic_results(tmp_path_factory.mktemp("custom"), n_voxels=300, n_test=40, k=5, seed=4,
                                  flatmap_height=48, bin_edges=CUSTOM)
@@ -208,7 +208,7 @@ def test_custom_edges_reach_the_csv_export(custom_run):
 
     import pandas as pd
 
-    from core.results import export
+    from core.outputs import export
     doc = export.table_columns(custom_run)["bin_{m}"]
     assert doc == ("correlation-bin code: -2 significant r<0, -1 n.s., 0 0-0.2, 1 0.2-0.4, 2 0.4-0.6, 3 >=0.6")
     assert export.table_columns(custom_run.config) == export.table_columns(BinScheme(CUSTOM))

@@ -2,7 +2,7 @@
 
 One table serves everything that names a stage array: the stages and the synthetic writer name what they
 write with :func:`name`, the store refuses a commit that does not match (:meth:`Schema.check`), and
-:class:`core.results.Results` reads by stage, field and condition. The names are the file names on disk
+:class:`core.outputs.Results` reads by stage, field and condition. The names are the file names on disk
 (``<name>.npy`` in the stage's entry folder).
 
 Dimensions of a shape:

@@ -10,7 +10,7 @@ import numpy as np
 
 from core._io import write_json_atomic
 from core.config import RunConfig, config_to_dict
-from core.results.reader import StageArrays
+from core.outputs.reader import StageArrays
 from core.vocabulary import NEGATIVE_CODE, PAIR, BinScheme
 
 __all__ = ["condition_summary", "truth_summary", "build_summary", "write_json_atomic"]

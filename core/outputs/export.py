@@ -1,5 +1,5 @@
 """Exports of a run for use outside the tool: NIfTI maps, the voxel table and one voxel's series as CSV, the
-flatmap images. Pure functions of an opened run (:func:`core.results.open_results`); none writes into the
+flatmap images. Pure functions of an opened run (:func:`core.outputs.open_results`); none writes into the
 results folder.
 
 NIfTI maps are volumes in the subject's functional space: the reference image of the run's pycortex
@@ -36,7 +36,7 @@ def bin_codes_text(scheme: BinScheme) -> str:
 def table_columns(run=None) -> dict[str, str]:
     """Columns of :func:`table_csv`, in order, with what they hold (``{m}`` = each condition of the run).
 
-    ``run``: an opened run (:class:`core.results.Results`), its config (dict or RunConfig) or a
+    ``run``: an opened run (:class:`core.outputs.Results`), its config (dict or RunConfig) or a
     :class:`~core.vocabulary.BinScheme`; the ``bin_{m}`` entry names that run's bins. None: the default bins.
     """
     if isinstance(run, BinScheme):
@@ -183,7 +183,7 @@ def nifti_map(results, condition: str, field: str):
 
     Parameters
     ----------
-    results : core.results.Results
+    results : core.outputs.Results
     condition : str
         One of ``results.conditions``.
     field : {"r", "p", "q", "bin"}
@@ -237,7 +237,7 @@ def nifti_bytes(image) -> bytes:
 
 
 def table_csv(results) -> str:
-    """The per-voxel table (:attr:`core.results.Results.table`) as CSV text, one row per voxel.
+    """The per-voxel table (:attr:`core.outputs.Results.table`) as CSV text, one row per voxel.
 
     Columns are those of :func:`table_columns` present in the run (``table_columns(results)`` says what this
     run's bin codes mean); floats are written with the shortest text that reads back to the same value

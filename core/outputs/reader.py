@@ -227,7 +227,7 @@ class Results(StageArrays):
         """Per-voxel pandas DataFrame: geometry, and r/p/q/significant/bin/alpha/cv per condition."""
         if self._table is None:
             import pandas as pd
-            # Column names are the CSV's (core.results.export.TABLE_COLUMNS), not array names.
+            # Column names are the CSV's (core.outputs.export.TABLE_COLUMNS), not array names.
             cols: dict[str, Any] = {"voxel": np.arange(self.n_voxels)}
             geo = self.geometry()
             if geo is not None:
