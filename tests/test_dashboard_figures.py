@@ -11,16 +11,19 @@ import numpy as np
 import pytest
 
 from core._validation import InputError
-from core.cortex.palette import BIN_HEX, NEGATIVE_HEX, NS_CSS
 from core.results.reader import open_results
 from core.testing.synthetic import SYNTHETIC_ROI_NAMES, make_synthetic_results
-from dashboard.figures import (
-    JACCARD_COLORSCALE, R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState,
-    flatmap_filter_layer, jaccard_map_view, make_agreement_figure, make_bin_counts_figure, make_flatmap_figure,
-    make_jaccard_figure, make_jaccard_map_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
-    make_series_figure, make_umap_figure, provenance, quantise_coords, quantise_xy, r_scatter_codes, typed_array,
-    umap_colour_codes,
+from core.vocabulary import BIN_COLOURS_RGBA, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
+from dashboard.data import DashboardData, FilterState, jaccard_map_view
+from dashboard.flatmaps import VEIL_RGBA, flatmap_filter_layer, make_flatmap_figure
+from dashboard.inspector import make_series_figure
+from dashboard.plotting import provenance, quantise_coords, quantise_xy, typed_array
+from dashboard.r_scatter import R_CODE, R_COLOURS, make_r_scatter_figure, r_scatter_codes
+from dashboard.summary_plots import (
+    JACCARD_COLORSCALE, make_agreement_figure, make_bin_counts_figure, make_jaccard_figure, make_jaccard_map_figure,
+    make_roi_means_figure, make_roi_rdm_figure,
 )
+from dashboard.umap_view import UMAP_CODE, UMAP_COLOURS, make_umap_figure, umap_colour_codes
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +79,11 @@ def test_umap_colour_codes_match_the_palette_voxel_by_voxel(rng):
         codes = umap_colour_codes(bins, visible, ns)
         for b, v, c in zip(bins, visible, codes):
             if v and b >= 0:
-                expected = BIN_HEX[b]
+                expected = rgba_hex(BIN_COLOURS_RGBA[b])
             elif v and b == -2:
-                expected = NEGATIVE_HEX
+                expected = rgba_hex(NEGATIVE_RGBA)
             else:
-                expected = NS_CSS if ns == "faint" else "rgba(0,0,0,0)"
+                expected = rgba_css(NS_RGBA) if ns == "faint" else "rgba(0,0,0,0)"
             assert UMAP_COLOURS[c] == expected
     assert UMAP_CODE["bin0"] + 3 == len(UMAP_COLOURS) - 1
 
@@ -102,16 +105,16 @@ def test_flatmap_filter_layer_brute_force(rng):
     now = np.where(rng.random(n) < 0.3, rng.integers(-2, 4, n), base)
     visible = (now != -1) & (rng.random(n) < 0.7)
     layer = flatmap_filter_layer(lookup, base, now, visible)
-    from dashboard.figures import _CODE_RGBA, _VEIL_RGBA
+    colour = np.vstack([NEGATIVE_RGBA, NS_RGBA, BIN_COLOURS_RGBA])           # row = bin code + 2
     for r in range(lookup.shape[0]):
         for c in range(lookup.shape[1]):
             v = lookup[r, c]
             if v < 0:
                 want = np.zeros(4)
             elif not visible[v] and base[v] != -1:
-                want = _VEIL_RGBA
+                want = VEIL_RGBA
             elif visible[v] and now[v] != base[v]:
-                want = _CODE_RGBA[now[v] + 2]
+                want = colour[now[v] + 2]
             else:
                 want = np.zeros(4)
             np.testing.assert_array_equal(layer[r, c], want)

@@ -1,0 +1,455 @@
+"""The run as the dashboard reads it: :class:`DashboardData` (every per-voxel array, embedding and asset of
+one run, loaded once), the views it builds of embeddings and flatmaps, and the :class:`FilterState` it is
+queried with.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from core.vocabulary import DEFAULT_BINS, BinScheme
+
+from . import ids
+from .plotting import quantise_coords, quantise_xy
+
+__all__ = ["FilterState", "UmapView", "FlatmapView", "JaccardMapView", "jaccard_map_view", "DashboardData"]
+
+_RUN_ID_RE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+# ---------------------------------------------------------------------------------------------- filters
+@dataclass(frozen=True)
+class FilterState:
+    """What the filter controls say; every view derives its colours from it.
+
+    Attributes
+    ----------
+    rule : {"p", "q", "perm"}
+        Significance: parametric p, BH-FDR q or block-permutation p, each at the run's level.
+    bins : tuple of int
+        Bin codes shown: the positive bins and the negative category, among ``BinScheme.filter_codes`` (every
+        scheme has the same codes; only its edges, hence its labels, differ).
+    rois : tuple of str
+        ROI names shown; empty = all.
+    hemis : tuple of str
+        "L", "R"; empty = both.
+    threshold : float
+        Minimum |r| in the condition shown.
+    ns : {"faint", "hidden"}
+        How voxels that are not significant or are filtered out are drawn.
+    """
+    rule: str = "p"
+    bins: tuple[int, ...] = DEFAULT_BINS.filter_codes
+    rois: tuple[str, ...] = ()
+    hemis: tuple[str, ...] = ("L", "R")
+    threshold: float = 0.0
+    ns: str = "faint"
+
+    @classmethod
+    def from_controls(cls, rule, bins, rois, hemis, threshold, ns) -> "FilterState":
+        """Build from the raw values of the filter controls (``None`` for an untouched control)."""
+        return cls(rule=str(rule or "p"), bins=tuple(sorted(int(b) for b in (bins or ()))),
+                   rois=tuple(sorted(str(r) for r in (rois or ()))), hemis=tuple(sorted(str(h) for h in (hemis or ()))),
+                   threshold=float(threshold or 0.0), ns="hidden" if ns == "hidden" else "faint")
+
+    def to_query(self) -> str:
+        """URL query string of this state (for the flatmap filter-layer image route)."""
+        from urllib.parse import urlencode
+        return urlencode({"rule": self.rule, "bins": ",".join(map(str, self.bins)), "rois": ",".join(self.rois),
+                          "hemis": ",".join(self.hemis), "thr": f"{self.threshold:g}", "ns": self.ns})
+
+    @classmethod
+    def from_query(cls, args) -> "FilterState":
+        """Inverse of :meth:`to_query` (``args``: a mapping of query parameters); raises ValueError."""
+        def items(name):
+            value = args.get(name, "")
+            return [s for s in value.split(",") if s] if value else []
+        rule = args.get("rule", "p")
+        ns = args.get("ns", "faint")
+        if ns not in ("faint", "hidden"):
+            raise ValueError(f"ns must be 'faint' or 'hidden', not {ns!r}")
+        bins = tuple(int(b) for b in items("bins"))
+        if any(b not in DEFAULT_BINS.filter_codes for b in bins):
+            raise ValueError(f"bins must be among {DEFAULT_BINS.filter_codes}, not {bins}")
+        hemis = tuple(items("hemis"))
+        if any(h not in ("L", "R") for h in hemis):
+            raise ValueError(f"hemis must be among L, R, not {hemis}")
+        thr = float(args.get("thr", "0"))
+        if not np.isfinite(thr):
+            raise ValueError("thr must be finite")
+        return cls(rule=rule, bins=bins, rois=tuple(items("rois")), hemis=hemis, threshold=thr, ns=ns)
+
+
+
+# ---------------------------------------------------------------------------------------------- run data
+@dataclass
+class UmapView:
+    """One condition's embedding as the figures use it.
+
+    Attributes
+    ----------
+    voxels : int64 array of shape (n_emb,)
+        Voxel rows of the embedded voxels; trace point i is voxel ``voxels[i]``.
+    coords : uint16 array of shape (n_emb, 3)
+        Quantised coordinates (see :func:`quantise_coords`).
+    position : int32 array of shape (n_voxels,)
+        Trace point of each voxel, -1 where the voxel is not embedded.
+    """
+    voxels: np.ndarray
+    coords: np.ndarray
+    position: np.ndarray
+
+
+@dataclass
+class FlatmapView:
+    """The run's flatmap assets.
+
+    Attributes
+    ----------
+    folder : Path
+        The cortex stage entry folder.
+    images : dict of str -> str
+        Image file name per condition.
+    lookup : int32 array of shape (height, width)
+        Voxel row under each pixel (row 0 at the top), -1 where none; memory-mapped.
+    centre : float32 array of shape (n_voxels, 2)
+        Mean (column, row) of each voxel's pixels; NaN for voxels that own no pixel.
+    rois : list of dict
+        ROI outlines and label anchors in pixel coordinates (``flatmap_rois.json``).
+    """
+    folder: Path
+    images: dict[str, str]
+    lookup: np.ndarray
+    centre: np.ndarray
+    rois: list[dict] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return int(self.lookup.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.lookup.shape[1])
+
+    def voxel_at(self, x: float, y: float) -> int:
+        """Voxel under flatmap-figure coordinates (x = column, y = height - 1 - row), -1 if none."""
+        col, row = int(round(x)), self.height - 1 - int(round(y))
+        if 0 <= row < self.height and 0 <= col < self.width:
+            return int(self.lookup[row, col])
+        return -1
+
+
+@dataclass
+class JaccardMapView:
+    """The neighbourhood-change map: the embedded voxels at their flatmap positions, one trace per ROI.
+
+    Points are grouped by ROI (so a hover names the ROI without sending a label per point); trace ``g`` holds
+    points ``starts[g]:starts[g + 1]``, and the one-point "selected voxel" trace comes after the groups.
+
+    Attributes
+    ----------
+    voxels : int64 array of shape (n,)
+        Voxel row of every point, in trace order (ROI, then voxel id).
+    coords : uint16 array of shape (n, 2)
+        Quantised flat positions (:func:`quantise_xy` of the dataset stage's ``flat_xy``; y up).
+    values : float32 array of shape (n,)
+        Jaccard overlap of the voxel's on and off kNN sets (the colour).
+    starts : int64 array of shape (n_groups + 1,)
+        Trace boundaries.
+    names : list of str
+        ROI name of each trace.
+    position : int32 array of shape (n_voxels,)
+        Index into the arrays above of each voxel, -1 where the voxel is not on the map.
+    labels : list of (str, float, float)
+        ROI label anchors (name with hemisphere, x, y in the quantised frame), for orientation.
+    """
+    voxels: np.ndarray
+    coords: np.ndarray
+    values: np.ndarray
+    starts: np.ndarray
+    names: list[str]
+    position: np.ndarray
+    labels: list[tuple[str, float, float]] = field(default_factory=list)
+
+    @property
+    def highlight_trace(self) -> int:
+        """Index of the "selected voxel" trace (after the ROI groups)."""
+        return len(self.names)
+
+    def voxel_of(self, trace: int, point: int) -> int | None:
+        """Voxel of point ``point`` of ROI trace ``trace`` (None when out of range)."""
+        if not 0 <= trace < len(self.names):
+            return None
+        i = int(self.starts[trace]) + point
+        return int(self.voxels[i]) if 0 <= point and i < int(self.starts[trace + 1]) else None
+
+
+def jaccard_map_view(voxels: np.ndarray, jaccard: np.ndarray, flat_xy: np.ndarray, roi: np.ndarray,
+                     roi_names: list[str], hemi: np.ndarray | None = None) -> JaccardMapView:
+    """Build the :class:`JaccardMapView` of the RSA stage's embedded voxels.
+
+    Parameters
+    ----------
+    voxels : int array of shape (n_emb,)
+        Embedded voxel rows (the RSA stage's ``voxels_on``, equal to ``voxels_off`` under the union rule).
+    jaccard : float array of shape (n_emb,)
+        ``knn_jaccard`` of the RSA stage, aligned with ``voxels``.
+    flat_xy : float array of shape (n_voxels, 2)
+        Flat-surface position of every voxel (dataset stage).
+    roi : int array of shape (n_voxels,)
+        ROI index of every voxel into ``roi_names``.
+    roi_names : list of str
+    hemi : int array of shape (n_voxels,) or None
+        0 left, 1 right: ROI labels are placed per hemisphere.
+
+    Notes
+    -----
+    Voxels with a non-finite position or Jaccard value are left off the map.
+    """
+    voxels = np.asarray(voxels, dtype=np.int64)
+    jac = np.asarray(jaccard, dtype=np.float32)
+    if voxels.shape != jac.shape:
+        raise ValueError(f"{voxels.size} embedded voxels but {jac.size} Jaccard values")
+    flat = np.asarray(flat_xy, dtype=np.float64)
+    roi = np.asarray(roi, dtype=np.int64)
+    n_voxels = flat.shape[0]
+    q = quantise_xy(flat)
+    finite = np.isfinite(flat).all(1)
+    keep = finite[voxels] & np.isfinite(jac)
+    voxels, jac = voxels[keep], jac[keep]
+    order = np.lexsort((voxels, roi[voxels]))
+    voxels, jac = voxels[order], jac[order]
+    groups, starts = np.unique(roi[voxels], return_index=True)
+    names = [roi_names[g] if 0 <= g < len(roi_names) else str(g) for g in groups]
+    position = np.full(n_voxels, -1, dtype=np.int32)
+    position[voxels] = np.arange(voxels.size, dtype=np.int32)
+    labels = []
+    hemis = np.zeros(n_voxels, np.int8) if hemi is None else np.asarray(hemi)
+    for g, name in enumerate(roi_names):
+        if name in ("", "other"):
+            continue
+        for h, tag in ((0, "L"), (1, "R")):
+            members = np.flatnonzero((roi == g) & (hemis == h) & finite)
+            if members.size:
+                x, y = np.median(q[members].astype(np.float64), axis=0)
+                labels.append((name if hemi is None else f"{name} {tag}", float(x), float(y)))
+    return JaccardMapView(voxels=voxels, coords=q[voxels], values=jac,
+                          starts=np.append(starts, voxels.size).astype(np.int64), names=names, position=position,
+                          labels=labels)
+
+
+
+class DashboardData:
+    """Everything the app reads from one run, loaded once: per-voxel arrays, embeddings, assets.
+
+    Parameters
+    ----------
+    results : core.results.Results
+        An opened run. Large arrays (series, lookup, thumbnails) stay memory-mapped.
+
+    Notes
+    -----
+    Missing parts are recorded as reasons, not errors: ``flatmap_reason`` when the run has no cortex assets,
+    ``umap_reason[m]`` when a condition has no embedding; the layout shows those sentences instead.
+    """
+
+    def __init__(self, results):
+        import json
+
+        self.results = results
+        self.run_id = str(results.run_id)
+        self.url_prefix = "/attnbrain/" + (_RUN_ID_RE.sub("_", self.run_id) or "run")
+        self.simulated = bool(results.simulated)
+        self.conditions = list(results.conditions)
+        missing = [m for m in ids.PAIR if m not in self.conditions]
+        if missing:
+            from core._validation import InputError
+            raise InputError(f"the dashboard compares attention off and on, but this run has no {missing} "
+                             f"condition (it has {self.conditions}); rerun precompute.py with both modes",
+                             source=str(results.run_dir), field="features.modes")
+        if not results.has_stage("stats"):
+            from core._validation import InputError
+            raise InputError("this run has no stats stage; rerun precompute.py to finish it",
+                             source=str(results.run_dir))
+        self.n_voxels = int(results.n_voxels)
+        self.n_test = int(results.n_test)
+        cfg_stats = results.config.get("stats", {})
+        self.level = float(cfg_stats.get("level", 0.01))
+        self.edges = tuple(float(e) for e in cfg_stats.get("bin_edges", (0.0, 0.1, 0.2, 0.3)))
+        st = results.stage("stats").arrays
+        self.rules = ["p", "q"] + (["perm"] if all(f"p_perm_{m}" in st for m in ids.PAIR) else [])
+        rule = cfg_stats.get("rule", "p")
+        self.default_rule = rule if rule in self.rules else "p"
+
+        self.r = {m: np.asarray(st[f"r_{m}"], dtype=np.float64) for m in self.conditions}
+        self.p = {m: np.asarray(st[f"p_{m}"], dtype=np.float64) for m in self.conditions}
+        self.q = {m: np.asarray(st[f"q_{m}"], dtype=np.float64) for m in self.conditions}
+        self.p_perm = {m: np.asarray(st[f"p_perm_{m}"]) for m in self.conditions if f"p_perm_{m}" in st}
+        self.valid = {m: (np.asarray(st[f"valid_{m}"], dtype=bool) if f"valid_{m}" in st
+                          else np.isfinite(self.r[m])) for m in self.conditions}
+        self.stored_bins = {m: np.asarray(st[f"bin_{m}"], dtype=np.int8) for m in self.conditions}
+        self.ceiling = {m: np.asarray(st[f"cc_max_{m}"]) for m in self.conditions if f"cc_max_{m}" in st}
+        enc = results.stage("encoding").arrays if results.has_stage("encoding") else {}
+        self.alpha = {m: np.asarray(enc[f"alpha_{m}"]) for m in self.conditions if f"alpha_{m}" in enc}
+        self.cv = {m: np.asarray(enc[f"cv_{m}"]) for m in self.conditions if f"cv_{m}" in enc}
+        self._bins_cache: dict[tuple[str, str], np.ndarray] = {}
+
+        ds = results.stage("dataset")
+        self.roi_names = list(ds.meta.get("roi_names", []))
+        self.has_geometry = "ijk" in ds.arrays
+        if self.has_geometry:
+            self.ijk = np.asarray(ds.arrays["ijk"], dtype=np.int64)
+            self.hemi = np.asarray(ds.arrays["hemi"], dtype=np.int8)
+            self.roi = np.asarray(ds.arrays["roi"], dtype=np.int64)
+            keys = self._ijk_keys(self.ijk)
+            self._ijk_order = np.argsort(keys, kind="stable")
+            self._ijk_sorted = keys[self._ijk_order]
+        else:
+            self.ijk = self.hemi = self.roi = None
+
+        self.umap: dict[str, UmapView] = {}
+        self.umap_reason: dict[str, str] = {}
+        self.knn: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for m in ids.PAIR:
+            if results.has_stage("umap") and f"umap_{m}" in results.stage("umap").arrays:
+                voxels, coords = results.umap(m)
+                position = np.full(self.n_voxels, -1, dtype=np.int32)
+                position[voxels] = np.arange(voxels.size, dtype=np.int32)
+                self.umap[m] = UmapView(np.asarray(voxels, dtype=np.int64), quantise_coords(coords), position)
+            else:
+                self.umap_reason[m] = (f"No UMAP for attention {m}: the RSA stage found too few significant voxels "
+                                       "to build a kNN graph, or the umap stage was not run.")
+            if results.has_stage("rsa") and f"knn_idx_{m}" in results.stage("rsa").arrays:
+                self.knn[m] = results.knn(m)
+        rsa = results.stage("rsa") if results.has_stage("rsa") else None
+        self.jaccard = None
+        self.jaccard_map: JaccardMapView | None = None
+        if rsa is not None and "knn_jaccard" in rsa.arrays:
+            self.jaccard = (np.asarray(rsa.arrays["voxels_on"]), np.asarray(rsa.arrays["knn_jaccard"]))
+            if self.has_geometry and "flat_xy" in ds.arrays:
+                self.jaccard_map = jaccard_map_view(*self.jaccard, ds.arrays["flat_xy"], self.roi, self.roi_names,
+                                                    self.hemi)
+        self.roi_rdm = {m: np.asarray(rsa.arrays[f"roi_rdm_{m}"]) for m in ids.PAIR
+                        if rsa is not None and f"roi_rdm_{m}" in rsa.arrays}
+        self.roi_counts = np.asarray(rsa.arrays["roi_counts"]) if rsa is not None and "roi_counts" in rsa.arrays \
+            else None
+        self.agreement = dict(rsa.meta.get("agreement", {})) if rsa is not None else {}
+
+        self.flatmap: FlatmapView | None = None
+        self.flatmap_reason = ""
+        self.viewer_dir: Path | None = None
+        folder = results.asset_dir("cortex")
+        if folder is None:
+            self.flatmap_reason = ("No brain views: this run has no cortex assets (its dataset has no pycortex "
+                                   "subject, or the cortex stage was not run), so the flatmaps and the 3-D viewer "
+                                   "are hidden.")
+        else:
+            meta_file = folder / "flatmap_meta.json"
+            if meta_file.is_file() and (folder / "flatmap_lookup.npy").is_file():
+                fm = json.loads(meta_file.read_text())
+                arrays = results.stage("cortex").arrays
+                lookup = arrays["flatmap_lookup"] if "flatmap_lookup" in arrays else \
+                    np.load(folder / "flatmap_lookup.npy", mmap_mode="r")
+                images = {m: name for m, name in fm.get("conditions", {}).items() if (folder / name).is_file()}
+                rois_file = folder / fm.get("rois", "flatmap_rois.json")
+                rois = json.loads(rois_file.read_text()).get("rois", []) if rois_file.is_file() else []
+                self.flatmap = FlatmapView(folder, images, lookup, self._pixel_centres(lookup), rois)
+            else:
+                self.flatmap_reason = (f"No flatmaps: the cortex assets in {folder.name} have no flatmap images "
+                                       "or lookup; rerun the cortex stage of precompute.py.")
+            if (folder / "viewer" / "index.html").is_file():
+                self.viewer_dir = folder / "viewer"
+        self.viewer_reason = "" if self.viewer_dir is not None else (
+            "No 3-D viewer: this run has no pycortex static viewer (cortex assets missing).")
+
+        self.thumbs = self.overlays = None
+        if results.has_stage("thumbnails"):
+            th = results.stage("thumbnails").arrays
+            self.thumbs, self.overlays = th.get("thumbs"), th.get("overlays")
+        self._r_axis_cache: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ derived per-voxel values
+    @staticmethod
+    def _ijk_keys(ijk: np.ndarray) -> np.ndarray:
+        ijk = np.asarray(ijk, dtype=np.int64)
+        return (ijk[:, 0] + 4096) * (8192 ** 2) + (ijk[:, 1] + 4096) * 8192 + (ijk[:, 2] + 4096)
+
+    def voxel_at_ijk(self, i: int, j: int, k: int) -> int:
+        """Voxel row with NIfTI indices (i, j, k), -1 if none (or the run has no geometry)."""
+        if not self.has_geometry:
+            return -1
+        key = self._ijk_keys(np.array([[i, j, k]]))[0]
+        pos = int(np.searchsorted(self._ijk_sorted, key))
+        if pos < self._ijk_sorted.size and self._ijk_sorted[pos] == key:
+            return int(self._ijk_order[pos])
+        return -1
+
+    def _pixel_centres(self, lookup: np.ndarray) -> np.ndarray:
+        """Mean pixel (column, row) of every voxel on the flatmap, NaN for voxels without pixels."""
+        centre = np.full((self.n_voxels, 2), np.nan, dtype=np.float32)
+        lk = np.asarray(lookup)
+        rows, cols = np.nonzero(lk >= 0)
+        vox = lk[rows, cols].astype(np.int64)
+        keep = vox < self.n_voxels
+        vox, rows, cols = vox[keep], rows[keep], cols[keep]
+        count = np.bincount(vox, minlength=self.n_voxels)
+        has = count > 0
+        centre[has, 0] = np.bincount(vox, weights=cols, minlength=self.n_voxels)[has] / count[has]
+        centre[has, 1] = np.bincount(vox, weights=rows, minlength=self.n_voxels)[has] / count[has]
+        return centre
+
+    def bins(self, condition: str, rule: str) -> np.ndarray:
+        """Correlation-bin codes (int8, shape (n_voxels,)) of a condition under a significance rule."""
+        key = (condition, rule)
+        if key not in self._bins_cache:
+            from core.stats import correlation_bins, significance_mask
+            if rule == "perm":
+                sig = significance_mask(self.p_perm[condition], rule="p", level=self.level)
+            elif rule in ("p", "q"):
+                sig = significance_mask(self.p[condition], self.q[condition], rule=rule, level=self.level)
+            else:
+                raise ValueError(f"unknown significance rule {rule!r}; expected one of {self.rules}")
+            self._bins_cache[key] = correlation_bins(self.r[condition], sig & self.valid[condition], self.edges)
+        return self._bins_cache[key]
+
+    def visible(self, condition: str, state: FilterState) -> np.ndarray:
+        """Bool array of shape (n_voxels,): significant under ``state.rule`` and passing every filter."""
+        b = self.bins(condition, state.rule)
+        keep = (b != -1) & np.isin(b, np.asarray(state.bins, dtype=np.int8))
+        if state.threshold > 0:
+            keep &= np.abs(self.r[condition]) >= state.threshold
+        if self.has_geometry:
+            if state.rois:
+                wanted = [self.roi_names.index(n) for n in state.rois if n in self.roi_names]
+                keep &= np.isin(self.roi, wanted)
+            if set(state.hemis) != {"L", "R"}:
+                keep &= np.isin(self.hemi, [0 if h == "L" else 1 for h in state.hemis])
+        return keep
+
+    def default_filters(self) -> FilterState:
+        return FilterState(rule=self.default_rule)
+
+    def pixel_url(self, kind: str, index: int) -> str:
+        """URL of a stimulus thumbnail (``kind="thumb"``) or attention overlay (``kind="overlay"``) PNG."""
+        return f"{self.url_prefix}/stimulus/{kind}/{int(index)}.png"
+
+    def flatmap_url(self, condition: str) -> str:
+        return f"{self.url_prefix}/flatmap/{condition}.png"
+
+    def flatmap_layer_url(self, condition: str, state: FilterState) -> str:
+        return f"{self.url_prefix}/flatmap/{condition}/filtered.png?{state.to_query()}"
+
+    @property
+    def viewer_url(self) -> str:
+        return f"{self.url_prefix}/viewer/index.html"
+
+    # ------------------------------------------------------------------ vocabulary
+    @cached_property
+    def bin_scheme(self) -> BinScheme:
+        """The run's correlation bins (``stats.bin_edges`` of its config): codes, labels and colours."""
+        edges = self.results.config.get("stats", {}).get("bin_edges")
+        return DEFAULT_BINS if edges is None else BinScheme(edges)
