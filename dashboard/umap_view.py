@@ -4,6 +4,7 @@ patches that move its highlight, set and colours, and the linked cameras.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,9 @@ from .plotting import (
 
 __all__ = [
     "UMAP_CODE", "UMAP_COLOURS", "FOV", "FIT_RADIUS", "EYE_DISTANCE", "umap_colour_codes", "umap_marker_size",
-    "scene_fit", "default_camera", "make_umap_figure", "umap_figure", "umap_panel", "camera_link_control", "stores",
-    "graphs", "voxel_from_umap_click", "highlight_patches", "set_patches", "recolour_patches", "register",
+    "scene_fit", "projected_cover", "opening_camera", "shared_camera", "make_umap_figure", "umap_figure",
+    "umap_panel", "camera_link_control", "stores", "graphs", "voxel_from_umap_click", "highlight_patches",
+    "set_patches", "recolour_patches", "register",
 ]
 
 #: uint8 colour codes of the UMAP points: 0 hidden, 1 faint (n.s. or filtered out), 2 significant negative r,
@@ -45,13 +47,21 @@ UMAP_COLOURS = ["rgba(0,0,0,0)", rgba_css(NS_RGBA), rgba_hex(NEGATIVE_RGBA), *(r
 FOV = math.pi / 4
 #: Radius, in scene units, that every panel's point cloud is scaled to (see :func:`scene_fit`).
 FIT_RADIUS = 1.0
-#: Camera distance at which a sphere of :data:`FIT_RADIUS` round the scene centre fills the panel's height, with
-#: a little room: the same for every panel, so a camera copied from one linked panel fills the other too.
-EYE_DISTANCE = 1.05 * FIT_RADIUS / math.sin(FOV / 2)
-_EYE_DIRECTION = np.array([1.4, 1.4, 1.0])
-# The fit follows the bulk of the cloud: the farthest 1 % of points may leave the panel at some angles rather
-# than shrink the cloud for everyone.
-_FIT_QUANTILE = 0.99
+#: Camera distance at which a sphere of :data:`FIT_RADIUS` round the scene centre just fills the panel's height:
+#: the same for every panel, so a camera copied from one linked panel fills the other too.
+EYE_DISTANCE = FIT_RADIUS / math.sin(FOV / 2)
+# The fit follows the bulk of the cloud: the farthest 5 % of points may leave the panel at some angles rather
+# than shrink the cloud at every angle.
+_FIT_QUANTILE = 0.95
+# The opening view is chosen among these camera elevations (degrees; views that still look 3-D) all round.
+_ELEVATIONS = (20, 35, 50, 65)
+_AZIMUTH_STEP = 15
+# ... and so that it stays filled turned this far round (degrees) either way.
+_TURNS = (-30, 0, 30)
+# A UMAP panel's usual width over its scene's height (two columns side by side, a fixed figure height).
+_VIEW_ASPECT = 1.25
+# Points per cloud that choosing the opening view looks at (its cost stays small at any run size).
+_VIEW_SAMPLE = 4000
 _TRACE = "umap"
 
 
@@ -99,7 +109,8 @@ def scene_fit(coords: np.ndarray) -> dict[str, Any] | None:
     Returns
     -------
     dict or None
-        ``{"ranges": [[lo, hi]] * 3, "aspectratio": {"x", "y", "z"}}``; None for an empty cloud.
+        ``ranges`` ([lo, hi] per axis), ``aspectratio`` ({"x", "y", "z"}), ``centre`` (3 floats) and ``scale``
+        (scene units per data unit); None for an empty cloud.
     """
     c = np.asarray(coords, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] == 0:
@@ -112,15 +123,72 @@ def scene_fit(coords: np.ndarray) -> dict[str, Any] | None:
     radius = radius or float(half.max()) or 1.0
     # A flat or single-point axis still needs a range of some width.
     half = np.maximum(half * 1.01, 0.05 * radius)
-    # Scene units per data unit: one factor for every axis, so the box's aspect follows the ranges.
-    aspect = 2 * half * FIT_RADIUS / radius
+    scale = FIT_RADIUS / radius
+    # plotly maps each axis range onto its aspect ratio in scene units: one scale for every axis keeps the shape.
     return {"ranges": [[float(centre[i] - half[i]), float(centre[i] + half[i])] for i in range(3)],
-            "aspectratio": {a: float(v) for a, v in zip("xyz", aspect)}}
+            "aspectratio": {a: float(v) for a, v in zip("xyz", 2 * half * scale)},
+            "centre": [float(v) for v in centre], "scale": scale}
 
 
-def default_camera() -> dict:
-    """The opening camera of every UMAP panel: looking at the scene centre from :data:`EYE_DISTANCE`."""
-    eye = _EYE_DIRECTION / np.linalg.norm(_EYE_DIRECTION) * EYE_DISTANCE
+def projected_cover(points: np.ndarray, direction: np.ndarray, aspect: float = 1.0) -> float:
+    """How much of a view a cloud covers, seen from :data:`EYE_DISTANCE` along ``direction``.
+
+    Parameters
+    ----------
+    points : array of shape (n, 3)
+        Scene coordinates (:func:`scene_fit`'s ``(coords - centre) * scale``).
+    direction : array of shape (3,)
+        From the scene centre towards the camera; the camera's up is +z.
+    aspect : float
+        The view's width over its height.
+
+    Returns
+    -------
+    float
+        The larger of the shares of the view's width and height that the cloud spans (perspective,
+        :data:`FOV` high), the parts off the view left out.
+    """
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    right = np.cross(-d, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, -d)
+    rel = np.asarray(points, dtype=np.float64) - d * EYE_DISTANCE
+    depth = np.maximum(rel @ -d, 1e-9) * math.tan(FOV / 2)
+    if not rel.size:
+        return 0.0
+    x = np.clip(rel @ right / depth, -aspect, aspect)
+    y = np.clip(rel @ up / depth, -1, 1)
+    return float(max(np.ptp(x) / aspect, np.ptp(y)) / 2)
+
+
+def opening_camera(clouds: list[np.ndarray]) -> dict:
+    """The camera every UMAP panel opens with: at :data:`EYE_DISTANCE`, from the direction (among a few
+    elevations all round) where the worst-covered of ``clouds`` covers its panel most, also turned a little
+    either way (as a drag turns it).
+
+    Parameters
+    ----------
+    clouds : list of arrays of shape (n, 3)
+        Each panel's points in data units (uint16 quantised coordinates); empty ones are ignored.
+    """
+    scene = []
+    for c in clouds:
+        fit = scene_fit(c)
+        if fit is not None:
+            c = np.asarray(c, dtype=np.float64)[:: max(1, len(c) // _VIEW_SAMPLE)]
+            scene.append((c - fit["centre"]) * fit["scale"])
+
+    def direction(el, az):
+        return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    best, best_cover = np.array([1.4, 1.4, 1.0]), -1.0
+    for el in np.radians(_ELEVATIONS):
+        for az in np.radians(np.arange(45, 405, _AZIMUTH_STEP)):
+            cover = min((projected_cover(p, direction(el, az + turn), _VIEW_ASPECT) for p in scene
+                         for turn in np.radians(_TURNS)), default=0.0)
+            if cover > best_cover + 1e-9:
+                best, best_cover = direction(el, az), cover
+    eye = best * EYE_DISTANCE
     return dict(eye=dict(zip("xyz", (round(float(v), 4) for v in eye))), center=dict(x=0, y=0, z=0),
                 up=dict(x=0, y=0, z=1))
 
@@ -135,7 +203,7 @@ def _points3d(coords: np.ndarray | None) -> dict[str, Any]:
 
 def make_umap_figure(coords: np.ndarray, codes: np.ndarray, *, condition: str, run_id: str, simulated: bool,
                      highlight: np.ndarray | None = None, set_coords: np.ndarray | None = None,
-                     height: int = 430) -> go.Figure:
+                     camera: dict | None = None, height: int = 430) -> go.Figure:
     """3-D UMAP scatter of one condition, coloured by correlation bin and fitted to its panel.
 
     Parameters
@@ -150,13 +218,15 @@ def make_umap_figure(coords: np.ndarray, codes: np.ndarray, *, condition: str, r
         Coordinates of the selected voxel (trace "selected voxel").
     set_coords : array of shape (n_set, 3) or None
         Coordinates of the selected set (trace "selected set").
+    camera : dict or None
+        The opening camera; None: :func:`opening_camera` of this cloud alone.
 
     Returns
     -------
     go.Figure
         Traces named as ``FIGURE_TRACES["umap"]``: voxels, selected voxel, selected set. Axes hidden (UMAP axes
-        carry no meaning); ranges, aspect and camera from :func:`scene_fit` and :func:`default_camera` (an
-        empty cloud keeps plotly's automatic ones).
+        carry no meaning); ranges and aspect from :func:`scene_fit` (an empty cloud keeps plotly's automatic
+        ones and camera).
     """
     coords = np.asarray(coords)
     codes = np.asarray(codes, dtype=np.uint8)
@@ -182,7 +252,8 @@ def make_umap_figure(coords: np.ndarray, codes: np.ndarray, *, condition: str, r
     if fit is not None:
         for axis, rng in zip(axes, fit["ranges"]):
             axis.update(range=rng, autorange=False)
-        scene.update(aspectmode="manual", aspectratio=fit["aspectratio"], camera=default_camera())
+        scene.update(aspectmode="manual", aspectratio=fit["aspectratio"],
+                     camera=camera if camera is not None else opening_camera([coords]))
     scene.update(xaxis=axes[0], yaxis=axes[1], zaxis=axes[2])
     layout = dict(template=TEMPLATE, height=height, margin=dict(l=0, r=0, t=48, b=0), uirevision="umap",
                   title=title("UMAP of the voxel RDM (predicted responses)", run_id, simulated, condition),
@@ -197,7 +268,14 @@ def umap_figure(data: DashboardData, condition: str, state: FilterState) -> go.F
     view = data.umap[condition]
     codes = umap_colour_codes(data.bins(condition, state.rule), data.visible(condition, state), state.ns)
     return make_umap_figure(view.coords, codes[view.voxels], condition=condition, run_id=data.run_id,
-                            simulated=data.simulated)
+                            simulated=data.simulated, camera=shared_camera(data))
+
+
+@lru_cache(maxsize=8)
+def shared_camera(data: DashboardData) -> dict:
+    """The opening camera of both UMAP panels (:func:`opening_camera` of both clouds): the panels open
+    looking the same way, as linked panels keep them."""
+    return opening_camera([view.coords for view in data.umap.values()])
 
 
 def umap_panel(data: DashboardData, condition: str, state: FilterState) -> list:

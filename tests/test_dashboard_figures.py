@@ -23,7 +23,10 @@ from dashboard.summary_plots import (
     JACCARD_COLORSCALE, make_agreement_figure, make_bin_counts_figure, make_jaccard_figure, make_jaccard_map_figure,
     make_roi_means_figure, make_roi_rdm_figure,
 )
-from dashboard.umap_view import UMAP_CODE, UMAP_COLOURS, make_umap_figure, umap_colour_codes
+from dashboard.umap_view import (
+    EYE_DISTANCE, FIT_RADIUS, UMAP_CODE, UMAP_COLOURS, make_umap_figure, opening_camera, projected_cover, scene_fit,
+    umap_colour_codes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +238,43 @@ def test_umap_figure_sends_typed_arrays_and_carries_provenance(data):
     assert len(json.dumps(trace)) < view.voxels.size * 7 * 4 / 3 + 2000
     with pytest.raises(ValueError, match="colour codes"):
         make_umap_figure(view.coords, codes[:-1], condition="off", run_id="r", simulated=False)
+
+
+def test_umap_scene_is_fitted_to_its_cloud(rng):
+    # A cloud with a far outlier: the box holds every point, one scale on every axis, the bulk sized to the fit.
+    coords = np.vstack([rng.normal(0, [3.0, 1.0, 0.5], (400, 3)) * 1000 + 30000, [[64000, 30000, 30000]]])
+    fit = scene_fit(coords)
+    lo, hi = np.array(fit["ranges"]).T
+    assert (coords >= lo).all() and (coords <= hi).all()
+    aspect = np.array([fit["aspectratio"][a] for a in "xyz"])
+    # plotly maps each range onto its aspect ratio in scene units: the same units per data unit on every axis.
+    np.testing.assert_allclose(aspect / (hi - lo), fit["scale"])
+    scene = (coords - fit["centre"]) * fit["scale"]
+    assert np.quantile(np.linalg.norm(scene, axis=1), 0.95) == pytest.approx(FIT_RADIUS, rel=1e-6)
+    # The camera: at the fitted distance, from a side where the cloud covers most of the view.
+    cam = opening_camera([coords])
+    eye = np.array([cam["eye"][a] for a in "xyz"])
+    assert np.linalg.norm(eye) == pytest.approx(EYE_DISTANCE, rel=1e-3)
+    assert projected_cover(scene, eye) > 0.6
+    assert scene_fit(np.zeros((0, 3))) is None
+    flat = scene_fit(np.column_stack([np.arange(50.0), np.arange(50.0), np.zeros(50)]))
+    assert np.diff(flat["ranges"][2])[0] > 0                       # a flat axis still has a range
+
+
+def test_umap_figure_carries_its_fit(data):
+    view = data.umap["on"]
+    fig = make_umap_figure(view.coords, np.zeros(view.voxels.size, np.uint8), condition="on", run_id="r",
+                           simulated=False)
+    fit = scene_fit(view.coords)
+    scene = fig.layout.scene
+    assert scene.aspectmode == "manual" and scene.dragmode == "orbit"
+    for axis, rng_ in zip((scene.xaxis, scene.yaxis, scene.zaxis), fit["ranges"]):
+        assert tuple(axis.range) == tuple(rng_) and axis.autorange is False
+    assert {a: getattr(scene.aspectratio, a) for a in "xyz"} == fit["aspectratio"]
+    # An empty cloud (the offline bundle's template) keeps plotly's automatic ranges.
+    empty = make_umap_figure(np.zeros((0, 3), np.uint16), np.zeros(0, np.uint8), condition="on", run_id="r",
+                             simulated=False)
+    assert empty.layout.scene.aspectmode == "data" and empty.layout.scene.xaxis.range is None
 
 
 def test_flatmap_figure_maps_pixels_to_figure_coordinates(data):
