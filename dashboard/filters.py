@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dash import Input, Output, Patch, dcc, html
 
-from core.vocabulary import CONDITION_LABELS, NEGATIVE_RGBA, NS_RGBA, PAIR, rgba_css, rgba_hex
+from core.vocabulary import CONDITION_LABELS, NEGATIVE_CODE, NEGATIVE_RGBA, NS_RGBA, PAIR, rgba_css, rgba_hex
 
 from . import flatmaps, ids, r_scatter, umap_view
 from .data import DashboardData, FilterState
@@ -41,7 +41,7 @@ def filter_controls(data: DashboardData) -> list:
     state = data.default_filters()
     scheme = data.bin_scheme
     bins = [{"label": lab, "value": code} for code, lab in zip(scheme.codes, scheme.labels)] + \
-        [{"label": scheme.negative_label, "value": scheme.filter_codes[0]}]
+        [{"label": scheme.negative_label, "value": NEGATIVE_CODE}]
     rois = [{"label": n, "value": n} for n in data.roi_names]
     return [
         html.Div([html.Label("Significance"),

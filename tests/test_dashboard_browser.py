@@ -116,6 +116,9 @@ def test_page_loads_with_both_conditions(page, data):
     _wait(page, "document.querySelectorAll('#flat-on image').length >= 2")
     assert page.locator(f"#{ids.INSPECTOR}").inner_text().startswith("Click a voxel")
     assert page.locator("#voxel-table a").count() > 0
+    # The clientside JS names the conditions and the run's bins from the page's vocabulary.
+    assert page.evaluate("window.attnbrain.vocabulary.pair") == list(PAIR)
+    assert page.evaluate("window.attnbrain.bins") == data.bin_scheme.to_json()
     save_screenshot(page, "dashboard-load.png")
 
 

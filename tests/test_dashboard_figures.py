@@ -477,3 +477,55 @@ def test_series_figure_keeps_the_correlation_it_reports(results):
 def test_provenance_names_run_condition_and_simulation():
     assert provenance("abc", True, "on") == "attention on · run abc · SIMULATED data"
     assert provenance("abc", False) == "run abc"
+
+
+def test_the_page_takes_its_bins_from_the_run(tmp_path):
+    """A run with its own bin edges: the legend, the bin filter, the bin counts, the inspector's and table's bin
+    labels and the page's vocabulary all name those bins; the study's labels appear nowhere."""
+    import plotly.io.json as pj
+
+    from dashboard import ids
+    from dashboard.app import create_app, page_vocabulary
+    edges = (0.0, 0.2, 0.4, 0.6)
+    out = make_synthetic_results(tmp_path, n_voxels=300, n_test=120, k=6, seed=3, flatmap_height=64,
+                                 bin_edges=edges)
+    results = open_results(out)
+    assert tuple(results.config["stats"]["bin_edges"]) == edges
+    app = create_app(results)
+    data = app.attnbrain_data
+    labels = ["0-0.2", "0.2-0.4", "0.4-0.6", ">=0.6"]
+    assert list(data.bin_scheme.labels) == labels
+    # The stored bins follow the edges: r in [0.2, 0.4) is bin 1, and so on.
+    for m in ("off", "on"):
+        t = results.table
+        sig = t[f"bin_{m}"].to_numpy() != -1
+        r = t[f"r_{m}"].to_numpy()[sig]
+        expected = np.where(r < 0, -2, np.searchsorted(np.asarray(edges), r, side="right") - 1)
+        np.testing.assert_array_equal(t[f"bin_{m}"].to_numpy()[sig], expected)
+    # The page as the browser receives it.
+    resp = app.server.test_client().get("/_dash-layout")
+    assert resp.status_code == 200
+    text = resp.data.decode()
+    assert "0-0.1" not in text and "0.1-0.2" not in text and ">=0.3" not in text
+    tree = json.loads(text)
+    from bench.dashboard import _find as find
+    options = find(tree, ids.BINS)["props"]["options"]
+    assert [o["label"] for o in options] == labels + [data.bin_scheme.negative_label]
+    legend = next(n for n in tree["props"]["children"] if isinstance(n, dict)
+                  and n.get("props", {}).get("className") == "legend")
+    legend_text = json.dumps(legend, ensure_ascii=False)
+    assert all(f'"{lab}"' in legend_text for lab in labels)
+    counts = find(tree, ids.BIN_COUNTS)["props"]["figure"]["data"][0]["x"]
+    assert list(counts) == [data.bin_scheme.negative_label] + labels
+    vocabulary = json.loads(find(tree, ids.VOCABULARY)["props"]["data-vocabulary"])
+    assert vocabulary == json.loads(json.dumps(page_vocabulary(data)))
+    assert vocabulary["bins"]["labels"] == labels and vocabulary["bins"]["edges"] == list(edges)
+    # The table and the inspector label each voxel by the run's bins.
+    from dashboard.inspector import inspector_children
+    from dashboard.voxel_table import table_markdown, table_rows
+    rows = table_rows(data, None)
+    assert {r["bin_on"] for r in rows} <= {*labels, data.bin_scheme.negative_label, "n.s."}
+    assert {r["bin_on"] for r in rows} & set(labels) and "0-0.1" not in table_markdown(rows)
+    v = rows[0]["voxel"]
+    assert data.bin_scheme.label(int(data.stored_bins["on"][v])) in json.dumps(
+        json.loads(pj.to_json_plotly(inspector_children(data, v))), ensure_ascii=False)

@@ -72,7 +72,8 @@ def test_apply_scene_sets_controls_and_moves_highlight_and_set_in_one_patch(data
                             "threshold": 0.2, "ns": "hidden"}
     assert a["selected"] == 11 and a["hash"] == "#voxel=11" and a["selected_set"] == [4, 40, 120]
     assert a["set_message"] == "3 voxels in the selected set" and a["shown"] == ["off"]
-    assert a["viewer"] == {"condition": "off", "view": "flat"} and a["caption"] == ("t1", "n1") and a["cameras"] == scene["cameras"]
+    assert a["viewer"] == {"condition": "off", "view": "flat"} and a["caption"] == ("t1", "n1")
+    assert a["cameras"] == scene["cameras"]
     for m in ("off", "on"):
         voxels, coords = data.results.umap(m)
         row = {int(v): i for i, v in enumerate(voxels)}

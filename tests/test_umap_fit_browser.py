@@ -41,7 +41,8 @@ EXTENT = """(graphId) => {
   for (let i = 0; i < t.x.length; i++) {
     const p = mul(cp.projection, mul(cp.view, mul(cp.model, [t.x[i] * ds[0], t.y[i] * ds[1], t.z[i] * ds[2], 1])));
     if (p[3] <= 0) continue;
-    const x = canvas.left + (p[0] / p[3] + 1) / 2 * canvas.width, y = canvas.top + (1 - p[1] / p[3]) / 2 * canvas.height;
+    const x = canvas.left + (p[0] / p[3] + 1) / 2 * canvas.width;
+    const y = canvas.top + (1 - p[1] / p[3]) / 2 * canvas.height;
     if (x >= canvas.left && x <= canvas.right && y >= canvas.top && y <= canvas.bottom) inside += 1;
     const cx = Math.min(Math.max(x, canvas.left), canvas.right), cy = Math.min(Math.max(y, canvas.top), canvas.bottom);
     x0 = Math.min(x0, cx); x1 = Math.max(x1, cx); y0 = Math.min(y0, cy); y1 = Math.max(y1, cy);
@@ -153,7 +154,8 @@ def test_clouds_still_fill_their_panels_after_a_linked_drag(page):
 
 FIT = """(graphId) => {
   const s = document.querySelector('#' + graphId + ' .js-plotly-plot')._fullLayout.scene;
-  return {x: s.xaxis.range, y: s.yaxis.range, z: s.zaxis.range, aspect: [s.aspectratio.x, s.aspectratio.y, s.aspectratio.z]};
+  return {x: s.xaxis.range, y: s.yaxis.range, z: s.zaxis.range,
+          aspect: [s.aspectratio.x, s.aspectratio.y, s.aspectratio.z]};
 }"""
 
 

@@ -40,7 +40,7 @@ _FEATURE_DIM = 32
 
 def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: int = 15, seed: int = 0,
                            with_assets: bool = True, rsa_voxels: str = "union", flatmap_height: int = 256,
-                           with_thumbnails: bool = True) -> Path:
+                           with_thumbnails: bool = True, bin_edges=None) -> Path:
     """Write a finished run made of synthetic arrays into a results folder.
 
     Parameters
@@ -65,6 +65,9 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
         Height in pixels of the flatmap images and lookup.
     with_thumbnails : bool
         Write the ``thumbnails`` entry (stimulus thumbnails and attention overlays).
+    bin_edges : sequence of float or None
+        Lower correlation-bin edges (``stats.bin_edges`` of the run's config, which the stored bins follow);
+        None: the preset's.
 
     Returns
     -------
@@ -93,10 +96,13 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
         "data": {"subject": "synthetic", "transform": "synthetic", "mask": "synthetic"},
         "simulation": {"n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "seed": seed},
         "rsa": {"k": k, "voxels": rsa_voxels}, "umap": {"n_neighbors": min(15, k)},
+        **({"stats": {"bin_edges": [float(e) for e in bin_edges]}} if bin_edges is not None else {}),
     })
     cfg = dataclasses.replace(cfg, preset="synthetic")
+    # Edges join the key only when given, so the default runs keep their ids.
     digest = hashlib.sha256(json.dumps([n_voxels, n_test, k, seed, with_assets, rsa_voxels, flatmap_height,
-                                        with_thumbnails]).encode()).hexdigest()[:10]
+                                        with_thumbnails] + ([list(cfg.stats.bin_edges)] if bin_edges is not None
+                                                            else [])).encode()).hexdigest()[:10]
     run_id = f"synthetic-{digest}"
     rng = np.random.default_rng(seed)
 
