@@ -34,19 +34,8 @@ def create_app(results):
     """
     from dash import Dash
 
-    from . import (
-        downloads,
-        filters,
-        flatmaps,
-        inspector,
-        presenting,
-        r_scatter,
-        selection,
-        server,
-        umap_view,
-        viewer_bridge,
-        voxel_table,
-    )
+    from . import (downloads, filters, flatmaps, inspector, presenting, r_scatter, selection, server, umap_view,
+                   viewer_bridge, voxel_table)
     from .data import DashboardData
 
     data = DashboardData(results)
@@ -88,21 +77,8 @@ def make_layout(data):
 
     from core.vocabulary import CONDITION_LABELS, PAIR
 
-    from . import (
-        downloads,
-        filters,
-        flatmaps,
-        ids,
-        inspector,
-        presenting,
-        r_scatter,
-        run_info,
-        selection,
-        summary_plots,
-        umap_view,
-        viewer_bridge,
-        voxel_table,
-    )
+    from . import (downloads, filters, flatmaps, ids, inspector, presenting, r_scatter, run_info, selection,
+                   summary_plots, umap_view, viewer_bridge, voxel_table)
 
     state = data.default_filters()
     columns = [html.Div([html.H2(CONDITION_LABELS[m], className=f"cond-title cond-{m}"),

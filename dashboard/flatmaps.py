@@ -12,19 +12,8 @@ from core.vocabulary import DEFAULT_BINS, NS_CODE, PAIR, BinScheme
 
 from . import ids
 from .data import DashboardData, FilterState
-from .plotting import (
-    FIGURE_TRACES,
-    HIGHLIGHT_COLOUR,
-    HIGHLIGHT_TRACE,
-    SET_COLOUR,
-    SET_TRACE,
-    TEMPLATE,
-    graph,
-    selection_polygon,
-    title,
-    trace_index,
-    typed_array,
-)
+from .plotting import (FIGURE_TRACES, HIGHLIGHT_COLOUR, HIGHLIGHT_TRACE, SET_COLOUR, SET_TRACE, TEMPLATE, graph,
+                       selection_polygon, title, trace_index, typed_array)
 
 __all__ = [
     "VEIL_RGBA", "flatmap_filter_layer", "make_flatmap_figure", "flatmap_panel", "stores", "graphs",

@@ -19,17 +19,8 @@ from dash.exceptions import PreventUpdate
 
 from core._validation import InputError
 from core.vocabulary import CONDITION_LABELS, PAIR
-from dashboard.scenefile import (
-    default_scene,
-    export_scenes,
-    import_scenes,
-    load_scenes,
-    save_scenes,
-    scene_from_url,
-    scene_to_url,
-    scenes_writable,
-    validate_scene,
-)
+from dashboard.scenefile import (default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url,
+                                 scene_to_url, scenes_writable, validate_scene)
 
 from . import ids
 from .data import DashboardData
@@ -257,8 +248,13 @@ def register(app, data: DashboardData) -> None:
     has_viewer = data.viewer_dir is not None
     dup = {"allow_duplicate": True}
     moved = highlight_graphs(data)           # the graphs whose highlight and set traces a scene moves
-    viewer_deps = (lambda kind: dict(viewer={"condition": kind(ids.VIEWER_COND, "value"),
-                                             "view": kind(ids.VIEWER_VIEW, "value")}) if has_viewer else {})
+
+    def viewer_deps(kind) -> dict:
+        """The viewer's condition and view as ``kind`` dependencies (none for a run without the viewer)."""
+        if not has_viewer:
+            return {}
+        return dict(viewer={"condition": kind(ids.VIEWER_COND, "value"), "view": kind(ids.VIEWER_VIEW, "value")})
+
     applied = dict(
         filters=control_deps(Output, **dup), selected=Output(ids.SELECTED, "data", **dup),
         hash=Output(ids.URL, "hash", **dup), selected_set=Output(ids.SELECTED_SET, "data", **dup),

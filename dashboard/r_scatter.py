@@ -12,21 +12,8 @@ from core.vocabulary import CONDITION_LABELS, NS_RGBA, PAIR, rgba_css
 
 from . import ids
 from .data import DashboardData, FilterState
-from .plotting import (
-    FIGURE_TRACES,
-    HIGHLIGHT_COLOUR,
-    HIGHLIGHT_TRACE,
-    SET_COLOUR,
-    SET_TRACE,
-    TEMPLATE,
-    discrete_colorscale,
-    first_point,
-    graph,
-    selection_polygon,
-    title,
-    trace_index,
-    typed_array,
-)
+from .plotting import (FIGURE_TRACES, HIGHLIGHT_COLOUR, HIGHLIGHT_TRACE, SET_COLOUR, SET_TRACE, TEMPLATE,
+                       discrete_colorscale, first_point, graph, selection_polygon, title, trace_index, typed_array)
 
 __all__ = [
     "R_CODE", "R_LABELS", "R_COLOURS", "r_scatter_codes", "make_r_scatter_figure", "r_scatter_panel", "stores",

@@ -11,16 +11,8 @@ from core.vocabulary import CONDITION_LABELS, DEFAULT_BINS, NEGATIVE_RGBA, PAIR,
 
 from . import ids
 from .data import DashboardData, FilterState, JaccardMapView
-from .plotting import (
-    CONDITION_COLOURS,
-    HIGHLIGHT_COLOUR,
-    HIGHLIGHT_TRACE,
-    TEMPLATE,
-    empty_figure,
-    first_point,
-    graph,
-    title,
-)
+from .plotting import (CONDITION_COLOURS, HIGHLIGHT_COLOUR, HIGHLIGHT_TRACE, TEMPLATE, empty_figure, first_point, graph,
+                       title)
 from .r_scatter import r_scatter_panel
 
 __all__ = [

@@ -15,21 +15,8 @@ from core.vocabulary import BIN_COLOURS_RGBA, NEGATIVE_CODE, NEGATIVE_RGBA, NS_C
 
 from . import ids
 from .data import DashboardData, FilterState
-from .plotting import (
-    FIGURE_TRACES,
-    HIGHLIGHT_COLOUR,
-    HIGHLIGHT_TRACE,
-    SET_COLOUR,
-    SET_TRACE,
-    TEMPLATE,
-    discrete_colorscale,
-    empty_figure,
-    first_point,
-    graph,
-    title,
-    trace_index,
-    typed_array,
-)
+from .plotting import (FIGURE_TRACES, HIGHLIGHT_COLOUR, HIGHLIGHT_TRACE, SET_COLOUR, SET_TRACE, TEMPLATE,
+                       discrete_colorscale, empty_figure, first_point, graph, title, trace_index, typed_array)
 
 __all__ = [
     "UMAP_CODE", "UMAP_COLOURS", "FOV", "FIT_RADIUS", "EYE_DISTANCE", "umap_colour_codes", "umap_marker_size",
@@ -95,7 +82,7 @@ def umap_marker_size(n_points: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- fitting
 def scene_fit(coords: np.ndarray) -> dict[str, Any] | None:
-    """Axis ranges and aspect ratio that make a point cloud fill its panel from every viewing angle.
+    """Axis ranges and aspect ratio that fit a point cloud to its panel, whichever way the scene is turned.
 
     The scene is centred on the middle of the cloud's robust extent and scaled alike on all axes (the shape is
     kept) so that the sphere holding :data:`_FIT_QUANTILE` of the points has radius :data:`FIT_RADIUS` in scene

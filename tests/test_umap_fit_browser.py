@@ -103,8 +103,8 @@ def _pixel_cover(page, graph_id: str, extent: dict, name: str) -> dict:
     rows, cols = np.nonzero(drawn)
     if rows.size == 0:
         return {"width": 0.0, "height": 0.0}
-    return {"width": (cols.max() - cols.min() + 1) / (p["width"] * scale),
-            "height": (rows.max() - rows.min() + 1) / (p["height"] * scale)}
+    return {"width": float(cols.max() - cols.min() + 1) / (p["width"] * scale),
+            "height": float(rows.max() - rows.min() + 1) / (p["height"] * scale)}
 
 
 def _check(page, label: str) -> dict:
