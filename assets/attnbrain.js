@@ -4,14 +4,42 @@
  * Scenes: animated camera moves between scenes, the current view written into the URL (replaceState), and
  * presentation mode (keys at the document level in the capture phase, also forwarded from the viewer iframe).
  * Clientside callbacks live under window.dash_clientside.attnbrain; shared state under window.attnbrain.
+ * Conditions, graph and store ids, trace names and the run's bin scheme come from the page's vocabulary (the
+ * JSON in the data-vocabulary attribute of #attnbrain-vocabulary, written by dashboard/app.py).
  */
 (function () {
   "use strict";
   var A = (window.attnbrain = window.attnbrain || {});
-  var PAIR = ["off", "on"];
   A.cameraLinked = true;
   A.counts = { flatClick: 0, pick: 0, selection: 0 };
   A.viewer = { ready: false, dataset: null, view: null, voxel: null, acks: 0, sent: [] };
+
+  // The page's vocabulary, once the layout holding it has been drawn (null before).
+  function vocab() {
+    if (!A.vocabulary) {
+      var el = document.getElementById("attnbrain-vocabulary");
+      if (!el || !el.dataset.vocabulary) { return null; }
+      A.vocabulary = JSON.parse(el.dataset.vocabulary);
+      A.bins = A.vocabulary.bins;
+    }
+    return A.vocabulary;
+  }
+
+  function pair() {
+    var v = vocab();
+    return v ? v.pair : [];
+  }
+
+  function umapId(m) { return vocab().graphs.umap[m]; }
+
+  function pageId(name) { return vocab().ids[name]; }
+
+  // Index of the trace named by the vocabulary's traces[kind] ("highlight" or "set"), -1 if none.
+  function traceIndex(gd, kind) {
+    var name = vocab().traces[kind];
+    for (var i = 0; i < gd.data.length; i++) { if (gd.data[i].name === name) { return i; } }
+    return -1;
+  }
 
   function noUpdate() {
     return window.dash_clientside.no_update;
@@ -39,7 +67,7 @@
 
   function copyCamera(toCondition, camera) {
     if (!A.cameraLinked || A.animating || !camera || !camera.eye) { return; }
-    var gd = plotOf("umap-" + toCondition);
+    var gd = plotOf(umapId(toCondition));
     if (!gd || !gd._fullLayout || !gd._fullLayout.scene || !window.Plotly) { return; }
     if (sameCamera(gd._fullLayout.scene.camera, camera)) { return; }
     var cam = { eye: camera.eye, center: camera.center || { x: 0, y: 0, z: 0 }, up: camera.up || { x: 0, y: 0, z: 1 } };
@@ -47,7 +75,8 @@
   }
 
   function other(condition) {
-    return condition === "off" ? "on" : "off";
+    var p = pair();
+    return condition === p[0] ? p[1] : p[0];
   }
 
   // ------------------------------------------------------------------ flatmap clicks
@@ -70,15 +99,15 @@
     var py = ev.clientY - box.top - fl.yaxis._offset;
     if (px < 0 || py < 0 || px > fl.xaxis._length || py > fl.yaxis._length) { return; }
     A.counts.flatClick += 1;
-    window.dash_clientside.set_props("flat-click-" + gd._attnbrainCondition, {
+    window.dash_clientside.set_props(vocab().graphs.flat_click[gd._attnbrainCondition], {
       data: { x: fl.xaxis.p2d(px), y: fl.yaxis.p2d(py), n: A.counts.flatClick }
     });
   }
 
   // ------------------------------------------------------------------ binding to rendered graphs
   function bind() {
-    PAIR.forEach(function (m) {
-      var umap = plotOf("umap-" + m);
+    pair().forEach(function (m) {
+      var umap = plotOf(umapId(m));
       if (umap && umap.on && umap._attnbrainEmitter !== umap._ev) {
         umap._attnbrainEmitter = umap._ev;
         if (!A.defaultCameras[m] && umap._fullLayout && umap._fullLayout.scene) {
@@ -92,7 +121,7 @@
           if (e && e["scene.camera"]) { copyCamera(other(m), e["scene.camera"]); }
         });
       }
-      var flat = plotOf("flat-" + m);
+      var flat = plotOf(vocab().graphs.flat[m]);
       if (flat && !flat._attnbrainCondition) {
         flat._attnbrainCondition = m;
         flat.addEventListener("pointerdown", onPointerDown, true);
@@ -102,15 +131,15 @@
   // A condition's UMAP can take a camera once plotly has drawn it (dcc.Graph loads plotly.js lazily); a
   // condition without an embedding (an empty figure, no 3-D scene) never needs one.
   function umapReady(m) {
-    if (!document.getElementById("umap-" + m)) { return true; }
-    var gd = plotOf("umap-" + m);
+    if (!document.getElementById(umapId(m))) { return true; }
+    var gd = plotOf(umapId(m));
     if (!gd || !gd._fullLayout) { return false; }
     return !gd._fullLayout.scene || !!A.defaultCameras[m];
   }
 
   function bindAll() {
     bind();
-    if (A.pendingCameras && PAIR.every(umapReady)) {
+    if (A.pendingCameras && vocab() && pair().every(umapReady)) {
       var targets = A.pendingCameras;
       A.pendingCameras = null;
       animateTo(targets);
@@ -126,7 +155,7 @@
 
   // ------------------------------------------------------------------ viewer bridge
   function frame() {
-    return document.getElementById("viewer-frame");
+    return vocab() ? document.getElementById(pageId("viewer_frame")) : null;
   }
 
   function toViewer(msg) {
@@ -174,20 +203,20 @@
       if (A.presenting) { toViewer({ type: "attnbrain:setKeys", mode: "parent" }); }
       A.viewer.datasets = Array.isArray(msg.datasets) ? msg.datasets.map(String) : null;
       syncViewer(true);
-      set("viewer-status", { children: "viewer ready: pick a voxel on the brain to select it" });
+      set(pageId("viewer_status"), { children: "viewer ready: pick a voxel on the brain to select it" });
     } else if (msg.type === "attnbrain:pick") {
       if (typeof msg.voxel !== "number") {     // a point of the brain outside this run's voxels
-        set("viewer-status", { children: "viewer: no voxel of this run at that point" });
+        set(pageId("viewer_status"), { children: "viewer: no voxel of this run at that point" });
         return;
       }
       A.counts.pick += 1;
-      set("viewer-pick", { data: { voxel: msg.voxel, hemi: msg.hemi, vertex: msg.vertex, n: A.counts.pick } });
+      set(pageId("viewer_pick"), { data: { voxel: msg.voxel, hemi: msg.hemi, vertex: msg.vertex, n: A.counts.pick } });
     } else if (msg.type === "attnbrain:ack") {
       A.viewer.acks += 1;
       var what = { "attnbrain:mark": "marked voxel " + A.viewer.voxel,
                    "attnbrain:setDataset": "showing attention " + A.viewer.dataset,
                    "attnbrain:setView": A.viewer.view + " view" }[msg.request] || msg.request;
-      set("viewer-status", { children: "viewer: " + what });
+      set(pageId("viewer_status"), { children: "viewer: " + what });
     }
   });
 
@@ -206,7 +235,7 @@
   }
 
   function currentCamera(m) {
-    var gd = plotOf("umap-" + m);
+    var gd = plotOf(umapId(m));
     return gd && gd._fullLayout && gd._fullLayout.scene ? plainCamera(gd._fullLayout.scene.camera) : null;
   }
 
@@ -215,8 +244,8 @@
     window.clearTimeout(publishTimer);
     publishTimer = window.setTimeout(function () {
       var state = {};
-      PAIR.forEach(function (m) { state[m] = currentCamera(m); });
-      window.dash_clientside.set_props("camera-state", { data: state });
+      pair().forEach(function (m) { state[m] = currentCamera(m); });
+      window.dash_clientside.set_props(pageId("camera_state"), { data: state });
     }, 250);
   }
 
@@ -233,10 +262,13 @@
   // result does not depend on how many frames software WebGL manages to draw.
   function animateTo(targets) {
     bind();
-    if (!PAIR.every(umapReady)) { A.pendingCameras = targets; return; }      // graphs not drawn yet: bind() moves them
+    if (!vocab() || !pair().every(umapReady)) {       // graphs not drawn yet: bindAll() moves them
+      A.pendingCameras = targets;
+      return;
+    }
     var moves = [];
-    PAIR.forEach(function (m) {
-      var gd = plotOf("umap-" + m), from = currentCamera(m);
+    pair().forEach(function (m) {
+      var gd = plotOf(umapId(m)), from = currentCamera(m);
       var to = targets[m] ? plainCamera(targets[m]) : A.defaultCameras[m];
       if (gd && from && to) { moves.push({ gd: gd, from: from, to: to }); }
     });
@@ -275,23 +307,23 @@
   A.keysHandled = 0;
   var BIG = { highlight: 16, set: 8, font: 18 };
 
-  function root() { return document.getElementById("app-root"); }
+  function root() { return vocab() ? document.getElementById(pageId("app")) : null; }
 
   // Bigger highlight and set markers and larger figure fonts while presenting. A figure patch from the server
   // (a new selection) redraws a graph with its own sizes, so plotly_afterplot puts the large ones back.
   function presentationStyle(gd, on) {
-    if (!window.Plotly || !gd || !gd.data || gd.data.length < 3 || !gd.data[1].marker || !gd.data[2].marker) {
-      return;
-    }
+    if (!window.Plotly || !gd || !gd.data) { return; }
+    var hl = traceIndex(gd, "highlight"), set = traceIndex(gd, "set");
+    if (hl < 0 || set < 0 || !gd.data[hl].marker || !gd.data[set].marker) { return; }
     if (on && !gd._attnbrainSizes) {
-      gd._attnbrainSizes = { hl: gd.data[1].marker.size, set: gd.data[2].marker.size,
+      gd._attnbrainSizes = { hl: gd.data[hl].marker.size, set: gd.data[set].marker.size,
                              font: (gd.layout.font && gd.layout.font.size) || null };
     }
     var orig = gd._attnbrainSizes;
     if (!orig) { return; }
     var want = on ? [BIG.highlight, BIG.set] : [orig.hl, orig.set];
-    if (gd.data[1].marker.size !== want[0] || gd.data[2].marker.size !== want[1]) {
-      window.Plotly.restyle(gd, { "marker.size": want }, [1, 2]);
+    if (gd.data[hl].marker.size !== want[0] || gd.data[set].marker.size !== want[1]) {
+      window.Plotly.restyle(gd, { "marker.size": want }, [hl, set]);
     }
     var font = on ? BIG.font : orig.font;
     if (((gd.layout.font && gd.layout.font.size) || null) !== font) {
@@ -301,9 +333,10 @@
   }
 
   function restyleForPresentation(on) {
-    PAIR.forEach(function (m) {
-      ["umap-", "flat-"].forEach(function (prefix) {
-        var gd = plotOf(prefix + m);
+    var graphs = vocab().graphs;
+    pair().forEach(function (m) {
+      [graphs.umap[m], graphs.flat[m]].forEach(function (graphId) {
+        var gd = plotOf(graphId);
         if (gd && gd.on && gd._attnbrainAfterplot !== gd._ev) {
           gd._attnbrainAfterplot = gd._ev;
           gd.on("plotly_afterplot", function () { if (A.presenting) { presentationStyle(gd, true); } });
@@ -349,7 +382,7 @@
     var i = Math.max(0, Math.min(A.sceneCount - 1, index));
     A.gotoCounter += 1;
     A.sceneCurrent = i;
-    window.dash_clientside.set_props("scene-goto", { data: { index: i, n: A.gotoCounter } });
+    window.dash_clientside.set_props(pageId("scene_goto"), { data: { index: i, n: A.gotoCounter } });
   }
 
   function typing(target) {
@@ -421,26 +454,30 @@
     }, 0);
   });
   document.addEventListener("click", function (ev) {
-    if (ev.target && ev.target.closest && ev.target.closest("#present")) { setPresenting(true); }
+    if (vocab() && ev.target && ev.target.closest && ev.target.closest("#" + pageId("present"))) {
+      setPresenting(true);
+    }
   }, true);
 
   // ------------------------------------------------------------------ clientside callbacks
   window.dash_clientside = window.dash_clientside || {};
   window.dash_clientside.attnbrain = {
-    syncCamera: function (offRelayout, onRelayout, link) {
+    // Inputs: the relayoutData of the UMAPs of the vocabulary's pair (in its order), then the link switch.
+    syncCamera: function (firstRelayout, secondRelayout, link) {
       A.cameraLinked = Array.isArray(link) && link.indexOf("linked") >= 0;
-      if (!A.cameraLinked || A.animating) { return noUpdate(); }
+      if (!A.cameraLinked || A.animating || !vocab()) { return noUpdate(); }
       var triggered = (window.dash_clientside.callback_context.triggered || []).map(function (t) {
         return t.prop_id;
       });
-      if (triggered.indexOf("umap-off.relayoutData") >= 0 && offRelayout) {
-        copyCamera("on", offRelayout["scene.camera"]);
-      } else if (triggered.indexOf("umap-on.relayoutData") >= 0 && onRelayout) {
-        copyCamera("off", onRelayout["scene.camera"]);
-      } else {
-        var gd = plotOf("umap-off");
-        if (gd && gd._fullLayout && gd._fullLayout.scene) { copyCamera("on", gd._fullLayout.scene.camera); }
+      var p = pair(), relayout = [firstRelayout, secondRelayout];
+      for (var i = 0; i < p.length; i++) {
+        if (triggered.indexOf(umapId(p[i]) + ".relayoutData") >= 0 && relayout[i]) {
+          copyCamera(other(p[i]), relayout[i]["scene.camera"]);
+          return noUpdate();
+        }
       }
+      var gd = plotOf(umapId(p[0]));
+      if (gd && gd._fullLayout && gd._fullLayout.scene) { copyCamera(p[1], gd._fullLayout.scene.camera); }
       return noUpdate();
     },
 

@@ -10,7 +10,8 @@ import ipaddress
 import sys
 from pathlib import Path
 
-__all__ = ["ASSETS_FOLDER", "create_app", "parse_args", "is_loopback", "serve_workers", "main"]
+__all__ = ["ASSETS_FOLDER", "create_app", "make_layout", "page_vocabulary", "parse_args", "is_loopback",
+           "serve_workers", "main"]
 
 #: The app's CSS and clientside JS (Dash serves and injects every file in it).
 ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
@@ -29,26 +30,81 @@ def create_app(results):
     dash.Dash
         Layout, callbacks and the extra Flask routes (viewer, stimulus PNGs, flatmaps, downloads) registered;
         ``app.server`` is the Flask app to serve, ``app.attnbrain_data`` the run's
-        :class:`~dashboard.figures.DashboardData`.
+        :class:`~dashboard.data.DashboardData`.
     """
     from dash import Dash
 
-    from .callbacks import register_callbacks
-    from .exports import register_export_callbacks, register_export_routes
-    from .figures import DashboardData
-    from .layout import make_layout
-    from .server import register_routes
+    from . import (downloads, filters, flatmaps, inspector, presenting, r_scatter, selection, server, umap_view,
+                   viewer_bridge, voxel_table)
+    from .data import DashboardData
 
     data = DashboardData(results)
     app = Dash(__name__, assets_folder=str(ASSETS_FOLDER), title=f"attnbrain · {data.run_id}",
                update_title=None, serve_locally=True, suppress_callback_exceptions=False)
     app.layout = make_layout(data)
-    register_callbacks(app, data)
-    register_routes(app.server, data)
-    register_export_routes(app.server, data)
-    register_export_callbacks(app, data)
+    for feature in (selection, filters, umap_view, flatmaps, r_scatter, inspector, voxel_table, viewer_bridge,
+                    presenting, downloads):
+        feature.register(app, data)
+    server.register_routes(app.server, data)
+    downloads.register_routes(app.server, data)
     app.attnbrain_data = data
     return app
+
+
+def page_vocabulary(data) -> dict:
+    """What the clientside JS names, so it never retypes it: the conditions, their graph and store ids, the
+    names of the highlight traces, and the run's bin scheme (:meth:`core.vocabulary.BinScheme.to_json`)."""
+    from core.vocabulary import PAIR
+
+    from . import ids
+    from .plotting import HIGHLIGHT_TRACE, SET_TRACE
+    return {"pair": list(PAIR),
+            "graphs": {"umap": {m: ids.umap_graph(m) for m in PAIR}, "flat": {m: ids.flat_graph(m) for m in PAIR},
+                       "flat_click": {m: ids.flat_click(m) for m in PAIR}},
+            "traces": {"highlight": HIGHLIGHT_TRACE, "set": SET_TRACE},
+            "ids": {"app": ids.APP, "present": ids.PRESENT, "camera_state": ids.CAMERA_STATE,
+                    "scene_goto": ids.SCENE_GOTO, "viewer_frame": ids.VIEWER_FRAME,
+                    "viewer_status": ids.VIEWER_STATUS, "viewer_pick": ids.VIEWER_PICK},
+            "bins": data.bin_scheme.to_json()}
+
+
+def make_layout(data):
+    """The whole page for one run: every feature's piece, each built once from the default filters (callbacks
+    then only patch colour arrays and highlight traces)."""
+    import json
+
+    from dash import html
+
+    from core.vocabulary import CONDITION_LABELS, PAIR
+
+    from . import (downloads, filters, flatmaps, ids, inspector, presenting, r_scatter, run_info, selection,
+                   summary_plots, umap_view, viewer_bridge, voxel_table)
+
+    state = data.default_filters()
+    columns = [html.Div([html.H2(CONDITION_LABELS[m], className=f"cond-title cond-{m}"),
+                         *umap_view.umap_panel(data, m, state), *flatmaps.flatmap_panel(data, m, state)],
+                        id=ids.cond_col(m), className="cond-col") for m in PAIR]
+    notices = [html.P(data.flatmap_reason, className="notice")] if data.flatmap is None else []
+    controls = html.Div([*filters.filter_controls(data), umap_view.camera_link_control(),
+                         presenting.columns_control(), filters.filter_message()], className="controls")
+    # The summary and table sit side by side (not in tabs): the r scatter and the table take part in
+    # selection, so they stay mounted.
+    return html.Div([
+        run_info.header(data, selection.search_box()),
+        *presenting.scene_notices(),
+        controls,
+        presenting.scene_panel(data),
+        filters.legend(data),
+        *notices,
+        html.Div([html.Div(columns, className="cond-cols"), inspector.inspector_panel(data)], className="main"),
+        viewer_bridge.viewer_panel(data),
+        downloads.downloads_panel(data),
+        html.Div([summary_plots.summary_panel(data, state), voxel_table.table_panel(data)], className="lower"),
+        run_info.footer(data),
+        *selection.stores(), *r_scatter.stores(), *viewer_bridge.stores(), *umap_view.stores(),
+        *flatmaps.stores(data), *presenting.scene_stores(),
+        html.Div(id=ids.VOCABULARY, hidden=True, **{"data-vocabulary": json.dumps(page_vocabulary(data))}),
+    ], id=ids.APP, className="app")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,8 +164,9 @@ def is_loopback(host: str) -> bool:
 
 def main(argv=None) -> int:
     """``python -m dashboard --results DIR [--run RUN_ID] [--host H] [--port P] [--debug]``."""
-    from core._validation import InputError
     from core.outputs.reader import open_results
+
+    from core._validation import InputError
 
     args = parse_args(argv)
     try:

@@ -115,7 +115,7 @@ def _caption(data, voxel: int, rules: list[str]) -> dict:
 
 
 def _filter_state(scene: dict):
-    from .figures import FilterState
+    from .data import FilterState
     f = scene["filters"]
     return FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"])
 
@@ -137,9 +137,11 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
     dict
         The ``data/bundle.json`` document.
     """
-    from .figures import (HIGHLIGHT_COLOUR, SET_COLOUR, UMAP_COLOURS, DashboardData, flatmap_filter_layer,
-                          make_umap_figure, provenance, umap_marker_size)
+    from .data import DashboardData
+    from .flatmaps import flatmap_filter_layer
+    from .plotting import HIGHLIGHT_COLOUR, SET_COLOUR, provenance
     from .server import png_bytes
+    from .umap_view import UMAP_COLOURS, make_umap_figure, umap_marker_size
 
     if not scenes:
         raise InputError("no scenes to play; save at least one scene in the dashboard", source="export-bundle",

@@ -6,18 +6,17 @@ Ids are plain strings (the clientside JS in ``assets/attnbrain.js`` sets some of
 from __future__ import annotations
 
 __all__ = [
-    "PAIR", "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
+    "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
     "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
     "SELECTED_SET", "CLEAR_SET", "SET_MSG", "R_SCATTER", "R_SCATTER_SET", "BIN_COUNTS", "ROI_MEANS",
-    "ROI_RDM", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE", "VIEWER_FRAME",
-    "VIEWER_LOAD", "VIEWER_COND", "VIEWER_VIEW", "VIEWER_PICK", "VIEWER_STATUS", "VIEWER_SINK", "CAMERA_SINK",
-    "APP", "cond_col", "SHOWN", "CAMERA_STATE", "SCENES", "SCENE_TITLE", "SCENE_NOTE", "SCENE_SAVE", "SCENE_PICK",
+    "ROI_RDM", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE",
+    "VIEWER_FRAME", "VIEWER_LOAD", "VIEWER_COND", "VIEWER_VIEW", "VIEWER_PICK", "VIEWER_STATUS", "VIEWER_SINK",
+    "CAMERA_SINK", "APP", "VOCABULARY", "cond_col", "SHOWN", "CAMERA_STATE", "SCENES", "SCENE_TITLE", "SCENE_NOTE",
+    "SCENE_SAVE", "SCENE_PICK",
     "SCENE_UP", "SCENE_DOWN", "SCENE_DELETE", "SCENE_EXPORT", "SCENE_DOWNLOAD", "SCENE_UPLOAD", "SCENE_MSG",
     "SCENE_GOTO", "SCENE_CAMERAS", "SCENE_READY", "SCENE_CAPTION", "URL_TOKEN", "URL_NOTICE", "PRESENT",
 ]
 
-#: The two conditions shown side by side, left to right.
-PAIR = ("off", "on")
 
 
 def umap_graph(condition: str) -> str:
@@ -96,6 +95,9 @@ CAMERA_SINK = "camera-sink"
 # ---------------------------------------------------------------------------------------------- scenes
 #: The page's root element; the clientside JS puts the class ``presenting`` on it in presentation mode.
 APP = "app-root"
+#: Element whose ``data-vocabulary`` attribute holds what the clientside JS names (conditions, graph ids,
+#: trace names, the run's bin scheme), so assets/attnbrain.js never retypes them.
+VOCABULARY = "attnbrain-vocabulary"
 
 
 def cond_col(condition: str) -> str:

@@ -18,20 +18,25 @@ from dash import ClientsideFunction, Input, Output, Patch, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from core._validation import InputError
-from dashboard.scenefile import (CONDITIONS, default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url, scene_to_url, scenes_writable, validate_scene)
+from core.vocabulary import CONDITION_LABELS, PAIR
+from dashboard.scenefile import (default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url,
+                                 scene_to_url, scenes_writable, validate_scene)
 
 from . import ids
-from .callbacks import highlight_patches, set_patches, voxel_from_hash
-from .figures import DashboardData
+from .data import DashboardData
+from .filters import CONTROLS, control_deps
+from .plotting import figure_outputs, figure_values
+from .selection import highlight_graphs, highlight_patches, set_message, set_patches, voxel_from_hash
+from .viewer_bridge import VIEWS
 
 __all__ = [
     "scene_kwargs", "current_scene", "apply_scene", "scene_from_page_url", "url_token", "scene_options",
-    "edit_scenes", "persist_scenes", "initial_scenes", "scene_panel", "scene_notices", "scene_stores",
-    "register_scene_callbacks",
+    "edit_scenes", "persist_scenes", "initial_scenes", "scene_panel", "columns_control", "scene_notices",
+    "scene_stores", "register",
 ]
 
-_FILTER_IDS = (ids.RULE, ids.BINS, ids.ROIS, ids.HEMIS, ids.THRESHOLD, ids.NS_MODE)
-_FILTER_KEYS = ("rule", "bins", "rois", "hemis", "threshold", "ns_mode")
+#: The scene file's name of each filter control (:data:`dashboard.filters.CONTROLS`).
+_SCENE_FILTER = {key: ("ns_mode" if key == "ns" else key) for key in CONTROLS}
 
 
 def scene_kwargs(data: DashboardData) -> dict:
@@ -45,23 +50,22 @@ def _default(data: DashboardData) -> dict:
 
 def current_scene(data: DashboardData, *, title: str = "", note: str = "", shown=None, filters=None,
                   selected=None, selected_set=None, cameras=None, viewer=None) -> dict:
-    """The scene of the current control values (``filters``: the six filter control values in the order
-    rule, bins, rois, hemis, threshold, ns; ``viewer``: (condition, view)). Values a control cannot hold
+    """The scene of the current control values (``filters``: the filter controls' values keyed as
+    :data:`dashboard.filters.CONTROLS`; ``viewer``: ``{"condition", "view"}``). Values a control cannot hold
     (e.g. an untouched ``None``) take the defaults; the result is a valid scene."""
     scene = _default(data)
     scene["title"], scene["note"] = str(title or "").strip(), str(note or "").strip()
     if shown:
-        scene["conditions"] = [m for m in CONDITIONS if m in shown]
-    if filters is not None:
-        for key, value in zip(_FILTER_KEYS, filters):
-            if value is not None:
-                scene["filters"][key] = value
+        scene["conditions"] = [m for m in PAIR if m in shown]
+    for key, value in (filters or {}).items():
+        if value is not None:
+            scene["filters"][_SCENE_FILTER[key]] = value
     scene["selected"] = selected if isinstance(selected, int) and not isinstance(selected, bool) else None
     scene["selected_set"] = list(selected_set or [])
     if isinstance(cameras, dict):
-        scene["cameras"] = {m: _plain_camera(cameras.get(m)) for m in CONDITIONS}
-    if viewer is not None:
-        scene["viewer"] = {"condition": viewer[0] or "off", "view": viewer[1] or "flat"}
+        scene["cameras"] = {m: _plain_camera(cameras.get(m)) for m in PAIR}
+    if viewer:
+        scene["viewer"] = {"condition": viewer.get("condition") or PAIR[0], "view": viewer.get("view") or VIEWS[0]}
     return validate_scene(scene, **scene_kwargs(data), source="current view")
 
 
@@ -78,10 +82,11 @@ def apply_scene(data: DashboardData, scene: dict) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``filters`` (six control values), ``selected`` (voxel or None), ``hash`` (``#voxel=<row>`` or ""),
-        ``selected_set`` (list), ``set_message``, ``patches`` (graph id -> one Patch moving the highlight
-        and the set traces), ``cameras`` (``{"off", "on"}``, None = the figure's default), ``viewer``
-        (condition, view), ``shown`` (conditions) and ``caption`` (title, note).
+        ``filters`` (the filter controls' values keyed as :data:`dashboard.filters.CONTROLS`), ``selected``
+        (voxel or None), ``hash`` (``#voxel=<row>`` or ""), ``selected_set`` (list), ``set_message``,
+        ``patches`` (graph id -> one Patch moving the highlight and the set traces), ``cameras`` (per condition,
+        None = the figure's default), ``viewer`` (``{"condition", "view"}``), ``shown`` (conditions) and
+        ``caption`` (title, note).
     """
     f = scene["filters"]
     selected = scene["selected"]
@@ -90,13 +95,12 @@ def apply_scene(data: DashboardData, scene: dict) -> dict[str, Any]:
     highlight_patches(data, selected, into=patches)
     set_patches(data, voxels, into=patches)
     return {
-        "filters": [f["rule"], list(f["bins"]), list(f["rois"]), list(f["hemis"]), f["threshold"], f["ns_mode"]],
+        "filters": {key: list(f[name]) if isinstance(f[name], list) else f[name]
+                    for key, name in _SCENE_FILTER.items()},
         "selected": selected, "hash": ids.voxel_href(selected) if selected is not None else "",
-        "selected_set": voxels.tolist(),
-        "set_message": f"{voxels.size:,} voxels in the selected set" if voxels.size else "no set selected",
-        "patches": patches, "cameras": dict(scene["cameras"]),
-        "viewer": (scene["viewer"]["condition"], scene["viewer"]["view"]), "shown": list(scene["conditions"]),
-        "caption": (scene["title"], scene["note"]),
+        "selected_set": voxels.tolist(), "set_message": set_message(voxels),
+        "patches": patches, "cameras": dict(scene["cameras"]), "viewer": dict(scene["viewer"]),
+        "shown": list(scene["conditions"]), "caption": (scene["title"], scene["note"]),
     }
 
 
@@ -207,6 +211,13 @@ def scene_panel(data: DashboardData) -> html.Div:
     ], className="scene-panel")
 
 
+def columns_control() -> html.Div:
+    """The checklist of the conditions shown (a scene's ``conditions``)."""
+    return html.Div([html.Label("Columns"),
+                     dcc.Checklist(id=ids.SHOWN, options=[{"label": CONDITION_LABELS[m], "value": m} for m in PAIR],
+                                   value=list(PAIR), inline=True, className="check")], className="control")
+
+
 def scene_notices() -> list:
     """The URL notice (hidden while empty) and the presentation caption."""
     return [html.Div(id=ids.URL_NOTICE, className="notice url-notice", hidden=True),
@@ -224,37 +235,52 @@ def _caption(title: str, note: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- registration
-def register_scene_callbacks(app, data: DashboardData, patch_ids: list[str]) -> None:
-    """Register the scene, URL and presentation callbacks (``patch_ids``: the graphs whose highlight and set
-    traces a scene moves, as in :func:`dashboard.callbacks.register_callbacks`)."""
+def _fill(schema, values):
+    """``values`` completed to the shape of the output grouping ``schema``: what it leaves out is no update."""
+    if isinstance(schema, dict):
+        values = values if isinstance(values, dict) else {}
+        return {k: _fill(s, values.get(k, no_update)) for k, s in schema.items()}
+    return values
+
+
+def register(app, data: DashboardData) -> None:
+    """The scene, URL and presentation callbacks."""
     has_viewer = data.viewer_dir is not None
     dup = {"allow_duplicate": True}
-    apply_outputs = ([Output(i, "value", **dup) for i in _FILTER_IDS]
-                     + [Output(ids.SELECTED, "data", **dup), Output(ids.URL, "hash", **dup),
-                        Output(ids.SELECTED_SET, "data", **dup), Output(ids.SET_MSG, "children", **dup),
-                        Output(ids.SCENE_CAMERAS, "data"), Output(ids.SHOWN, "value"),
-                        Output(ids.SCENE_CAPTION, "children"), Output(ids.URL_NOTICE, "children"),
-                        Output(ids.URL_NOTICE, "hidden"), Output(ids.SCENE_READY, "data"),
-                        Output(ids.SCENE_PICK, "value", **dup)]
-                     + ([Output(ids.VIEWER_COND, "value"), Output(ids.VIEWER_VIEW, "value")] if has_viewer else [])
-                     + [Output(g, "figure", **dup) for g in patch_ids])
+    moved = highlight_graphs(data)           # the graphs whose highlight and set traces a scene moves
 
-    def outputs_for(scene: dict, *, notice=no_update, ready=no_update, pick=no_update) -> list:
+    def viewer_deps(kind) -> dict:
+        """The viewer's condition and view as ``kind`` dependencies (none for a run without the viewer)."""
+        if not has_viewer:
+            return {}
+        return dict(viewer={"condition": kind(ids.VIEWER_COND, "value"), "view": kind(ids.VIEWER_VIEW, "value")})
+
+    applied = dict(
+        filters=control_deps(Output, **dup), selected=Output(ids.SELECTED, "data", **dup),
+        hash=Output(ids.URL, "hash", **dup), selected_set=Output(ids.SELECTED_SET, "data", **dup),
+        set_message=Output(ids.SET_MSG, "children", **dup), cameras=Output(ids.SCENE_CAMERAS, "data"),
+        shown=Output(ids.SHOWN, "value"), caption=Output(ids.SCENE_CAPTION, "children"),
+        notice=Output(ids.URL_NOTICE, "children"), notice_hidden=Output(ids.URL_NOTICE, "hidden"),
+        ready=Output(ids.SCENE_READY, "data"), pick=Output(ids.SCENE_PICK, "value", **dup),
+        **viewer_deps(Output), figures=figure_outputs(moved))
+
+    def outputs_for(scene: dict, **extra) -> dict:
         a = apply_scene(data, scene)
-        cams = dict(a["cameras"], n=ctx.triggered[0]["prop_id"] if ctx.triggered else "load")
-        out = a["filters"] + [a["selected"], a["hash"], a["selected_set"], a["set_message"], cams, a["shown"],
-                              _caption(*a["caption"])]
-        out += [notice, (not notice) if notice is not no_update else no_update, ready, pick]
-        if has_viewer:
-            out += list(a["viewer"])
-        return out + [a["patches"].get(g, no_update) for g in patch_ids]
+        values = dict(filters=a["filters"], selected=a["selected"], hash=a["hash"], selected_set=a["selected_set"],
+                      set_message=a["set_message"],
+                      cameras=dict(a["cameras"], n=ctx.triggered[0]["prop_id"] if ctx.triggered else "load"),
+                      shown=a["shown"], caption=_caption(*a["caption"]), viewer=a["viewer"],
+                      figures=figure_values(moved, a["patches"]), **extra)
+        if "notice" in extra:
+            values["notice_hidden"] = not extra["notice"]
+        return _fill(applied, values)
 
-    n_out = len(apply_outputs)
-
-    @app.callback(apply_outputs, [Input(ids.URL, "pathname"), Input(ids.SCENE_PICK, "value"),
-                                  Input(ids.SCENE_GOTO, "data")],
-                  [State(ids.SCENES, "data"), State(ids.URL, "search"), State(ids.URL, "hash"),
-                   State(ids.SCENE_READY, "data")], prevent_initial_call=True)
+    @app.callback(output=applied,
+                  inputs=dict(pathname=Input(ids.URL, "pathname"), pick=Input(ids.SCENE_PICK, "value"),
+                              goto=Input(ids.SCENE_GOTO, "data")),
+                  state=dict(scenes=State(ids.SCENES, "data"), search=State(ids.URL, "search"),
+                             url_hash=State(ids.URL, "hash"), ready=State(ids.SCENE_READY, "data")),
+                  prevent_initial_call=True)
     def on_apply(pathname, pick, goto, scenes, search, url_hash, ready):
         trigger = ctx.triggered_id
         scenes = scenes or []
@@ -263,68 +289,64 @@ def register_scene_callbacks(app, data: DashboardData, patch_ids: list[str]) -> 
                 raise PreventUpdate
             scene, notice = scene_from_page_url(data, search, url_hash)
             if scene is None:            # nothing to restore (a #voxel= hash is the selection callback's job)
-                out = [no_update] * n_out
-                i = len(_FILTER_IDS) + 7
-                out[i:i + 3] = [notice, not notice, True]
-                return out
+                return _fill(applied, dict(notice=notice, notice_hidden=not notice, ready=True))
             return outputs_for(scene, notice=notice, ready=True)
         if trigger == ids.SCENE_GOTO:
             index = goto.get("index") if isinstance(goto, dict) else None
-            pick_out = index
+            extra = dict(pick=index)
         else:
-            index, pick_out = pick, no_update
+            index, extra = pick, {}
         if not isinstance(index, int) or not 0 <= index < len(scenes):
             raise PreventUpdate
-        return outputs_for(scenes[index], pick=pick_out)
+        return outputs_for(scenes[index], **extra)
 
-    filter_states = [State(i, "value") for i in _FILTER_IDS]
-    view_states = [State(ids.VIEWER_COND, "value"), State(ids.VIEWER_VIEW, "value")] if has_viewer else []
-
-    def scene_now(title, note, shown, filters, selected, sel_set, cameras, viewer):
+    def scene_now(title, note, shown, filters, selected, selected_set, cameras, viewer):
         return current_scene(data, title=title, note=note, shown=shown, filters=filters, selected=selected,
-                             selected_set=sel_set, cameras=cameras, viewer=viewer or None)
+                             selected_set=selected_set, cameras=cameras, viewer=viewer)
+
+    view_state = dict(filters=control_deps(State), selected=State(ids.SELECTED, "data"),
+                      selected_set=State(ids.SELECTED_SET, "data"), cameras=State(ids.CAMERA_STATE, "data"),
+                      shown=State(ids.SHOWN, "value"), **viewer_deps(State))
 
     # The URL mirrors the view once the page's own URL scene has been applied (SCENE_READY).
-    @app.callback(Output(ids.URL_TOKEN, "data"),
-                  [Input(i, "value") for i in _FILTER_IDS]
-                  + [Input(ids.SELECTED, "data"), Input(ids.SELECTED_SET, "data"), Input(ids.CAMERA_STATE, "data"),
-                     Input(ids.SHOWN, "value"), Input(ids.SCENE_READY, "data"), Input(ids.SCENE_CAPTION, "children")]
-                  + [Input(s.component_id, s.component_property) for s in view_states],
+    @app.callback(output=dict(token=Output(ids.URL_TOKEN, "data")),
+                  inputs=dict(filters=control_deps(Input), selected=Input(ids.SELECTED, "data"),
+                              selected_set=Input(ids.SELECTED_SET, "data"), cameras=Input(ids.CAMERA_STATE, "data"),
+                              shown=Input(ids.SHOWN, "value"), ready=Input(ids.SCENE_READY, "data"),
+                              caption=Input(ids.SCENE_CAPTION, "children"), **viewer_deps(Input)),
                   prevent_initial_call=True)
-    def on_mirror(*args):
-        filters, (selected, sel_set, cameras, shown, ready, caption) = args[:6], args[6:12]
+    def on_mirror(filters, selected, selected_set, cameras, shown, ready, caption, viewer=None):
         if not ready:
             raise PreventUpdate
         title, note = _caption_text(caption)
         try:
-            scene = scene_now(title, note, shown, filters, selected, sel_set, cameras, args[12:14])
+            scene = scene_now(title, note, shown, filters, selected, selected_set, cameras, viewer)
         except InputError:
             raise PreventUpdate from None
-        return url_token(data, scene)
+        return dict(token=url_token(data, scene))
 
-    list_outputs = [Output(ids.SCENES, "data", allow_duplicate=True),
-                    Output(ids.SCENE_PICK, "options", allow_duplicate=True),
-                    Output(ids.SCENE_PICK, "value", allow_duplicate=True),
-                    Output(ids.SCENE_MSG, "children", allow_duplicate=True)]
+    listed = dict(scenes=Output(ids.SCENES, "data", **dup), options=Output(ids.SCENE_PICK, "options", **dup),
+                  pick=Output(ids.SCENE_PICK, "value", **dup), message=Output(ids.SCENE_MSG, "children", **dup))
 
-    @app.callback(list_outputs, Input(ids.URL, "pathname"), prevent_initial_call="initial_duplicate")
+    @app.callback(output=listed, inputs=dict(_pathname=Input(ids.URL, "pathname")),
+                  prevent_initial_call="initial_duplicate")
     def on_load_scenes(_pathname):
         scenes, message = initial_scenes(data)
-        return scenes, scene_options(scenes), no_update, message
+        return dict(scenes=scenes, options=scene_options(scenes), pick=no_update, message=message)
 
-    @app.callback(list_outputs + [Output(ids.SCENE_TITLE, "value"), Output(ids.SCENE_NOTE, "value")],
-                  [Input(ids.SCENE_SAVE, "n_clicks"), Input(ids.SCENE_UP, "n_clicks"),
-                   Input(ids.SCENE_DOWN, "n_clicks"), Input(ids.SCENE_DELETE, "n_clicks"),
-                   Input(ids.SCENE_UPLOAD, "contents")],
-                  [State(ids.SCENE_UPLOAD, "filename"), State(ids.SCENES, "data"), State(ids.SCENE_PICK, "value"),
-                   State(ids.SCENE_TITLE, "value"), State(ids.SCENE_NOTE, "value"), State(ids.SHOWN, "value")]
-                  + filter_states + [State(ids.SELECTED, "data"), State(ids.SELECTED_SET, "data"),
-                                     State(ids.CAMERA_STATE, "data")] + view_states,
+    edited = dict(listed, title=Output(ids.SCENE_TITLE, "value"), note=Output(ids.SCENE_NOTE, "value"))
+    actions = {ids.SCENE_SAVE: "save", ids.SCENE_UP: "up", ids.SCENE_DOWN: "down", ids.SCENE_DELETE: "delete"}
+
+    @app.callback(output=edited,
+                  inputs=dict(clicks={cid: Input(cid, "n_clicks") for cid in actions},
+                              contents=Input(ids.SCENE_UPLOAD, "contents")),
+                  state=dict(filename=State(ids.SCENE_UPLOAD, "filename"), scenes=State(ids.SCENES, "data"),
+                             pick=State(ids.SCENE_PICK, "value"), title=State(ids.SCENE_TITLE, "value"),
+                             note=State(ids.SCENE_NOTE, "value"), view=view_state),
                   prevent_initial_call=True)
-    def on_scenes(_save, _up, _down, _delete, contents, filename, scenes, pick, title, note, shown, *rest):
+    def on_scenes(clicks, contents, filename, scenes, pick, title, note, view):
         scenes = scenes or []
         trigger = ctx.triggered_id
-        clear = [no_update, no_update]
         if trigger == ids.SCENE_UPLOAD:
             if not contents:
                 raise PreventUpdate
@@ -332,37 +354,40 @@ def register_scene_callbacks(app, data: DashboardData, patch_ids: list[str]) -> 
                 imported, warning = import_scenes(_decode_upload(contents), **scene_kwargs(data),
                                                   run_id=data.run_id, source=str(filename or "imported file"))
             except (InputError, ValueError) as exc:
-                return [no_update, no_update, no_update, f"import failed: {' '.join(str(exc).split())}"] + clear
+                return _fill(edited, dict(message=f"import failed: {' '.join(str(exc).split())}"))
             new = scenes + imported
             message = f"imported {len(imported)} scene(s) from {filename}. " + (warning + ". " if warning else "")
-            return [new, scene_options(new), no_update, message + persist_scenes(data, new)] + clear
-        action = {ids.SCENE_SAVE: "save", ids.SCENE_UP: "up", ids.SCENE_DOWN: "down",
-                  ids.SCENE_DELETE: "delete"}[trigger]
-        new_scene = None
+            return _fill(edited, dict(scenes=new, options=scene_options(new),
+                                      message=message + persist_scenes(data, new)))
+        action = actions[trigger]
+        new_scene, cleared = None, {}
         if action == "save":
             try:
-                new_scene = scene_now(title, note, shown, rest[:6], rest[6], rest[7], rest[8], rest[9:11])
+                new_scene = scene_now(title, note, view["shown"], view["filters"], view["selected"],
+                                      view["selected_set"], view["cameras"], view.get("viewer"))
             except InputError as exc:
-                return [no_update, no_update, no_update, f"scene not saved: {exc}"] + clear
-            clear = ["", ""]
+                return _fill(edited, dict(message=f"scene not saved: {exc}"))
+            cleared = dict(title="", note="")
         elif not isinstance(pick, int):
-            return [no_update, no_update, no_update, "select a scene in the list first"] + clear
+            return _fill(edited, dict(message="select a scene in the list first"))
         new, index = edit_scenes(scenes, action, pick if isinstance(pick, int) else None, new_scene)
         # The list's value follows the current scene. When it changes (a new or moved scene), on_apply applies
         # that scene again, which leaves the view as it is; a deleted one leaves no scene current.
-        value = no_update if index == pick else index
-        return [new, scene_options(new), value, persist_scenes(data, new)] + clear
+        return _fill(edited, dict(scenes=new, options=scene_options(new), pick=no_update if index == pick else index,
+                                  message=persist_scenes(data, new), **cleared))
 
-    @app.callback(Output(ids.SCENE_DOWNLOAD, "data"), Input(ids.SCENE_EXPORT, "n_clicks"),
-                  State(ids.SCENES, "data"), prevent_initial_call=True)
+    @app.callback(output=dict(download=Output(ids.SCENE_DOWNLOAD, "data")),
+                  inputs=dict(_n=Input(ids.SCENE_EXPORT, "n_clicks")), state=dict(scenes=State(ids.SCENES, "data")),
+                  prevent_initial_call=True)
     def on_export(_n, scenes):
         text = export_scenes(scenes or [], run_id=data.run_id, n_voxels=data.n_voxels)
-        return {"content": text, "filename": f"scenes-{data.run_id}.json", "type": "application/json"}
+        return dict(download={"content": text, "filename": f"scenes-{data.run_id}.json", "type": "application/json"})
 
-    @app.callback([Output(ids.cond_col(m), "hidden") for m in ids.PAIR], Input(ids.SHOWN, "value"))
+    @app.callback(output={m: Output(ids.cond_col(m), "hidden") for m in PAIR},
+                  inputs=dict(shown=Input(ids.SHOWN, "value")))
     def on_shown(shown):
-        shown = shown or list(ids.PAIR)
-        return [m not in shown for m in ids.PAIR]
+        shown = shown or list(PAIR)
+        return {m: m not in shown for m in PAIR}
 
     app.clientside_callback(ClientsideFunction("attnbrain", "animateCameras"), Output(ids.CAMERA_SINK, "data",
                                                                                       allow_duplicate=True),

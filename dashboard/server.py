@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from flask import Response, abort, request, send_file
 
-from .figures import DashboardData, FilterState, flatmap_filter_layer
+from .data import DashboardData, FilterState
+from .flatmaps import flatmap_filter_layer
 
 __all__ = ["register_routes", "safe_path", "png_bytes", "suspicious_path"]
 

@@ -600,7 +600,7 @@ def test_scenes_file_bad_input(case, good_results, tmp_path):
 @pytest.fixture(scope="module")
 def good_dashboard_data(good_results):
     from core.outputs.reader import open_results
-    from dashboard.figures import DashboardData
+    from dashboard.data import DashboardData
     return DashboardData(open_results(good_results))
 
 

@@ -26,7 +26,8 @@ from browser import ConsoleLog, launch_chromium, require_chromium, save_screensh
 from dashboard import scenefile as S
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
-from dashboard.figures import DashboardData, FilterState, umap_colour_codes
+from dashboard.data import DashboardData, FilterState
+from dashboard.umap_view import umap_colour_codes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -199,7 +200,8 @@ CONFIG = """(id) => {
 def test_dashboard_figure_format_switch(bundle, browser):
     """The Downloads section's switch makes the 2-D figures' camera button save SVG; 3-D UMAPs stay PNG."""
     from dashboard.app import create_app
-    from dashboard.exports import FIGURE_FORMAT, PNG_SCALE
+    from dashboard.downloads import FIGURE_FORMAT
+    from dashboard.plotting import PNG_SCALE
     app = create_app(bundle["results"])
     with serve_wsgi(app.server) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

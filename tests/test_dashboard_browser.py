@@ -16,10 +16,12 @@ import pytest
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
+from core.vocabulary import PAIR
 from dashboard import ids
 from dashboard.app import create_app
-from dashboard.callbacks import set_from_r_selection
-from dashboard.figures import FilterState, umap_colour_codes
+from dashboard.data import FilterState
+from dashboard.r_scatter import set_from_r_selection
+from dashboard.umap_view import umap_colour_codes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -103,7 +105,7 @@ def _highlight(page, graph_id: str) -> list:
 
 # ---------------------------------------------------------------------------------------------- tests
 def test_page_loads_with_both_conditions(page, data):
-    for m in ids.PAIR:
+    for m in PAIR:
         title = page.evaluate(f"document.querySelector('#umap-{m} .js-plotly-plot').layout.title.text")
         assert f"attention {m}" in title and data.run_id in title and "SIMULATED" in title
         n = page.evaluate(f"document.querySelector('#umap-{m} .js-plotly-plot')._fullData[0].x.length")
@@ -114,6 +116,9 @@ def test_page_loads_with_both_conditions(page, data):
     _wait(page, "document.querySelectorAll('#flat-on image').length >= 2")
     assert page.locator(f"#{ids.INSPECTOR}").inner_text().startswith("Click a voxel")
     assert page.locator("#voxel-table a").count() > 0
+    # The clientside JS names the conditions and the run's bins from the page's vocabulary.
+    assert page.evaluate("window.attnbrain.vocabulary.pair") == list(PAIR)
+    assert page.evaluate("window.attnbrain.bins") == data.bin_scheme.to_json()
     save_screenshot(page, "dashboard-load.png")
 
 
@@ -278,7 +283,7 @@ def test_lasso_on_the_r_scatter_highlights_the_set_in_both_umaps(page, data):
     expected = set_from_r_selection(data, outline, FilterState(rule=data.default_rule, ns="hidden"))
     assert expected.size > 5
     assert f"{expected.size:,} voxels in the selected set" in page.locator(f"#{ids.SET_MSG}").inner_text()
-    for m in ids.PAIR:
+    for m in PAIR:
         n_in = int((data.umap[m].position[expected] >= 0).sum())
         _wait(page, f"""document.querySelector('#umap-{m} .js-plotly-plot')._fullData[2].x.length
                                    === {n_in}""")

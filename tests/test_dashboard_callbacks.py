@@ -14,15 +14,21 @@ import pytest
 
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
+from core.vocabulary import PAIR
 from dashboard import ids
 from dashboard.app import create_app
-from dashboard.callbacks import (
-    MAX_TABLE_ROWS, filter_patches, highlight_patches, inspector_children, neighbours, parse_voxel_query,
-    resolve_selection, resolve_set, set_from_flat_selection, set_from_r_selection, set_patches, table_markdown,
-    table_rows, top_stimuli, voxel_from_flat_click, voxel_from_hash, voxel_from_jaccard_click, voxel_from_pick,
-    voxel_from_r_click, voxel_from_umap_click,
+from dashboard.data import DashboardData, FilterState
+from dashboard.filters import filter_patches
+from dashboard.flatmaps import set_from_flat_selection, voxel_from_flat_click
+from dashboard.inspector import inspector_children, neighbours, top_stimuli
+from dashboard.r_scatter import set_from_r_selection, voxel_from_r_click
+from dashboard.selection import (
+    highlight_patches, parse_voxel_query, resolve_selection, resolve_set, set_patches, voxel_from_hash,
 )
-from dashboard.figures import UMAP_CODE, DashboardData, FilterState, make_jaccard_map_figure
+from dashboard.summary_plots import make_jaccard_map_figure, voxel_from_jaccard_click
+from dashboard.umap_view import UMAP_CODE, voxel_from_umap_click
+from dashboard.viewer_bridge import voxel_from_pick
+from dashboard.voxel_table import MAX_TABLE_ROWS, table_markdown, table_rows
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,7 @@ def _find_all(children, predicate) -> list:
 
 # ---------------------------------------------------------------------------------------------- clicks
 def test_umap_click_maps_point_number_through_the_embedded_index(data, rng):
-    for m in ids.PAIR:
+    for m in PAIR:
         voxels, _ = data.results.umap(m)
         for n in rng.choice(voxels.size, 10, replace=False):
             click = {"points": [{"curveNumber": 0, "pointNumber": int(n)}]}
@@ -188,7 +194,7 @@ def test_highlight_moves_the_one_point_trace_of_every_view(data, table):
     patches = highlight_patches(data, v)
     assert set(patches) == {ids.umap_graph("off"), ids.umap_graph("on"), ids.flat_graph("off"),
                             ids.flat_graph("on"), ids.R_SCATTER, ids.JACCARD_MAP}
-    for m in ids.PAIR:
+    for m in PAIR:
         voxels, coords = data.results.umap(m)
         (pos,) = np.flatnonzero(voxels == v)
         (op,) = _ops(patches[ids.umap_graph(m)])
@@ -234,7 +240,7 @@ def test_highlight_empties_views_that_do_not_hold_the_voxel(data):
 ])
 def test_filters_recolour_by_colour_arrays_only(data, table, state):
     patches, message = filter_patches(data, state)
-    for m in ids.PAIR:
+    for m in PAIR:
         voxels, _ = data.results.umap(m)
         op, size_op = _ops(patches[ids.umap_graph(m)])
         assert op["location"] == ["data", 0, "marker", "color"]
@@ -243,7 +249,7 @@ def test_filters_recolour_by_colour_arrays_only(data, table, state):
         # Reference from the table: significant under the rule, in a shown bin, ROI, hemisphere, |r| >= thr.
         sig = table[f"{state.rule}_{m}"].to_numpy() <= data.level
         r = table[f"r_{m}"].to_numpy()
-        edges = np.asarray(data.edges)
+        edges = np.asarray(data.bin_scheme.edges)
         bins = np.where(sig, np.where(r < edges[0], -2, np.searchsorted(edges, r, side="right") - 1), -1)
         shown = sig & np.isin(bins, state.bins) & (np.abs(r) >= state.threshold) & table.hemi.isin(state.hemis)
         if state.rois:
@@ -307,7 +313,7 @@ def test_lasso_on_a_flatmap_selects_the_voxels_of_the_pixels_inside(data):
 def test_set_patches_draw_the_set_in_every_view(data):
     voxels = np.arange(0, data.n_voxels, 7)
     patches = set_patches(data, voxels)
-    for m in ids.PAIR:
+    for m in PAIR:
         emb, _ = data.results.umap(m)
         value = _merged(patches[ids.umap_graph(m)])
         inside = np.isin(voxels, emb)
@@ -336,7 +342,7 @@ def test_inspector_shows_the_voxel_its_series_stimuli_and_neighbours(data, table
     meas = data.results.measured(v).astype(np.float64)
     np.testing.assert_allclose(graph.figure.data[0].y, (meas - meas.mean()) / meas.std(), rtol=1e-4, atol=1e-5)
     imgs = _find_all(children, lambda c: type(c).__name__ == "Img")
-    for m, row in zip(ids.PAIR, (imgs[:5], imgs[5:10])):
+    for m, row in zip(PAIR, (imgs[:5], imgs[5:10])):
         pred = data.results.predicted(m, v)
         ranked = np.argsort(-pred, kind="stable")[:5]
         assert [img.src for img in row] == [data.pixel_url("overlay", int(s)) for s in ranked]

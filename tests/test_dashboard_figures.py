@@ -11,14 +11,20 @@ import numpy as np
 import pytest
 
 from core._validation import InputError
-from core.vocabulary import DEFAULT_BINS, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
 from core.outputs.reader import open_results
 from core.testing.synthetic import SYNTHETIC_ROI_NAMES, make_synthetic_results
-from dashboard.figures import (
-    JACCARD_COLORSCALE, R_CODE, R_COLOURS, UMAP_CODE, UMAP_COLOURS, DashboardData, FilterState,
-    flatmap_filter_layer, jaccard_map_view, make_agreement_figure, make_bin_counts_figure, make_flatmap_figure,
-    make_jaccard_figure, make_jaccard_map_figure, make_r_scatter_figure, make_roi_means_figure, make_roi_rdm_figure,
-    make_series_figure, make_umap_figure, provenance, quantise_coords, quantise_xy, r_scatter_codes, typed_array,
+from core.vocabulary import BIN_COLOURS_RGBA, NEGATIVE_RGBA, NS_RGBA, rgba_css, rgba_hex
+from dashboard.data import DashboardData, FilterState, jaccard_map_view
+from dashboard.flatmaps import VEIL_RGBA, flatmap_filter_layer, make_flatmap_figure
+from dashboard.inspector import make_series_figure
+from dashboard.plotting import provenance, quantise_coords, quantise_xy, typed_array
+from dashboard.r_scatter import R_CODE, R_COLOURS, make_r_scatter_figure, r_scatter_codes
+from dashboard.summary_plots import (
+    JACCARD_COLORSCALE, make_agreement_figure, make_bin_counts_figure, make_jaccard_figure, make_jaccard_map_figure,
+    make_roi_means_figure, make_roi_rdm_figure,
+)
+from dashboard.umap_view import (
+    EYE_DISTANCE, FIT_RADIUS, UMAP_CODE, UMAP_COLOURS, make_umap_figure, opening_camera, projected_cover, scene_fit,
     umap_colour_codes,
 )
 
@@ -76,7 +82,7 @@ def test_umap_colour_codes_match_the_palette_voxel_by_voxel(rng):
         codes = umap_colour_codes(bins, visible, ns)
         for b, v, c in zip(bins, visible, codes):
             if v and b >= 0:
-                expected = DEFAULT_BINS.hex[b]
+                expected = rgba_hex(BIN_COLOURS_RGBA[b])
             elif v and b == -2:
                 expected = rgba_hex(NEGATIVE_RGBA)
             else:
@@ -102,16 +108,16 @@ def test_flatmap_filter_layer_brute_force(rng):
     now = np.where(rng.random(n) < 0.3, rng.integers(-2, 4, n), base)
     visible = (now != -1) & (rng.random(n) < 0.7)
     layer = flatmap_filter_layer(lookup, base, now, visible)
-    from dashboard.figures import _CODE_RGBA, _VEIL_RGBA
+    colour = np.vstack([NEGATIVE_RGBA, NS_RGBA, BIN_COLOURS_RGBA])           # row = bin code + 2
     for r in range(lookup.shape[0]):
         for c in range(lookup.shape[1]):
             v = lookup[r, c]
             if v < 0:
                 want = np.zeros(4)
             elif not visible[v] and base[v] != -1:
-                want = _VEIL_RGBA
+                want = VEIL_RGBA
             elif visible[v] and now[v] != base[v]:
-                want = _CODE_RGBA[now[v] + 2]
+                want = colour[now[v] + 2]
             else:
                 want = np.zeros(4)
             np.testing.assert_array_equal(layer[r, c], want)
@@ -232,6 +238,43 @@ def test_umap_figure_sends_typed_arrays_and_carries_provenance(data):
     assert len(json.dumps(trace)) < view.voxels.size * 7 * 4 / 3 + 2000
     with pytest.raises(ValueError, match="colour codes"):
         make_umap_figure(view.coords, codes[:-1], condition="off", run_id="r", simulated=False)
+
+
+def test_umap_scene_is_fitted_to_its_cloud(rng):
+    # A cloud with a far outlier: the box holds every point, one scale on every axis, the bulk sized to the fit.
+    coords = np.vstack([rng.normal(0, [3.0, 1.0, 0.5], (400, 3)) * 1000 + 30000, [[64000, 30000, 30000]]])
+    fit = scene_fit(coords)
+    lo, hi = np.array(fit["ranges"]).T
+    assert (coords >= lo).all() and (coords <= hi).all()
+    aspect = np.array([fit["aspectratio"][a] for a in "xyz"])
+    # plotly maps each range onto its aspect ratio in scene units: the same units per data unit on every axis.
+    np.testing.assert_allclose(aspect / (hi - lo), fit["scale"])
+    scene = (coords - fit["centre"]) * fit["scale"]
+    assert np.quantile(np.linalg.norm(scene, axis=1), 0.95) == pytest.approx(FIT_RADIUS, rel=1e-6)
+    # The camera: at the fitted distance, from a side where the cloud covers most of the view.
+    cam = opening_camera([coords])
+    eye = np.array([cam["eye"][a] for a in "xyz"])
+    assert np.linalg.norm(eye) == pytest.approx(EYE_DISTANCE, rel=1e-3)
+    assert projected_cover(scene, eye) > 0.6
+    assert scene_fit(np.zeros((0, 3))) is None
+    flat = scene_fit(np.column_stack([np.arange(50.0), np.arange(50.0), np.zeros(50)]))
+    assert np.diff(flat["ranges"][2])[0] > 0                       # a flat axis still has a range
+
+
+def test_umap_figure_carries_its_fit(data):
+    view = data.umap["on"]
+    fig = make_umap_figure(view.coords, np.zeros(view.voxels.size, np.uint8), condition="on", run_id="r",
+                           simulated=False)
+    fit = scene_fit(view.coords)
+    scene = fig.layout.scene
+    assert scene.aspectmode == "manual" and scene.dragmode == "orbit"
+    for axis, rng_ in zip((scene.xaxis, scene.yaxis, scene.zaxis), fit["ranges"]):
+        assert tuple(axis.range) == tuple(rng_) and axis.autorange is False
+    assert {a: getattr(scene.aspectratio, a) for a in "xyz"} == fit["aspectratio"]
+    # An empty cloud (the offline bundle's template) keeps plotly's automatic ranges.
+    empty = make_umap_figure(np.zeros((0, 3), np.uint16), np.zeros(0, np.uint8), condition="on", run_id="r",
+                             simulated=False)
+    assert empty.layout.scene.aspectmode == "data" and empty.layout.scene.xaxis.range is None
 
 
 def test_flatmap_figure_maps_pixels_to_figure_coordinates(data):
@@ -434,3 +477,55 @@ def test_series_figure_keeps_the_correlation_it_reports(results):
 def test_provenance_names_run_condition_and_simulation():
     assert provenance("abc", True, "on") == "attention on · run abc · SIMULATED data"
     assert provenance("abc", False) == "run abc"
+
+
+def test_the_page_takes_its_bins_from_the_run(tmp_path):
+    """A run with its own bin edges: the legend, the bin filter, the bin counts, the inspector's and table's bin
+    labels and the page's vocabulary all name those bins; the study's labels appear nowhere."""
+    import plotly.io.json as pj
+
+    from dashboard import ids
+    from dashboard.app import create_app, page_vocabulary
+    edges = (0.0, 0.2, 0.4, 0.6)
+    out = make_synthetic_results(tmp_path, n_voxels=300, n_test=120, k=6, seed=3, flatmap_height=64,
+                                 bin_edges=edges)
+    results = open_results(out)
+    assert tuple(results.config["stats"]["bin_edges"]) == edges
+    app = create_app(results)
+    data = app.attnbrain_data
+    labels = ["0-0.2", "0.2-0.4", "0.4-0.6", ">=0.6"]
+    assert list(data.bin_scheme.labels) == labels
+    # The stored bins follow the edges: r in [0.2, 0.4) is bin 1, and so on.
+    for m in ("off", "on"):
+        t = results.table
+        sig = t[f"bin_{m}"].to_numpy() != -1
+        r = t[f"r_{m}"].to_numpy()[sig]
+        expected = np.where(r < 0, -2, np.searchsorted(np.asarray(edges), r, side="right") - 1)
+        np.testing.assert_array_equal(t[f"bin_{m}"].to_numpy()[sig], expected)
+    # The page as the browser receives it.
+    resp = app.server.test_client().get("/_dash-layout")
+    assert resp.status_code == 200
+    text = resp.data.decode()
+    assert "0-0.1" not in text and "0.1-0.2" not in text and ">=0.3" not in text
+    tree = json.loads(text)
+    from bench.dashboard import _find as find
+    options = find(tree, ids.BINS)["props"]["options"]
+    assert [o["label"] for o in options] == labels + [data.bin_scheme.negative_label]
+    legend = next(n for n in tree["props"]["children"] if isinstance(n, dict)
+                  and n.get("props", {}).get("className") == "legend")
+    legend_text = json.dumps(legend, ensure_ascii=False)
+    assert all(f'"{lab}"' in legend_text for lab in labels)
+    counts = find(tree, ids.BIN_COUNTS)["props"]["figure"]["data"][0]["x"]
+    assert list(counts) == [data.bin_scheme.negative_label] + labels
+    vocabulary = json.loads(find(tree, ids.VOCABULARY)["props"]["data-vocabulary"])
+    assert vocabulary == json.loads(json.dumps(page_vocabulary(data)))
+    assert vocabulary["bins"]["labels"] == labels and vocabulary["bins"]["edges"] == list(edges)
+    # The table and the inspector label each voxel by the run's bins.
+    from dashboard.inspector import inspector_children
+    from dashboard.voxel_table import table_markdown, table_rows
+    rows = table_rows(data, None)
+    assert {r["bin_on"] for r in rows} <= {*labels, data.bin_scheme.negative_label, "n.s."}
+    assert {r["bin_on"] for r in rows} & set(labels) and "0-0.1" not in table_markdown(rows)
+    v = rows[0]["voxel"]
+    assert data.bin_scheme.label(int(data.stored_bins["on"][v])) in json.dumps(
+        json.loads(pj.to_json_plotly(inspector_children(data, v))), ensure_ascii=False)

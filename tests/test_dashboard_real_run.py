@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from core.outputs.reader import open_results
+from core.vocabulary import PAIR
 from dashboard import ids
-from dashboard.figures import UMAP_CODE, quantise_coords, quantise_xy
+from dashboard.plotting import quantise_coords, quantise_xy
+from dashboard.umap_view import UMAP_CODE
 from test_pipeline import TINY, _seed_cortex_cache  # the tiny run of the pipeline tests and its cache seeding
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +103,7 @@ def test_the_run_is_a_real_precompute_run(results):
 def test_umap_figures_hold_exactly_the_embedded_voxels(results, layout):
     rsa = _stage(results, "rsa")
     stats = _stage(results, "stats")
-    for m in ids.PAIR:
+    for m in PAIR:
         voxels, coords = results.umap(m)
         # The UMAP stage embedded exactly the RSA stage's voxels of this condition ...
         np.testing.assert_array_equal(voxels, rsa[f"voxels_{m}"])
@@ -125,7 +127,7 @@ def test_r_scatter_and_bin_counts_are_the_stats_arrays(results, layout):
     np.testing.assert_array_equal(_decode(trace["x"], "f4"), stats["r_off"].astype(np.float32))
     np.testing.assert_array_equal(_decode(trace["y"], "f4"), stats["r_on"].astype(np.float32))
     bars = _figure(layout, ids.BIN_COUNTS)["data"]
-    for bar, m in zip(bars, ids.PAIR):
+    for bar, m in zip(bars, PAIR):
         counts = [int((stats[f"bin_{m}"] == b).sum()) for b in (-2, 0, 1, 2, 3)]
         assert _decode(bar["y"]).tolist() == counts
         # The same numbers precompute wrote to summary.json.
@@ -153,7 +155,7 @@ def test_neighbourhood_map_holds_every_embedded_voxel_with_its_jaccard(results, 
 
 def test_selection_and_inspector_show_the_stored_values(app, results):
     from bench.dashboard import callback_request, post_callback
-    from dashboard.callbacks import _bin_label, _fmt
+    from dashboard.inspector import _fmt
     client = app.server.test_client()
     stats = _stage(results, "stats")
     voxels, _ = results.umap("on")
@@ -182,7 +184,7 @@ def test_selection_and_inspector_show_the_stored_values(app, results):
     assert rows["r"] == [_fmt(float(stats[f"r_{m}"][v])) for m in conds]
     assert rows["p"] == [_fmt(float(stats[f"p_{m}"][v]), 4) for m in conds]
     assert rows["q (FDR)"] == [_fmt(float(stats[f"q_{m}"][v]), 4) for m in conds]
-    assert rows["bin"] == [_bin_label(int(stats[f"bin_{m}"][v])) for m in conds]
+    assert rows["bin"] == [app.attnbrain_data.bin_scheme.label(int(stats[f"bin_{m}"][v])) for m in conds]
     assert stats["bin_on"][v] != -1                  # the strongest embedded voxel is significant
     # Its measured vs predicted series are the encoding stage's test arrays (z-scored for drawing).
     series = next(c for c in children if c.get("props", {}).get("id") == ids.SERIES)["props"]["figure"]["data"]

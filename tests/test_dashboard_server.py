@@ -19,7 +19,8 @@ from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import app as app_module
 from dashboard.app import ASSETS_FOLDER, create_app, is_loopback, main, parse_args
-from dashboard.figures import FilterState, flatmap_filter_layer
+from dashboard.data import FilterState
+from dashboard.flatmaps import flatmap_filter_layer
 from dashboard.server import png_bytes, safe_path
 
 SECRET = "do-not-serve-this-7f3a"

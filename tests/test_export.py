@@ -230,7 +230,7 @@ def test_download_routes(s1_run):
     import nibabel as nib
 
     from dashboard.app import create_app
-    from dashboard.exports import export_urls, series_url
+    from dashboard.downloads import export_urls, series_url
     results, rows = s1_run
     before = _snapshot(results.out)
     app = create_app(results)
@@ -261,7 +261,7 @@ def test_download_routes(s1_run):
 
 def test_nifti_route_without_cortex_mapping_says_why(synthetic_dir, tmp_path):
     from dashboard.app import create_app
-    from dashboard.exports import export_urls
+    from dashboard.downloads import export_urls
     app = create_app(open_results(_retarget(synthetic_dir, tmp_path / "none", subject="", ijk=None)))
     resp = app.server.test_client().get(export_urls(app.attnbrain_data)["nifti:on:r"])
     assert resp.status_code == 404 and b"needs a cortex mapping" in resp.data
@@ -270,7 +270,7 @@ def test_nifti_route_without_cortex_mapping_says_why(synthetic_dir, tmp_path):
 
 
 def test_figure_configs():
-    from dashboard.exports import PNG_SCALE, figure_config
+    from dashboard.plotting import PNG_SCALE, figure_config
     png = figure_config("r-scatter")
     assert png["toImageButtonOptions"] == {"format": "png", "filename": "r-scatter", "scale": PNG_SCALE}
     svg = figure_config("r-scatter", "svg")
@@ -284,15 +284,16 @@ def test_format_switch_and_series_link(s1_run):
     from dash import html
 
     from dashboard.app import create_app
-    from dashboard.exports import FIGURE_FORMAT, SERIES_LINK, figure_configs, series_link, two_d_graphs
+    from dashboard.downloads import FIGURE_FORMAT, SERIES_LINK, figure_configs, series_link, two_d_graphs
     app = create_app(s1_run[0])
     data = app.attnbrain_data
     graphs = two_d_graphs(data)
+    assert list(figure_configs(data, "svg")) == graphs
     assert all(c["toImageButtonOptions"] == {"format": "svg", "filename": g}
-               for g, c in zip(graphs, figure_configs(data, "svg")))
-    assert all(c["toImageButtonOptions"]["format"] == "png" for c in figure_configs(data, None))
+               for g, c in figure_configs(data, "svg").items())
+    assert all(c["toImageButtonOptions"]["format"] == "png" for c in figure_configs(data, None).values())
     # dcc.Graph redraws (taking a new config) only with a new figure: the switch sends a patch of layout.meta.
-    from dashboard.exports import format_patch
+    from dashboard.downloads import format_patch
     ops = format_patch("svg").to_plotly_json()["operations"]
     assert ops == [{"operation": "Assign", "location": ["layout", "meta"], "params": {"value": {"image_format": "svg"}}}]
     link = series_link(data, 7)
@@ -312,7 +313,7 @@ def test_bundle_files_hold_the_run(s1_run, tmp_path):
     from dashboard import scenefile as S
     from core.cortex.flatmap import flat_to_pixel
     from dashboard.bundle import main as bundle_main
-    from dashboard.figures import DashboardData
+    from dashboard.data import DashboardData
     results, _ = s1_run
     data = DashboardData(results)
     centre = data.flatmap.centre

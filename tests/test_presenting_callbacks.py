@@ -18,6 +18,7 @@ from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
 from dashboard.app import create_app
+from dashboard.filters import CONTROLS
 from dashboard.presenting import (
     _caption, _caption_text, apply_scene, current_scene, edit_scenes, initial_scenes, persist_scenes,
     scene_from_page_url, scene_kwargs, scene_options, url_token,
@@ -67,10 +68,12 @@ def _decode(spec, dtype):
 def test_apply_scene_sets_controls_and_moves_highlight_and_set_in_one_patch(data):
     scene = _scene(data)
     a = apply_scene(data, scene)
-    assert a["filters"] == ["q", [2, 3], sorted(data.roi_names[:2]), ["R"], 0.2, "hidden"]
+    assert a["filters"] == {"rule": "q", "bins": [2, 3], "rois": sorted(data.roi_names[:2]), "hemis": ["R"],
+                            "threshold": 0.2, "ns": "hidden"}
     assert a["selected"] == 11 and a["hash"] == "#voxel=11" and a["selected_set"] == [4, 40, 120]
     assert a["set_message"] == "3 voxels in the selected set" and a["shown"] == ["off"]
-    assert a["viewer"] == ("off", "flat") and a["caption"] == ("t1", "n1") and a["cameras"] == scene["cameras"]
+    assert a["viewer"] == {"condition": "off", "view": "flat"} and a["caption"] == ("t1", "n1")
+    assert a["cameras"] == scene["cameras"]
     for m in ("off", "on"):
         voxels, coords = data.results.umap(m)
         row = {int(v): i for i, v in enumerate(voxels)}
@@ -108,11 +111,12 @@ def test_current_scene_from_controls_and_the_url_it_writes(data):
     cams = {m: {"eye": {"x": 0.5, "y": 1.5, "z": 2.0}, "center": {"x": 0, "y": 0, "z": 0},
                 "up": {"x": 0, "y": 0, "z": 1}, "projection": {"type": "perspective"}} for m in ("off", "on")}
     scene = current_scene(data, title=" t1 ", note="n1", shown=["off"],
-                          filters=["q", [3, 2], data.roi_names[:2], ["R"], 0.2, "hidden"], selected=11,
+                          filters={"rule": "q", "bins": [3, 2], "rois": data.roi_names[:2], "hemis": ["R"],
+                                   "threshold": 0.2, "ns": "hidden"}, selected=11,
                           selected_set=[120, 4, 40], cameras=cams, viewer=None)
     assert scene == _scene(data)
     assert url_token(data, scene) == scene_to_url(scene)
-    untouched = current_scene(data, filters=[None] * 6)
+    untouched = current_scene(data, filters=dict.fromkeys(CONTROLS))
     assert untouched == default_scene(rule=data.default_rule) and url_token(data, untouched) == ""
     assert _caption_text(json.loads(pj.to_json_plotly(_caption("A title", "a note")))) == ("A title", "a note")
     assert _caption_text(json.loads(pj.to_json_plotly(_caption("", "")))) == ("", "")

@@ -1,6 +1,6 @@
 """Downloads from the dashboard: the voxel table and the selected voxel's series as CSV, NIfTI maps, flatmap
 PNGs (Flask routes that build each file on the fly from :mod:`core.outputs.export`, never writing into the results
-folder), and the PNG/SVG switch of the 2-D figures' camera button.
+folder), and the PNG/SVG switch of the 2-D figures' camera button (:func:`dashboard.plotting.figure_config`).
 
 The panel's component ids live here, beside the only code that uses them.
 """
@@ -13,13 +13,14 @@ from dash import Input, Output, Patch, dcc, html
 from flask import Response, abort
 
 from core.outputs import export
+from core.vocabulary import CONDITION_LABELS
 
-from . import ids
-from .figures import DashboardData
+from . import flatmaps, ids
+from .data import DashboardData
+from .plotting import FIGURE_FORMATS, figure_config, figure_outputs
 
-__all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "FIGURE_FORMATS", "PNG_SCALE", "figure_config",
-           "two_d_graphs", "export_urls", "series_url", "series_link", "figure_configs", "format_patch",
-           "downloads_panel", "register_export_callbacks", "register_export_routes"]
+__all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "two_d_graphs", "export_urls", "series_url", "series_link",
+           "figure_configs", "format_patch", "downloads_panel", "register", "register_routes"]
 
 DOWNLOADS = "downloads"
 #: RadioItems choosing what the camera button of every 2-D figure saves: "png" or "svg".
@@ -27,34 +28,13 @@ FIGURE_FORMAT = "figure-format"
 #: The link to the selected voxel's series CSV (its href follows the selection).
 SERIES_LINK = "export-series"
 
-FIGURE_FORMATS = ("png", "svg")
-#: PNG scale of the camera button: a 600 px wide figure saves at 2,400 px (300 dpi over 8 inches).
-PNG_SCALE = 4
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def figure_config(graph_id: str, fmt: str = "png", *, three_d: bool = False) -> dict:
-    """The ``dcc.Graph`` config: no plotly logo, the camera button saving ``graph_id.<fmt>``.
-
-    3-D scenes (WebGL) have no vector form: they always save PNG, at half the 2-D scale (a WebGL canvas at 4x
-    can exceed the browser's size limit).
-    """
-    if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"expected one of {FIGURE_FORMATS}, found {fmt!r}")
-    if three_d:
-        fmt = "png"
-    options = {"format": fmt, "filename": graph_id}
-    if fmt == "png":
-        options["scale"] = PNG_SCALE // 2 if three_d else PNG_SCALE
-    return {"displaylogo": False, "toImageButtonOptions": options}
 
 
 def two_d_graphs(data: DashboardData) -> list[str]:
     """Ids of the layout's 2-D figures (the ones the format switch acts on)."""
-    out = [ids.R_SCATTER, ids.BIN_COUNTS, ids.ROI_MEANS, ids.JACCARD, ids.JACCARD_MAP, ids.ROI_RDM, ids.AGREEMENT]
-    if data.flatmap is not None:
-        out += [ids.flat_graph(m) for m in ids.PAIR]
-    return out
+    return [ids.R_SCATTER, ids.BIN_COUNTS, ids.ROI_MEANS, ids.JACCARD, ids.JACCARD_MAP, ids.ROI_RDM,
+            ids.AGREEMENT] + flatmaps.graphs(data)
 
 
 def _stem(data: DashboardData) -> str:
@@ -90,12 +70,13 @@ def downloads_panel(data: DashboardData) -> html.Details:
         rows.append(html.P(f"NIfTI maps: not available. {reason}.", className="notice"))
     else:
         for m in data.conditions:
-            rows.append(html.P([f"NIfTI, attention {m}: "]
+            rows.append(html.P([f"NIfTI, {CONDITION_LABELS.get(m, m)}: "]
                                + [x for f in export.NIFTI_FIELDS
                                   for x in (link(f, urls[f"nifti:{m}:{f}"]), " ")]))
     if data.flatmap is not None:
         rows.append(html.P(["flatmap PNG: "] + [x for m in data.conditions if m in data.flatmap.images
-                                                 for x in (link(f"attention {m}", urls[f"flatmap:{m}"]), " ")]))
+                                                 for x in (link(CONDITION_LABELS.get(m, m), urls[f"flatmap:{m}"]),
+                                                           " ")]))
     rows.append(html.Div([html.Label("figure camera button saves"),
                           dcc.RadioItems(id=FIGURE_FORMAT, options=[{"label": "PNG", "value": "png"},
                                                                     {"label": "SVG", "value": "svg"}],
@@ -111,10 +92,10 @@ def series_link(data: DashboardData, voxel) -> html.A | str:
     return html.A(f"voxel {voxel} series (CSV)", href=series_url(data, voxel), download="", className="download")
 
 
-def figure_configs(data: DashboardData, fmt) -> list[dict]:
-    """Configs of :func:`two_d_graphs` for the format switch's value (anything unknown: PNG)."""
+def figure_configs(data: DashboardData, fmt) -> dict[str, dict]:
+    """Configs of :func:`two_d_graphs` by graph id, for the format switch's value (anything unknown: PNG)."""
     fmt = fmt if fmt in FIGURE_FORMATS else "png"
-    return [figure_config(g, fmt) for g in two_d_graphs(data)]
+    return {g: figure_config(g, fmt) for g in two_d_graphs(data)}
 
 
 def format_patch(fmt) -> Patch:
@@ -125,13 +106,18 @@ def format_patch(fmt) -> Patch:
     return patch
 
 
-def register_export_callbacks(app, data: DashboardData) -> None:
+def register(app, data: DashboardData) -> None:
     """The series link follows the selected voxel; the format switch rewrites the 2-D figures' configs."""
     graphs = two_d_graphs(data)
-    app.callback(Output(SERIES_LINK, "children"), Input(ids.SELECTED, "data"))(lambda v: series_link(data, v))
-    app.callback([Output(g, "config") for g in graphs] + [Output(g, "figure", allow_duplicate=True) for g in graphs],
-                 Input(FIGURE_FORMAT, "value"), prevent_initial_call=True)(
-        lambda fmt: figure_configs(data, fmt) + [format_patch(fmt) for _ in graphs])
+
+    @app.callback(output=dict(link=Output(SERIES_LINK, "children")), inputs=dict(voxel=Input(ids.SELECTED, "data")))
+    def on_series_link(voxel):
+        return dict(link=series_link(data, voxel))
+
+    @app.callback(output=dict(configs={g: Output(g, "config") for g in graphs}, figures=figure_outputs(graphs)),
+                  inputs=dict(fmt=Input(FIGURE_FORMAT, "value")), prevent_initial_call=True)
+    def on_format(fmt):
+        return dict(configs=figure_configs(data, fmt), figures={g: format_patch(fmt) for g in graphs})
 
 
 def _download(payload: bytes | str, mimetype: str, filename: str) -> Response:
@@ -142,7 +128,7 @@ def _download(payload: bytes | str, mimetype: str, filename: str) -> Response:
     return resp
 
 
-def register_export_routes(server, data: DashboardData) -> None:
+def register_routes(server, data: DashboardData) -> None:
     """Add the download routes under ``data.url_prefix + "/export"`` (the URLs of :func:`export_urls`).
 
     Files are made in memory per request (the NIfTI maps and the table cached per process); the run's
