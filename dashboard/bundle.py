@@ -141,7 +141,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
     from .flatmaps import flatmap_filter_layer
     from .plotting import HIGHLIGHT_COLOUR, SET_COLOUR, provenance
     from .server import png_bytes
-    from .umap_view import UMAP_COLOURS, make_umap_figure, umap_marker_size
+    from .umap_view import UMAP_COLOURS, make_umap_figure, shared_camera, umap_marker_size
 
     if not scenes:
         raise InputError("no scenes to play; save at least one scene in the dashboard", source="export-bundle",
@@ -153,6 +153,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
     pair = PAIR
     arrays = _Arrays()
     umap = {}
+    camera = shared_camera(data) if data.umap else None
     for m in pair:
         if m in data.umap:
             view = data.umap[m]
@@ -162,6 +163,10 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
                                    run_id=data.run_id, simulated=data.simulated)
             spec = fig.to_plotly_json()
             spec["data"][0]["marker"]["size"] = umap_marker_size(view.voxels.size)
+            # The scene (ranges, aspect, opening camera) fitted to this cloud as the dashboard fits it.
+            fitted = make_umap_figure(view.coords, np.zeros(view.voxels.size, np.uint8), condition=m,
+                                      run_id=data.run_id, simulated=data.simulated, camera=camera)
+            spec["layout"]["scene"] = fitted.layout.scene.to_plotly_json()
             umap[m] = {"n": int(view.voxels.size), "figure": json.loads(json.dumps(spec, default=json_default))}
         else:
             umap[m] = {"n": 0, "reason": data.umap_reason[m]}

@@ -338,9 +338,13 @@ def test_bundle_files_hold_the_run(s1_run, tmp_path):
         spec = doc["arrays"]["index"][name]
         return np.frombuffer(raw, dtype=np.dtype(spec["dtype"]).newbyteorder("<"), count=spec["length"],
                              offset=spec["offset"]).reshape(spec["shape"])
+    from dashboard.umap_view import umap_figure
     for m in ("off", "on"):
         assert np.array_equal(array(f"umap_voxels_{m}"), data.umap[m].voxels)
         assert np.array_equal(array(f"umap_coords_{m}"), data.umap[m].coords)
+        # The player opens each cloud in the scene the dashboard fits to it (ranges, aspect, camera).
+        fitted = umap_figure(data, m, data.default_filters()).layout.scene.to_plotly_json()
+        assert doc["umap"][m]["figure"]["layout"]["scene"] == json.loads(json.dumps(fitted))
         assert np.array_equal(array(f"r_{m}"), data.r[m], equal_nan=True)
         for rule in data.rules:
             assert np.array_equal(array(f"bins_{rule}_{m}"), data.bins(m, rule))

@@ -1,7 +1,7 @@
 /* attnbrain offline bundle player: plays the scenes of data/bundle.json (written by dashboard/bundle.py).
  *
- * Each scene's filters are applied here exactly as the dashboard applies them (DashboardData.visible and
- * umap_colour_codes in dashboard/figures.py): a voxel is shown when it is significant under the scene's
+ * Each scene's filters are applied here exactly as the dashboard applies them (DashboardData.visible in
+ * dashboard/data.py and umap_colour_codes in dashboard/umap_view.py): a voxel is shown when it is significant under the scene's
  * rule, its bin code is among the scene's bins, |r| >= threshold, and it lies in the scene's ROIs and
  * hemispheres; other voxels are faint or hidden. The flatmaps are the run's images with the dashboard's
  * filter layer for the scene on top. State for tests: window.attnbrainBundle.
