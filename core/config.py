@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from core._validation import InputError
-from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, BinScheme
+from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, RULES, BinScheme
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
            "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "make_config", "load_config",
@@ -76,10 +76,16 @@ class EncodingConfig:
 
 @dataclass(frozen=True)
 class StatsConfig:
-    rule: str = "p"                          # "p" (uncorrected, as in the study) | "q" (BH-FDR)
+    """Voxelwise significance (docs/inference.md says what each rule assumes and resamples)."""
+    # "p": two-sided t-test p <= level, uncorrected: the study's rule (assumes independent test samples);
+    # "q": BH-FDR q of the t-test p; "perm": BH-FDR q of the block-permutation p (autocorrelated series).
+    rule: str = "p"
     level: float = 0.01
+    alternative: str = "two-sided"           # "two-sided" (the study's) | "greater" (r > 0 only)
     bin_edges: tuple[float, ...] = DEFAULT_BINS.edges
-    n_permutations: int = 0
+    n_permutations: int = 0                  # block permutations (rule "perm" needs >= 100); 0 = none
+    block_length: int = 0                    # permutation block in test samples; 0 = chosen from the data
+    ceiling_min_ev: float = 0.1              # least explainable variance for a reliable noise ceiling (r_norm)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,9 @@ _DEMO = RunConfig(
     # One alpha per decade instead of two: the per-alpha validation products dominate the ridge cost
     # (~2.7 TFLOP per feature set at 21 alphas x 5 folds x 80k voxels), and alpha is a smooth choice.
     encoding=EncodingConfig(n_alphas=11),
+    # Block permutation: valid for autocorrelated test series (user data through this preset: movies, fMRI),
+    # with BH over voxels; the study's t-test stays the paper presets' rule.
+    stats=StatsConfig(rule="perm", n_permutations=1000),
 )
 #: The study's scale on simulated data: 7,200 / 600 stimuli at 224 px and the study's 70,933 cortical voxels
 #: (a seeded subset of S1's 80,615-voxel thick mask), every other setting as in ``paper``. What
@@ -197,8 +206,19 @@ def _check(cfg: RunConfig) -> RunConfig:
 
     if cfg.data.kind not in ("simulated", "files"):
         bad("data.kind", "'simulated' or 'files'", cfg.data.kind)
-    if cfg.stats.rule not in ("p", "q"):
-        bad("stats.rule", "'p' (uncorrected) or 'q' (FDR)", cfg.stats.rule)
+    if cfg.stats.rule not in RULES:
+        bad("stats.rule", "'p' (t-test, uncorrected: the study's), 'q' (t-test, FDR) or 'perm' (block permutation, "
+            "FDR)", cfg.stats.rule)
+    if cfg.stats.alternative not in ("two-sided", "greater"):
+        bad("stats.alternative", "'two-sided' (the study's) or 'greater' (positive r only)", cfg.stats.alternative)
+    if cfg.stats.n_permutations < 0 or (cfg.stats.rule == "perm" and cfg.stats.n_permutations < 100):
+        bad("stats.n_permutations", "at least 100 with stats.rule = 'perm' (1000 resolves p to 0.001), else >= 0",
+            cfg.stats.n_permutations)
+    if cfg.stats.block_length < 0:
+        bad("stats.block_length", "0 (chosen from the data) or a block length in test samples",
+            cfg.stats.block_length)
+    if not -1 < cfg.stats.ceiling_min_ev < 1:
+        bad("stats.ceiling_min_ev", "an explainable-variance fraction in (-1, 1), e.g. 0.1", cfg.stats.ceiling_min_ev)
     if not 0 < cfg.stats.level < 1:
         bad("stats.level", "a level between 0 and 1", cfg.stats.level)
     # Count, order and range of the edges, checked here so a bad scheme stops the run before any stage
