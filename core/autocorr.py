@@ -144,10 +144,11 @@ def perm_variance_coverage(c, block: int) -> float:
 def choose_block_length(c, n: int, coverage: float = BLOCK_COVERAGE) -> dict:
     """The automatic block length of the block permutation test.
 
-    Rule: the shortest block b whose permutation null keeps at least ``coverage`` of the null variance of r
-    (:func:`perm_variance_coverage` with the lag products pooled over voxels), within
-    ``ceil(n / MAX_BLOCKS) <= b <= n // MIN_BLOCKS``; then b is lengthened to ``n // (n // b)`` so the blocks
-    tile the series with fewer than ``n // b`` samples left over (those stay in place).
+    Rule: ``needed`` = the shortest block b >= 2 whose permutation null keeps at least ``coverage`` of the null
+    variance of r (:func:`perm_variance_coverage` with the lag products pooled over voxels), at most
+    ``n // MIN_BLOCKS``; the block is then at least ``ceil(n / MAX_BLOCKS)`` (a longer block only costs
+    resolution of the null, never validity) and lengthened to ``n // (n // b)`` so the blocks tile the series
+    with fewer than ``n // b`` samples left over (those stay in place).
 
     Parameters
     ----------
@@ -156,26 +157,28 @@ def choose_block_length(c, n: int, coverage: float = BLOCK_COVERAGE) -> dict:
     n : int
         Test samples.
     coverage : float
-        Variance share to keep (0.95 by default: the two-sided 1% test then rejects about 1.2% of null voxels).
+        Variance share to keep (0.95 by default: the two-sided 1% test then rejects about 1.2% of null voxels
+        where the share is exact).
 
     Returns
     -------
     choice : dict
-        ``block`` (int), ``n_blocks`` (int), ``coverage`` (the share kept, float) and ``limited`` (True when even
-        the longest allowed block keeps less than ``coverage``: too few samples for this autocorrelation).
+        ``block`` (int), ``n_blocks`` (int), ``needed`` (the shortest block meeting ``coverage``, int),
+        ``coverage`` (the share the block keeps, float) and ``limited`` (True when even the longest allowed block
+        keeps less than ``coverage``: too few samples for this autocorrelation).
     """
     c = np.nan_to_num(np.asarray(c, dtype=np.float64))
-    lo = max(2, math.ceil(n / MAX_BLOCKS))
-    hi = max(lo, n // MIN_BLOCKS)
-    block, limited = hi, True
-    for b in range(lo, hi + 1):
+    hi = max(2, n // MIN_BLOCKS)
+    needed, limited = hi, True
+    for b in range(2, hi + 1):
         if perm_variance_coverage(c, b) >= coverage:
-            block, limited = b, False
+            needed, limited = b, False
             break
+    block = min(max(needed, math.ceil(n / MAX_BLOCKS)), max(1, n // 2))
     n_blocks = max(2, n // block)
     block = n // n_blocks
-    return {"block": int(block), "n_blocks": int(n_blocks), "coverage": round(perm_variance_coverage(c, block), 4),
-            "limited": bool(limited)}
+    return {"block": int(block), "n_blocks": int(n_blocks), "needed": int(needed),
+            "coverage": round(perm_variance_coverage(c, block), 4), "limited": bool(limited)}
 
 
 def series_autocorrelation(pred: np.ndarray, Y: np.ndarray, valid: np.ndarray) -> dict:
