@@ -18,7 +18,7 @@ from core._validation import InputError
 from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, RULES, BinScheme
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
-           "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "make_config", "load_config",
+           "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "USER_DATA_STATS", "make_config", "load_config",
            "config_hash", "config_to_dict"]
 
 
@@ -128,10 +128,12 @@ _DEMO = RunConfig(
     # One alpha per decade instead of two: the per-alpha validation products dominate the ridge cost
     # (~2.7 TFLOP per feature set at 21 alphas x 5 folds x 80k voxels), and alpha is a smooth choice.
     encoding=EncodingConfig(n_alphas=11),
-    # Block permutation: valid for autocorrelated test series (user data through this preset: movies, fMRI),
-    # with BH over voxels; the study's t-test stays the paper presets' rule.
-    stats=StatsConfig(rule="perm", n_permutations=1000),
 )
+#: The stats of the demo preset on the user's files (``data.kind = "files"``) where the config names no
+#: ``stats.rule``: fMRI test series are autocorrelated (movies above all), where the t-test is anti-conservative,
+#: so they get the block permutation test with BH over voxels. The simulated dataset's test stimuli are
+#: independent images, where the t-test is exact and resolves p far below the permutations' 1 / 1001.
+USER_DATA_STATS = {"rule": "perm", "n_permutations": 1000}
 #: The study's scale on simulated data: 7,200 / 600 stimuli at 224 px and the study's 70,933 cortical voxels
 #: (a seeded subset of S1's 80,615-voxel thick mask), every other setting as in ``paper``. What
 #: ``bench/paper_scale.py`` runs; on one GPU it is meant to finish in about a minute and a half.
@@ -257,7 +259,13 @@ def make_config(preset: str = "demo", overrides: dict[str, Any] | None = None) -
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", field="preset")
     overrides = dict(overrides or {})
     overrides.pop("preset", None)
-    return _check(_build(RunConfig, overrides, "", PRESETS[preset]))
+    cfg = _build(RunConfig, overrides, "", PRESETS[preset])
+    stats_given = overrides.get("stats", {}) if isinstance(overrides.get("stats"), dict) else {}
+    if preset == "demo" and cfg.data.kind == "files" and "rule" not in stats_given:
+        cfg = dataclasses.replace(cfg, stats=dataclasses.replace(
+            cfg.stats, rule=USER_DATA_STATS["rule"],
+            n_permutations=stats_given.get("n_permutations", USER_DATA_STATS["n_permutations"])))
+    return _check(cfg)
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None) -> RunConfig:

@@ -526,7 +526,7 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEF
     out["n_eff"] = np.where(valid, diag["n_eff"], 0.0)
     warnings: list[str] = []
     ac = _autocorrelation_summary(diag, n, level, alternative, valid)
-    if rule in ("p", "q") and ac["implied_fpr"] > autocorr.WARN_FPR_RATIO * level:
+    if rule in ("p", "q") and (ac["implied_fpr"] or 0.0) > autocorr.WARN_FPR_RATIO * level:
         warnings.append(
             f"the t-test is anti-conservative here: the residual and predicted series are autocorrelated "
             f"(median lag-1 autocorrelation {ac['rho1_resid']:.2f} and {ac['rho1_pred']:.2f}), median effective "
@@ -599,12 +599,13 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEF
 
 def _autocorrelation_summary(diag: dict, n: int, level: float, alternative: str, valid: np.ndarray) -> dict:
     """The JSON-able part of :func:`core.autocorr.series_autocorrelation` and the t-test's implied rate."""
+    def num(x, digits):  # None, not NaN, in JSON (summary.json is read by browsers' JSON.parse)
+        return round(float(x), digits) if np.isfinite(x) else None
     n_eff = diag["n_eff"][valid & np.isfinite(diag["n_eff"])]
     if n_eff.size == 0:
-        return {"n": int(n), "median_n_eff": float("nan"), "implied_fpr": float("nan"), "nominal": level,
-                "rho1_pred": float("nan"), "rho1_resid": float("nan"), "n_lags": diag["n_lags"]}
+        return {"n": int(n), "median_n_eff": None, "implied_fpr": None, "nominal": level, "rho1_pred": None,
+                "rho1_resid": None, "n_lags": diag["n_lags"]}
     fpr = float(np.mean(autocorr.implied_fpr(n_eff, n, level, alternative)))
-    return {"n": int(n), "median_n_eff": round(float(np.median(n_eff)), 2), "nominal": level,
-            "implied_fpr": round(fpr, 5), "rho1_pred": round(diag["rho1_pred"], 4),
-            "rho1_resid": round(diag["rho1_resid"], 4), "n_lags": diag["n_lags"],
-            "pooled_products": [round(float(x), 5) for x in diag["pooled_products"][:20]]}
+    return {"n": int(n), "median_n_eff": num(np.median(n_eff), 2), "nominal": level, "implied_fpr": num(fpr, 5),
+            "rho1_pred": num(diag["rho1_pred"], 4), "rho1_resid": num(diag["rho1_resid"], 4),
+            "n_lags": diag["n_lags"], "pooled_products": [num(x, 5) for x in diag["pooled_products"][:20]]}

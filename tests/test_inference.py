@@ -256,6 +256,13 @@ def test_config_accepts_the_new_rules_and_names_bad_values():
     assert (paper.stats.rule, paper.stats.alternative, paper.stats.level, paper.stats.n_permutations) == \
         ("p", "two-sided", 0.01, 0)
     assert make_config("paper-sim").stats == paper.stats
+    # The demo on the user's files gets the block permutation (autocorrelated fMRI series); on the simulated
+    # dataset (independent test images) and wherever the config names a rule, what the config says.
+    user = make_config("demo", {"data": {"kind": "files"}})
+    assert (user.stats.rule, user.stats.n_permutations) == ("perm", 1000)
+    assert make_config("demo").stats.rule == "p"
+    assert make_config("demo", {"data": {"kind": "files"}, "stats": {"rule": "q"}}).stats.rule == "q"
+    assert make_config("paper", {"data": {"kind": "files"}}).stats == paper.stats
     for bad, field in (({"rule": "perm", "n_permutations": 0}, "stats.n_permutations"),
                        ({"alternative": "less"}, "stats.alternative"),
                        ({"block_length": -1}, "stats.block_length")):

@@ -49,12 +49,13 @@ def stats_summary(cfg: RunConfig, meta: dict) -> dict[str, Any]:
     return out
 
 
-def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null) -> dict[str, Any]:
+def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null, p_perm_on=None) -> dict[str, Any]:
     """Recovery of the planted truth.
 
     ``dominant_recovery``: among non-null voxels significant in either condition, the fraction where the
     condition with the higher r is the planted dominant one. ``null_fpr_p01``: fraction of null voxels with
-    p <= 0.01 in the ``on`` condition.
+    t-test p <= 0.01 in the ``on`` condition; ``null_fpr_perm_p01`` the same for the block-permutation p (runs
+    with permutations).
     """
     considered = (~null) & (sig_on | sig_off)
     out: dict[str, Any] = {"n_null": int(null.sum()), "n_considered_dominance": int(considered.sum())}
@@ -62,6 +63,8 @@ def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null) -> dict
         out["dominant_recovery"] = float(np.mean((r_on > r_off)[considered] == dominant_on[considered]))
     if null.any():
         out["null_fpr_p01"] = float(np.mean(p_on[null] <= 0.01))
+        if p_perm_on is not None:
+            out["null_fpr_perm_p01"] = float(np.mean(p_perm_on[null] <= 0.01))
     return out
 
 
@@ -101,7 +104,8 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
             summary["truth"] = truth_summary(
                 np.asarray(on["r"]), np.asarray(off["r"]), np.asarray(on["significant"]),
                 np.asarray(off["significant"]), np.asarray(on["p"]),
-                np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]))
+                np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]),
+                np.asarray(on["p_perm"]) if "p_perm" in on else None)
     if "rsa" in results:
         rs = results["rsa"]
         summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}

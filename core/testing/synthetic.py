@@ -98,8 +98,7 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
         "data": {"subject": "synthetic", "transform": "synthetic", "mask": "synthetic"},
         "simulation": {"n_train": n_train, "n_test": n_test, "n_voxels": n_voxels, "seed": seed},
         "rsa": {"k": k, "voxels": rsa_voxels}, "umap": {"n_neighbors": min(15, k)},
-        # The t-test rule keeps the synthetic run quick (no permutations) and its rules 'p' and 'q'.
-        "stats": {"bin_edges": [float(e) for e in bin_edges], "rule": "p", "n_permutations": 0},
+        "stats": {"bin_edges": [float(e) for e in bin_edges]},
     })
     scheme = BinScheme.from_config(cfg)
     cfg = dataclasses.replace(cfg, preset="synthetic")
