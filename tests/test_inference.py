@@ -268,3 +268,28 @@ def test_config_accepts_the_new_rules_and_names_bad_values():
                        ({"block_length": -1}, "stats.block_length")):
         with pytest.raises(InputError, match=field):
             make_config("demo", {"stats": bad})
+
+
+def test_configured_block_length_is_used_and_a_too_short_series_is_flagged():
+    rng = np.random.default_rng(15)
+    pred, Y = _ar1(rng, (120, 200), 0.5), _ar1(rng, (120, 200), 0.5)
+    st = voxel_stats(pred, Y, n_perm=100, block=7)
+    assert st["block_length"] == 7 and st["block"]["rule"] == "stats.block_length"
+    np.testing.assert_array_equal(st["p_perm"], block_permutation_p(pred, Y, n_perm=100, block=7))
+    # 64 very smooth samples: 8 blocks of 8 keep well under 95% of r's null variance; the run says so.
+    pred, Y = _ar1(rng, (64, 300), 0.95), _ar1(rng, (64, 300), 0.95)
+    st = voxel_stats(pred, Y, rule="perm", n_perm=200)
+    assert st["block"]["limited"] and st["block"]["coverage"] < 0.95 and st["block_length"] == 8
+    assert any("too few for this autocorrelation" in w for w in st["warnings"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"alternative": "less"}, r"alternative.*'less'"),
+    ({"block": -1}, r"block length >= 0"),
+    ({"rule": "perm", "n_perm": 0}, r"n_perm > 0"),
+])
+def test_bad_inference_inputs_raise_input_error(kwargs, match):
+    from core._validation import InputError
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match=match):
+        voxel_stats(rng.standard_normal((30, 4)), rng.standard_normal((30, 4)), **kwargs)
