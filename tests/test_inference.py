@@ -205,6 +205,13 @@ def test_negative_r_is_its_own_category_and_never_enters_the_rsa_set(tmp_path):
         assert voxels.size > 30
         assert np.all(stats_arrays[schema.name("stats", "r", "on")][voxels] > 0)
         assert not np.isin(voxels, np.arange(60, 100)).any()       # the planted negative voxels
+    # The study's voxel set (paper presets: rsa.include_negative) keeps the significant negative r as well.
+    study_cfg = make_config("demo", {"stats": {"rule": "p"}, "rsa": {"k": 5, "n_pairs": 2000, "include_negative": True},
+                                     "umap": {"n_neighbors": 5}})
+    study, _ = stage_rsa(Context(study_cfg, "cpu", tmp_path, entries, progress=False))
+    neg_on = stats_arrays[schema.name("stats", "significant_negative", "on")]
+    assert np.isin(np.flatnonzero(neg_on), study[schema.name("rsa", "voxels", "on")]).all() and neg_on.any()
+    assert make_config("paper").rsa.include_negative and not make_config("demo").rsa.include_negative
     summary = build_summary(cfg, "sign", entries, device="cpu", timings={}, peak_rss_mb=0.0, versions={})
     for m in pred:
         c = summary["conditions"][m]

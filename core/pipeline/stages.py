@@ -189,8 +189,12 @@ def stage_stats(ctx: Context):
 
 
 def _significant(ctx: Context, modes) -> dict[str, np.ndarray]:
-    # The positive significant voxels: significant negative r never enters the RDM (core.stats.voxel_stats).
-    return {m: np.asarray(ctx.array("stats", "significant", m)) for m in modes}
+    """The voxels significant with r > 0 (core.stats.voxel_stats); with ``rsa.include_negative`` (the study's
+    voxel set: every two-sided p <= 0.01) also those significant with r < 0."""
+    sig = {m: np.asarray(ctx.array("stats", "significant", m)) for m in modes}
+    if ctx.cfg.rsa.include_negative:
+        sig = {m: s | np.asarray(ctx.array("stats", "significant_negative", m)) for m, s in sig.items()}
+    return sig
 
 
 def stage_rsa(ctx: Context):
@@ -200,7 +204,7 @@ def stage_rsa(ctx: Context):
     dset = ctx["dataset"]
     modes = [m for m in PAIR if m in cfg.features.modes]
     sig = _significant(ctx, modes)
-    r = {m: np.asarray(ctx.array("stats", "r", m)) for m in modes}
+    r = None if cfg.rsa.include_negative else {m: np.asarray(ctx.array("stats", "r", m)) for m in modes}
     valid = np.ones(sig[modes[0]].shape, bool)
     for m in modes:
         valid &= np.asarray(ctx.array("stats", "valid", m))
