@@ -66,17 +66,27 @@ def autocorrelation(a, n_lags: int) -> np.ndarray:
     n, v = a.shape
     if not 1 <= n_lags < n:
         raise InputError(f"expected 1 <= n_lags < {n}, found {n_lags}", source="autocorrelation", field="n_lags")
-    nfft = 1 << int(math.ceil(math.log2(2 * n - 1)))  # zero padding: linear, not circular, correlation
     out = np.full((n_lags, v), np.nan)
     for start in range(0, v, _CHUNK):
-        x = np.array(a[:, start:start + _CHUNK], dtype=np.float64)
-        x -= x.mean(0)
-        f = np.fft.rfft(x, nfft, axis=0)
-        acov = np.fft.irfft(f * f.conj(), nfft, axis=0)[: n_lags + 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ok = np.isfinite(acov[0]) & (acov[0] > 0)
-            out[:, start:start + _CHUNK] = np.where(ok, acov[1:] / np.where(ok, acov[0], 1.0), np.nan)
+        # Voxel-major rows: the transforms run along contiguous memory (3x faster than along columns).
+        x = np.array(a[:, start:start + _CHUNK].T, dtype=np.float64, order="C")
+        out[:, start:start + _CHUNK] = _acf_rows(x, n_lags).T
     return out
+
+
+def _acf_rows(x: np.ndarray, n_lags: int) -> np.ndarray:
+    """Autocorrelations (n_rows, n_lags) of the rows of a float64 array (centred here, in place)."""
+    from scipy.fft import next_fast_len
+    n = x.shape[1]
+    nfft = next_fast_len(2 * n - 1, real=True)  # zero padding to >= 2n - 1: linear, not circular, correlation
+    with np.errstate(invalid="ignore", over="ignore"):
+        x -= x.mean(1, keepdims=True)
+        f = np.fft.rfft(x, nfft, axis=1)
+        f *= f.conj()
+        acov = np.fft.irfft(f, nfft, axis=1)[:, : n_lags + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = np.isfinite(acov[:, 0]) & (acov[:, 0] > 0)
+        return np.where(ok[:, None], acov[:, 1:] / np.where(ok, acov[:, 0], 1.0)[:, None], np.nan)
 
 
 def effective_n(rho_x, rho_y, n: int) -> np.ndarray:
@@ -207,22 +217,27 @@ def series_autocorrelation(pred: np.ndarray, Y: np.ndarray, valid: np.ndarray) -
     sums = np.zeros(k)
     count = 0
     rho1_x, rho1_y = np.full(v, np.nan), np.full(v, np.nan)
-    cols_all = np.flatnonzero(valid)
-    for start in range(0, cols_all.size, _CHUNK):
-        cols = cols_all[start:start + _CHUNK]
-        x = np.array(pred[:, cols], dtype=np.float64)
-        y = np.array(Y[:, cols], dtype=np.float64)
-        x -= x.mean(0)
-        y -= y.mean(0)
-        x /= np.sqrt((x * x).mean(0))
-        y /= np.sqrt((y * y).mean(0))
-        resid = y - (x * y).mean(0) * x
-        rx, ry = autocorrelation(x, k), autocorrelation(resid, k)
-        n_eff[cols] = effective_n(rx, ry, n)
-        prod = np.nan_to_num(rx * ry)
-        sums += prod.sum(1)
-        count += cols.size
-        rho1_x[cols], rho1_y[cols] = rx[0], ry[0]
+    for start in range(0, v, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        ok = valid[sl]
+        if not ok.any():
+            continue
+        # Voxel-major float64 copies; invalid rows (constant or non-finite) give NaN and are dropped below.
+        x = np.array(pred[:, sl].T, dtype=np.float64, order="C")
+        y = np.array(Y[:, sl].T, dtype=np.float64, order="C")
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            x -= x.mean(1, keepdims=True)
+            y -= y.mean(1, keepdims=True)
+            x /= np.sqrt((x * x).mean(1, keepdims=True))
+            y /= np.sqrt((y * y).mean(1, keepdims=True))
+            y -= (x * y).mean(1, keepdims=True) * x          # the residual: y's noise
+        rx, ry = _acf_rows(x, k).T, _acf_rows(y, k).T       # (k, chunk)
+        rx[:, ~ok] = np.nan
+        ry[:, ~ok] = np.nan
+        n_eff[sl] = effective_n(rx, ry, n)
+        sums += np.nan_to_num(rx * ry).sum(1)
+        count += int(ok.sum())
+        rho1_x[sl], rho1_y[sl] = rx[0], ry[0]
     pooled = sums / max(count, 1)
     with np.errstate(all="ignore"):
         return {"n_eff": n_eff, "pooled_products": pooled, "n_lags": int(k),
