@@ -61,7 +61,7 @@ def null_runs():
 # ------------------------------------------------------------------------------------------ the t-test
 
 def test_t_test_is_inflated_under_autocorrelation_and_the_warning_says_by_how_much(null_runs):
-    lo, hi = _binomial_99(V, LEVEL)
+    _, hi = _binomial_99(V, LEVEL)
     rates = {phi: float(np.mean(st["p"] <= LEVEL)) for phi, (_, _, st) in null_runs.items()}
     # Documents the problem: at phi = 0.8 the study's t-test rejects far above the 99% binomial bound
     # (theory for two AR(0.8) series: N_eff = N (1 - phi^2) / (1 + phi^2) ~ 0.22 N, rate ~ 0.2).
@@ -177,7 +177,7 @@ def _signed_run(rng, n=120, v=300):
 
 def test_negative_r_is_its_own_category_and_never_enters_the_rsa_set(tmp_path):
     rng = np.random.default_rng(12)
-    pred, Y, rho = _signed_run(rng)
+    pred, Y, _ = _signed_run(rng)
     for m in pred:   # the off and uniform predictions share the planted sign with on
         pred[m] = 0.5 * pred["on"] + 0.5 * pred[m] if m != "on" else pred[m]
     cfg = make_config("demo", {"stats": {"rule": "p"}, "rsa": {"k": 5, "n_pairs": 2000},
@@ -222,7 +222,7 @@ def test_negative_r_is_its_own_category_and_never_enters_the_rsa_set(tmp_path):
 
 def test_one_sided_alternative_never_admits_negative_r():
     rng = np.random.default_rng(13)
-    pred, Y, rho = _signed_run(rng)
+    pred, Y, _ = _signed_run(rng)
     two = voxel_stats(pred["on"], Y, rule="p")
     one = voxel_stats(pred["on"], Y, rule="p", alternative="greater")
     assert two["n_significant_negative"] > 20 and one["n_significant_negative"] == 0
