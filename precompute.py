@@ -202,7 +202,10 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
     atomic_write(pipe.run_dir / "summary.json", write_summary, binary=False)
     print(f"done in {summary['total_s']:.1f} s: {pipe.run_dir / 'summary.json'}")
     for mode, c in summary.get("conditions", {}).items():
-        print(f"  {mode:<8} significant {c['n_significant']:>6}  bins {c['bins']}")
+        print(f"  {mode:<8} significant {c['n_significant']:>6}  negative {c.get('n_significant_negative', 0):>5}  "
+              f"bins {c['bins']}")
+    for w in summary.get("stats", {}).get("warnings", []):
+        print(f"  warning  {w}")
     if "truth" in summary:
         print(f"  truth    {summary['truth']}")
     return 0

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from core._validation import InputError
-from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, BinScheme
+from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, RULES, BinScheme
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
-           "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "make_config", "load_config",
+           "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "USER_DATA_STATS", "make_config", "load_config",
            "config_hash", "config_to_dict"]
 
 
@@ -76,16 +76,25 @@ class EncodingConfig:
 
 @dataclass(frozen=True)
 class StatsConfig:
-    rule: str = "p"                          # "p" (uncorrected, as in the study) | "q" (BH-FDR)
+    """Voxelwise significance (docs/inference.md says what each rule assumes and resamples)."""
+    # "p": two-sided t-test p <= level, uncorrected: the study's rule (assumes independent test samples);
+    # "q": BH-FDR q of the t-test p; "perm": BH-FDR q of the block-permutation p (autocorrelated series).
+    rule: str = "p"
     level: float = 0.01
+    alternative: str = "two-sided"           # "two-sided" (the study's) | "greater" (r > 0 only)
     bin_edges: tuple[float, ...] = DEFAULT_BINS.edges
-    n_permutations: int = 0
+    n_permutations: int = 0                  # block permutations (rule "perm" needs >= 100); 0 = none
+    block_length: int = 0                    # permutation block in test samples; 0 = chosen from the data
+    ceiling_min_ev: float = 0.1              # least explainable variance for a reliable noise ceiling (r_norm)
 
 
 @dataclass(frozen=True)
 class RSAConfig:
     k: int = 15
     voxels: str = "union"                    # "union" | "significant" | "all"
+    # Significant negative r in the voxel set too: the study kept every voxel with two-sided p <= 0.01 (the
+    # paper presets); otherwise only positive predictions, the encoded voxels, enter the RDM.
+    include_negative: bool = False
     n_pairs: int = 1_000_000
     seed: int = 0                            # seed of the voxel-pair sample for the RDM agreement
 
@@ -112,7 +121,7 @@ class RunConfig:
 
 # The study's scale on 2 CPU cores is bound by the ridge's validation products: the refined alpha search
 # scores 10 of the 21 alphas per voxel (see docs/performance.md, for what it changes).
-_PAPER = RunConfig(encoding=EncodingConfig(alpha_search="refine"))
+_PAPER = RunConfig(encoding=EncodingConfig(alpha_search="refine"), rsa=RSAConfig(include_negative=True))
 # The demo must finish cold in ~5 minutes on 2 CPU cores: the ABN costs ~19 GFLOP per 224-px image for
 # three modes, a quarter of that at 112 px, so 1,200 stimuli at 112 px take ~1-2 minutes.
 _DEMO = RunConfig(
@@ -123,6 +132,11 @@ _DEMO = RunConfig(
     # (~2.7 TFLOP per feature set at 21 alphas x 5 folds x 80k voxels), and alpha is a smooth choice.
     encoding=EncodingConfig(n_alphas=11),
 )
+#: The stats of the demo preset on the user's files (``data.kind = "files"``) where the config names no
+#: ``stats.rule``: fMRI test series are autocorrelated (movies above all), where the t-test is anti-conservative,
+#: so they get the block permutation test with BH over voxels. The simulated dataset's test stimuli are
+#: independent images, where the t-test is exact and resolves p far below the permutations' 1 / 1001.
+USER_DATA_STATS = {"rule": "perm", "n_permutations": 1000}
 #: The study's scale on simulated data: 7,200 / 600 stimuli at 224 px and the study's 70,933 cortical voxels
 #: (a seeded subset of S1's 80,615-voxel thick mask), every other setting as in ``paper``. What
 #: ``bench/paper_scale.py`` runs; on one GPU it is meant to finish in about a minute and a half.
@@ -197,8 +211,19 @@ def _check(cfg: RunConfig) -> RunConfig:
 
     if cfg.data.kind not in ("simulated", "files"):
         bad("data.kind", "'simulated' or 'files'", cfg.data.kind)
-    if cfg.stats.rule not in ("p", "q"):
-        bad("stats.rule", "'p' (uncorrected) or 'q' (FDR)", cfg.stats.rule)
+    if cfg.stats.rule not in RULES:
+        bad("stats.rule", "'p' (t-test, uncorrected: the study's), 'q' (t-test, FDR) or 'perm' (block permutation, "
+            "FDR)", cfg.stats.rule)
+    if cfg.stats.alternative not in ("two-sided", "greater"):
+        bad("stats.alternative", "'two-sided' (the study's) or 'greater' (positive r only)", cfg.stats.alternative)
+    if cfg.stats.n_permutations < 0 or (cfg.stats.rule == "perm" and cfg.stats.n_permutations < 100):
+        bad("stats.n_permutations", "at least 100 with stats.rule = 'perm' (1000 resolves p to 0.001), else >= 0",
+            cfg.stats.n_permutations)
+    if cfg.stats.block_length < 0:
+        bad("stats.block_length", "0 (chosen from the data) or a block length in test samples",
+            cfg.stats.block_length)
+    if not -1 < cfg.stats.ceiling_min_ev < 1:
+        bad("stats.ceiling_min_ev", "an explainable-variance fraction in (-1, 1), e.g. 0.1", cfg.stats.ceiling_min_ev)
     if not 0 < cfg.stats.level < 1:
         bad("stats.level", "a level between 0 and 1", cfg.stats.level)
     # Count, order and range of the edges, checked here so a bad scheme stops the run before any stage
@@ -237,7 +262,13 @@ def make_config(preset: str = "demo", overrides: dict[str, Any] | None = None) -
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", field="preset")
     overrides = dict(overrides or {})
     overrides.pop("preset", None)
-    return _check(_build(RunConfig, overrides, "", PRESETS[preset]))
+    cfg = _build(RunConfig, overrides, "", PRESETS[preset])
+    stats_given = overrides.get("stats", {}) if isinstance(overrides.get("stats"), dict) else {}
+    if preset == "demo" and cfg.data.kind == "files" and "rule" not in stats_given:
+        cfg = dataclasses.replace(cfg, stats=dataclasses.replace(
+            cfg.stats, rule=USER_DATA_STATS["rule"],
+            n_permutations=stats_given.get("n_permutations", USER_DATA_STATS["n_permutations"])))
+    return _check(cfg)
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None) -> RunConfig:

@@ -3,7 +3,8 @@ Benjamini-Hochberg q, the noise ceiling from test repeats, and the study's corre
 
 Voxels whose correlation is undefined (a constant or non-finite measured or predicted series) are excluded:
 :func:`voxel_stats` flags them in ``valid``, counts them in ``n_invalid`` and gives them neutral values
-(r = 0, p = q = 1, bin = -1), so no output the dashboard reads ever holds NaN.
+(r = 0, p = q = 1, bin = -1). The one output that holds NaN is ``r_norm``, where the noise ceiling is
+unreliable (``ceiling_valid`` False). docs/inference.md says what each rule assumes and resamples.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import numpy as np
 from scipy import special
 
+from core import autocorr
 from core._validation import InputError, check_ndim
 from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, RULES, BinScheme
 
@@ -19,6 +21,8 @@ from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, RULES, BinSche
 # dashboard calls significance_mask / correlation_bins and its workers should not load torch (~300 MB RSS).
 
 __all__ = [
+    "ALTERNATIVES",
+    "CEILING_MIN_EV",
     "block_permutation_p",
     "correlation_bins",
     "fdr_bh",
@@ -28,6 +32,12 @@ __all__ = [
     "significance_mask",
     "voxel_stats",
 ]
+
+#: Alternatives of the tests: "two-sided" (|r|; the study's) or "greater" (r > 0: encoding is about positive
+#: prediction).
+ALTERNATIVES = ("two-sided", "greater")
+#: Default least explainable variance (bias-corrected, :func:`noise_ceiling`) for a reliable noise ceiling.
+CEILING_MIN_EV = 0.1
 
 _CHUNK = 8192  # voxels per chunk for the float64 passes over (n_samples, n_voxels) arrays
 
@@ -129,11 +139,20 @@ def pearson_r(pred, Y) -> np.ndarray:
     return r
 
 
-def pvalues_t(r, n_samples: int) -> np.ndarray:
-    """Two-sided p-value of Pearson r under H0: rho = 0 (t distribution with n - 2 degrees of freedom).
+def _check_alternative(alternative, source: str) -> str:
+    if alternative not in ALTERNATIVES:
+        raise InputError(f"expected alternative 'two-sided' (the study's) or 'greater' (r > 0), found "
+                         f"{alternative!r}", source=source, field="alternative")
+    return alternative
 
-    With t = r sqrt(df / (1 - r^2)), the two-sided p is the regularised incomplete beta function
-    I_{1 - r^2}(df / 2, 1 / 2); computing it this way stays accurate for |r| close to 1.
+
+def pvalues_t(r, n_samples: int, alternative: str = "two-sided") -> np.ndarray:
+    """p-value of Pearson r under H0: rho = 0 (t distribution with n - 2 degrees of freedom).
+
+    Assumes independent samples (no autocorrelation in at least one of the two series) and normal errors;
+    :func:`core.autocorr.effective_n` says how far time series are from that. With t = r sqrt(df / (1 - r^2)),
+    the two-sided p is the regularised incomplete beta function I_{1 - r^2}(df / 2, 1 / 2); computing it this
+    way stays accurate for |r| close to 1.
 
     Parameters
     ----------
@@ -141,6 +160,8 @@ def pvalues_t(r, n_samples: int) -> np.ndarray:
         Correlations; NaN stays NaN.
     n_samples : int
         Number of samples each r was computed from (>= 3).
+    alternative : {"two-sided", "greater"}
+        "two-sided": P(|R| >= |r|) (the study's); "greater": P(R >= r), the test of positive prediction.
 
     Returns
     -------
@@ -149,10 +170,15 @@ def pvalues_t(r, n_samples: int) -> np.ndarray:
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 3:
         raise InputError(f"expected an integer number of samples >= 3, found {n_samples!r}", source="pvalues_t",
                          field="n_samples")
+    _check_alternative(alternative, "pvalues_t")
     r = np.asarray(r, dtype=np.float64)
     df = n_samples - 2
     a = np.clip(np.abs(r), 0.0, 1.0)
-    return np.clip(special.betainc(df / 2.0, 0.5, (1.0 - a) * (1.0 + a)), 0.0, 1.0)
+    two = np.clip(special.betainc(df / 2.0, 0.5, (1.0 - a) * (1.0 + a)), 0.0, 1.0)
+    if alternative == "two-sided":
+        return two
+    # The t distribution is symmetric: the upper tail is half the two-sided p for r >= 0.
+    return np.where(r >= 0, two / 2.0, 1.0 - two / 2.0)
 
 
 def fdr_bh(p) -> np.ndarray:
@@ -200,16 +226,22 @@ def _zscore64(a: "torch.Tensor") -> "torch.Tensor":
 
 
 def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: int = 0, device="cpu",
-                        memory_budget_gb: float = 0.5) -> np.ndarray:
-    """Two-sided p-value of Pearson r by permuting blocks of the measured series.
+                        alternative: str = "two-sided", memory_budget_gb: float = 0.5) -> np.ndarray:
+    """p-value of Pearson r by shuffling blocks of the predicted series against the measured series.
 
-    fMRI noise is autocorrelated, so neighbouring samples are not exchangeable and the parametric t-test is
-    anti-conservative. Permuting whole blocks of ``block`` consecutive samples keeps the autocorrelation
-    within blocks; the test is calibrated when the autocorrelation has died out within about one block.
-    The same permutations are used for every voxel. The last ``n_samples % block`` samples stay in place.
+    fMRI noise and movie features are autocorrelated, so neighbouring samples are not exchangeable and the
+    parametric t-test is anti-conservative. The series are cut into ``n_samples // block`` blocks of ``block``
+    consecutive samples; a permutation reorders the predicted blocks against the measured ones, which keeps the
+    autocorrelation of both series within blocks and breaks their alignment. Blocks are shuffled rather than
+    circularly shifted: n samples have only n - 1 circular shifts (p >= 1 / n, too coarse for p <= 0.01 under
+    BH at 200 test samples), while b blocks have b! orders. The test assumes blocks that are exchangeable under
+    H0 (stationary series whose lag products have died out within about a block; the lag products across block
+    boundaries are what it misses, see :func:`core.autocorr.perm_variance_coverage`). The same permutations
+    serve every voxel. The last ``n_samples % block`` samples stay in place.
 
-    The block cross-products ``M[i, j] = sum_s pred[i*block + s] Y[j*block + s]`` are formed once per voxel;
-    each permutation pi then costs only ``sum_i M[i, pi(i)]``.
+    The block cross-products ``M[i, j] = sum_s pred[i*block + s] Y[j*block + s]`` (z-scored series) are formed
+    once per voxel; each permutation pi then costs only ``sum_i M[i, pi(i)]``, i.e. pred block i is paired with
+    measured block pi(i) (the same null as moving pred block pi^-1(i) to position i).
 
     Parameters
     ----------
@@ -222,18 +254,21 @@ def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: i
     block : int
         Block length in samples (at least 2 full blocks are needed).
     seed : int
-        Seed of the permutations (``torch.Generator`` on CPU, identical on every device).
+        Seed of the permutations (``torch.randperm`` with a CPU ``torch.Generator``, identical on every device).
     device : str or torch.device
         Where the work runs.
+    alternative : {"two-sided", "greater"}
+        Statistic |r| or r.
     memory_budget_gb : float
         Working memory for the per-voxel block cross-products.
 
     Returns
     -------
     p : ndarray of shape (n_voxels,), float64
-        ``(1 + #{|r_perm| >= |r_obs|}) / (1 + n_perm)``; NaN where r is undefined.
+        ``(1 + #{stat_perm >= stat_obs}) / (1 + n_perm)`` (stat = |r| or r); NaN where r is undefined.
     """
     pred, Y = _pair(pred, Y, "block_permutation_p")
+    _check_alternative(alternative, "block_permutation_p")
     for name, value in (("n_perm", n_perm), ("block", block)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"expected a positive integer, found {value!r}", source="block_permutation_p",
@@ -249,13 +284,20 @@ def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: i
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(seed))
     perms = torch.stack([torch.randperm(n_blocks, generator=gen) for _ in range(n_perm)])
-    flat = (torch.arange(n_blocks) * n_blocks + perms).to(dev)  # (n_perm, n_blocks) indices into M
+    # Permutation p as a row of 0/1 over the n_blocks^2 cross-products: all permutations' sums are one matrix
+    # product with M (BLAS, ~10x faster on the CPU than gathering the entries, and exact in float64).
+    onehot = torch.zeros((n_perm, n_blocks * n_blocks), dtype=torch.float64)
+    onehot.scatter_(1, torch.arange(n_blocks) * n_blocks + perms, 1.0)
+    onehot = onehot.to(dev)
+    stat = (lambda x: x.abs()) if alternative == "two-sided" else (lambda x: x)
 
     full = n_blocks * block
     budget = memory_budget_gb * 1024 ** 3
-    v_chunk = max(1, int(budget // (8 * n_blocks * n_blocks * 2)))
+    # Per voxel: its n_blocks^2 cross-products and its n_perm permuted sums (float64).
+    v_chunk = max(1, int(budget // (8 * (n_blocks * n_blocks + n_perm + 2 * n))))
     p_out = np.full(n_voxels, np.nan)
     defined = _defined(pred) & _defined(Y)
+    diagonal = torch.arange(n_blocks, device=dev) * (n_blocks + 1)
     for start in range(0, n_voxels, v_chunk):
         cols = np.arange(start, min(start + v_chunk, n_voxels))
         cols = cols[defined[cols]]
@@ -267,16 +309,13 @@ def block_permutation_p(pred, Y, *, n_perm: int = 1000, block: int = 10, seed: i
         bp = zp[:full].reshape(n_blocks, block, -1).permute(2, 0, 1)   # (v, n_blocks, block)
         by = zy[:full].reshape(n_blocks, block, -1).permute(2, 1, 0)   # (v, block, n_blocks)
         M = torch.bmm(bp, by).reshape(cols.size, -1).T.contiguous()    # (n_blocks^2, v)
-        del bp, by
-        r_obs = (M[torch.arange(n_blocks, device=dev) * (n_blocks + 1)].sum(0) + tail) / n
-        exceed = torch.zeros(cols.size, dtype=torch.int64, device=dev)
+        del bp, by, zp, zy
+        r_obs = (M[diagonal].sum(0) + tail) / n
         # Count ties as exceedances (conservative); the tolerance absorbs summation-order rounding.
-        threshold = r_obs.abs() - 1e-12
-        p_chunk = max(1, int(budget // (8 * n_blocks * cols.size)))
-        for ps in range(0, n_perm, p_chunk):
-            idx = flat[ps:ps + p_chunk]
-            r_perm = (M[idx.reshape(-1)].reshape(idx.shape[0], n_blocks, -1).sum(1) + tail) / n
-            exceed += (r_perm.abs() >= threshold).sum(0)
+        threshold = stat(r_obs) - 1e-12
+        r_perm = (onehot @ M + tail) / n                                # (n_perm, v)
+        exceed = (stat(r_perm) >= threshold).sum(0)
+        del M, r_perm
         p_out[cols] = ((exceed + 1).double() / (n_perm + 1)).cpu().numpy()
     return p_out
 
@@ -410,9 +449,9 @@ def correlation_bins(r, significant, edges=DEFAULT_BINS.edges) -> np.ndarray:
 
 
 def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEFAULT_BINS.edges,
-                Y_test_repeats=None, ceiling: dict | None = None, n_perm: int = 0, block: int = 10, seed: int = 0,
-                device="cpu") -> dict:
-    """Every per-voxel statistic the results store and the dashboard need, with no NaN in the outputs.
+                Y_test_repeats=None, ceiling: dict | None = None, n_perm: int = 0, block: int = 0, seed: int = 0,
+                alternative: str = "two-sided", ceiling_min_ev: float = CEILING_MIN_EV, device="cpu") -> dict:
+    """Every per-voxel statistic the results store and the dashboard need.
 
     Parameters
     ----------
@@ -421,8 +460,9 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEF
     Y_test : array of shape (n_test, n_voxels)
         Measured test responses (the repeat average when there are repeats).
     rule : {"p", "q", "perm"}
-        Significance: "p" = parametric p <= level uncorrected (the study), "q" = BH q <= level,
-        "perm" = block-permutation p <= level (needs ``n_perm > 0``).
+        Significance: "p" = t-test p <= level uncorrected (the study's rule, with ``alternative="two-sided"``
+        and level 0.01), "q" = BH q of the t-test p <= level, "perm" = BH q of the block-permutation p <= level
+        (needs ``n_perm > 0``).
     level : float
         Significance level in (0, 1).
     edges : sequence of float or core.vocabulary.BinScheme
@@ -435,48 +475,100 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEF
         Used instead of ``Y_test_repeats``.
     n_perm : int
         Number of block permutations (0 = no permutation test).
-    block, seed : int
-        Block length and seed of the permutation test.
+    block : int
+        Block length of the permutation test; 0 = automatic (:func:`core.autocorr.choose_block_length`).
+    seed : int
+        Seed of the permutations.
+    alternative : {"two-sided", "greater"}
+        Of every p (t-test and permutation).
+    ceiling_min_ev : float
+        Least explainable variance for a reliable noise ceiling (see ``ceiling_valid``).
     device : str or torch.device
         Where the permutation test runs.
 
     Returns
     -------
     stats : dict
-        Arrays of shape (n_voxels,): ``r`` (float64), ``p`` (parametric, float64), ``q`` (BH over the valid
-        voxels), ``significant`` (bool), ``bin`` (int8), ``valid`` (bool); with ``n_perm > 0`` also ``p_perm``
-        and ``q_perm``; with repeats ``ev``, ``cc_max`` (0 where undefined), ``r_norm`` = r / cc_max (0 where
-        undefined) and ``ceiling_valid`` (bool). Scalars: ``n_voxels``, ``n_invalid``, ``n_significant``,
-        ``rule``, ``level``, ``edges``. Invalid voxels (undefined r) get r = 0, p = q = 1, significant False,
-        bin -1.
+        Arrays of shape (n_voxels,): ``r`` (float64), ``p`` (t-test, float64), ``q`` (BH over the valid voxels),
+        ``significant`` (bool: passes the rule with r > 0, the positive predictions that count as encoded),
+        ``significant_negative`` (bool: passes the rule with r < 0, its own category), ``bin`` (int8; -2 for
+        significant r below the first edge), ``valid`` (bool), ``n_eff`` (Bayley-Hammersley effective samples,
+        0 where invalid); with ``n_perm > 0`` also ``p_perm`` and ``q_perm``; with repeats ``ev``, ``cc_max``
+        (0 where undefined), ``r_norm`` = r / cc_max, unclipped, NaN where ``ceiling_valid`` is False, and
+        ``ceiling_valid`` (bool: r valid, cc_max defined and ev >= ceiling_min_ev). Scalars and dicts:
+        ``n_voxels``, ``n_invalid``, ``n_significant``, ``n_significant_negative``, ``rule``, ``alternative``,
+        ``level``, ``edges``, ``autocorrelation`` (median N_eff, the t-test's implied false-positive rate, the
+        pooled lag products), ``block_length`` / ``block`` (the permutation block and how it was chosen, with
+        permutations) and ``warnings`` (list of str). Invalid voxels (undefined r) get r = 0, p = q = 1,
+        significant False, bin -1.
     """
     if rule not in RULES:
         raise InputError(f"expected rule 'p' (uncorrected), 'q' (FDR) or 'perm' (block permutation), "
                          f"found {rule!r}", source="voxel_stats", field="rule")
     level = _check_level(level)
     e = _check_edges(edges)
+    _check_alternative(alternative, "voxel_stats")
     if rule == "perm" and not n_perm:
         raise InputError("rule 'perm' needs permutations; set n_perm > 0 (e.g. 1000)", source="voxel_stats",
                          field="n_perm")
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 0:
+        raise InputError(f"expected a block length >= 0 (0 = automatic), found {block!r}", source="voxel_stats",
+                         field="block")
     pred, Y_test = _pair(pred, Y_test, "voxel_stats")
     n, n_voxels = Y_test.shape
 
     r = pearson_r(pred, Y_test)
     valid = np.isfinite(r)
-    p = pvalues_t(r, n)
+    p = pvalues_t(r, n, alternative)
     q = fdr_bh(p)
     out = {"r": np.where(valid, r, 0.0), "p": np.where(valid, p, 1.0), "q": np.where(valid, q, 1.0)}
+    diag = autocorr.series_autocorrelation(pred, Y_test, valid)
+    out["n_eff"] = np.where(valid, diag["n_eff"], 0.0)
+    warnings: list[str] = []
+    ac = _autocorrelation_summary(diag, n, level, alternative, valid)
+    if rule in ("p", "q") and (ac["implied_fpr"] or 0.0) > autocorr.WARN_FPR_RATIO * level:
+        warnings.append(
+            f"the t-test is anti-conservative here: the residual and predicted series are autocorrelated "
+            f"(median lag-1 autocorrelation {ac['rho1_resid']:.2f} and {ac['rho1_pred']:.2f}), median effective "
+            f"samples N_eff = {ac['median_n_eff']:.0f} of N = {n}, so p <= {level:g} holds for about "
+            f"{ac['implied_fpr']:.3f} of null voxels, not {level:g} ({ac['implied_fpr'] / level:.1f}x); "
+            "use stats.rule = \"perm\" (block permutation)")
+    extra: dict = {}
     if n_perm:
-        p_perm = block_permutation_p(pred, Y_test, n_perm=n_perm, block=block, seed=seed, device=device)
+        choice = autocorr.choose_block_length(diag["pooled_products"], n)
+        if block:
+            choice = {"block": int(block), "n_blocks": int(n // block), "rule": "stats.block_length",
+                      "coverage": round(autocorr.perm_variance_coverage(diag["pooled_products"], block), 4),
+                      "limited": False}
+        else:
+            choice["rule"] = (f"auto: shortest block keeping >= {autocorr.BLOCK_COVERAGE:g} of r's null variance, "
+                              f"{autocorr.MIN_BLOCKS}-{autocorr.MAX_BLOCKS} blocks")
+            if choice["limited"]:
+                warnings.append(
+                    f"{n} test samples are too few for this autocorrelation: the longest allowed block "
+                    f"({choice['block']} samples, {choice['n_blocks']} blocks) keeps only {choice['coverage']:.2f} "
+                    "of r's null variance, so the permutation p is somewhat anti-conservative")
+        p_perm = block_permutation_p(pred, Y_test, n_perm=n_perm, block=choice["block"], seed=seed, device=device,
+                                     alternative=alternative)
         out["p_perm"] = np.where(valid, p_perm, 1.0)
         out["q_perm"] = np.where(valid, fdr_bh(np.where(valid, p_perm, np.nan)), 1.0)
+        extra = {"block_length": choice["block"], "block": choice, "n_permutations": int(n_perm)}
+        if rule == "perm":
+            # BH rejects k voxels only where p_(k) <= level k / m; at p's floor 1 / (n_perm + 1) that needs
+            # k >= m / (level (n_perm + 1)) voxels.
+            need = int(np.ceil(valid.sum() / (level * (n_perm + 1))))
+            if need > 0.1 * valid.sum():
+                warnings.append(f"{n_perm} permutations give p >= {1 / (n_perm + 1):.2g}: BH at q <= {level:g} "
+                                f"can only admit voxels when at least {need} are that extreme; raise "
+                                "stats.n_permutations")
     if rule == "perm":
-        significant = significance_mask(out["p_perm"], rule="p", level=level)
+        passes = significance_mask(out["q_perm"], rule="p", level=level)
     else:
-        significant = significance_mask(out["p"], out["q"], rule=rule, level=level)
-    significant &= valid
-    out["significant"] = significant
-    out["bin"] = correlation_bins(out["r"], significant, e)
+        passes = significance_mask(out["p"], out["q"], rule=rule, level=level)
+    passes &= valid
+    out["significant"] = passes & (out["r"] > 0)
+    out["significant_negative"] = passes & (out["r"] < 0)
+    out["bin"] = correlation_bins(out["r"], passes, e)
     out["valid"] = valid
 
     if ceiling is None and Y_test_repeats is not None:
@@ -489,12 +581,31 @@ def voxel_stats(pred, Y_test, *, rule: str = "p", level: float = 0.01, edges=DEF
         if np.shape(ceiling.get("cc_max")) != (n_voxels,) or np.shape(ceiling.get("ev")) != (n_voxels,):
             raise InputError(f"expected noise_ceiling() output for {n_voxels} voxels, found 'cc_max' of shape "
                              f"{np.shape(ceiling.get('cc_max'))}", source="voxel_stats", field="ceiling")
-        ok = np.isfinite(ceiling["cc_max"]) & valid
+        defined = np.isfinite(ceiling["cc_max"]) & valid
+        with np.errstate(invalid="ignore"):
+            ok = defined & (np.nan_to_num(ceiling["ev"], nan=-np.inf) >= ceiling_min_ev)
         out["ev"] = np.nan_to_num(ceiling["ev"], nan=0.0)
-        out["cc_max"] = np.where(ok, ceiling["cc_max"], 0.0)
-        out["r_norm"] = np.where(ok, out["r"] / np.where(ok, ceiling["cc_max"], 1.0), 0.0)
+        out["cc_max"] = np.where(defined, ceiling["cc_max"], 0.0)
+        out["r_norm"] = np.where(ok, out["r"] / np.where(ok, ceiling["cc_max"], 1.0), np.nan)
         out["ceiling_valid"] = ok
+        extra["ceiling"] = {"min_ev": float(ceiling_min_ev), "n_valid": int(ok.sum()),
+                            "n_repeats": int(ceiling.get("n_repeats", 0))}
 
-    out.update(n_voxels=int(n_voxels), n_invalid=int((~valid).sum()), n_significant=int(significant.sum()),
-               rule=rule, level=level, edges=[float(x) for x in e])
+    out.update(n_voxels=int(n_voxels), n_invalid=int((~valid).sum()), n_significant=int(out["significant"].sum()),
+               n_significant_negative=int(out["significant_negative"].sum()), rule=rule, alternative=alternative,
+               level=level, edges=[float(x) for x in e], autocorrelation=ac, warnings=warnings, **extra)
     return out
+
+
+def _autocorrelation_summary(diag: dict, n: int, level: float, alternative: str, valid: np.ndarray) -> dict:
+    """The JSON-able part of :func:`core.autocorr.series_autocorrelation` and the t-test's implied rate."""
+    def num(x, digits):  # None, not NaN, in JSON (summary.json is read by browsers' JSON.parse)
+        return round(float(x), digits) if np.isfinite(x) else None
+    n_eff = diag["n_eff"][valid & np.isfinite(diag["n_eff"])]
+    if n_eff.size == 0:
+        return {"n": int(n), "median_n_eff": None, "implied_fpr": None, "nominal": level, "rho1_pred": None,
+                "rho1_resid": None, "n_lags": diag["n_lags"]}
+    fpr = float(np.mean(autocorr.implied_fpr(n_eff, n, level, alternative)))
+    return {"n": int(n), "median_n_eff": num(np.median(n_eff), 2), "nominal": level, "implied_fpr": num(fpr, 5),
+            "rho1_pred": num(diag["rho1_pred"], 4), "rho1_resid": num(diag["rho1_resid"], 4),
+            "n_lags": diag["n_lags"], "pooled_products": [num(x, 5) for x in diag["pooled_products"][:20]]}

@@ -30,7 +30,7 @@ CONDITIONS = ("off", "on", "uniform")
 PAIR = ("off", "on")
 CONDITION_LABELS = {"off": "attention off", "on": "attention on", "uniform": "uniform gain"}
 
-#: Significance rules: uncorrected p (the study's), BH-FDR q, and block-permutation p.
+#: Significance rules: t-test p uncorrected (the study's), BH-FDR q of the t-test p, BH-FDR q of the block-permutation p.
 RULES = ("p", "q", "perm")
 RULE_LABELS = {"p": "p (uncorrected)", "q": "q (FDR)", "perm": "permutation p"}
 

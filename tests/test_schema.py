@@ -118,7 +118,8 @@ def test_dimensions_come_from_the_entries_a_stage_read(tmp_path):
 def test_optional_arrays_come_together():
     known = {"n_voxels": 3}
     found = {name("stats", f, "on"): ((3,), dt) for f, dt in
-             (("r", "f8"), ("p", "f8"), ("q", "f8"), ("significant", "?"), ("bin", "i1"), ("valid", "?"))}
+             (("r", "f8"), ("p", "f8"), ("q", "f8"), ("significant", "?"), ("significant_negative", "?"),
+              ("n_eff", "f8"), ("bin", "i1"), ("valid", "?"))}
     SCHEMA.check("stats", found, known=known, conditions=["on"])
     with pytest.raises(SchemaError, match=r"array 'ev_on': missing although r_norm_on is present: they come together "
                                           r"\(with test repeats"):

@@ -220,8 +220,10 @@ def test_voxel_stats_excludes_and_counts_invalid_voxels(rng):
     invalid = [3, 7, 11, 13]
     assert st["n_invalid"] == 4 and np.flatnonzero(~st["valid"]).tolist() == invalid
     for key, value in st.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and key != "r_norm":
             assert np.all(np.isfinite(value)), key
+    # r_norm alone is NaN, exactly where the ceiling is unreliable.
+    np.testing.assert_array_equal(np.isnan(st["r_norm"]), ~st["ceiling_valid"])
     assert np.all(st["r"][invalid] == 0) and np.all(st["p"][invalid] == 1) and np.all(st["q"][invalid] == 1)
     assert np.all(st["bin"][invalid] == NS_CODE) and not st["significant"][invalid].any()
     ok = st["valid"]
@@ -230,8 +232,12 @@ def test_voxel_stats_excludes_and_counts_invalid_voxels(rng):
     np.testing.assert_allclose(st["p"][ok], [x.pvalue for x in ref], rtol=1e-6)
     # q over the tested (valid) voxels only.
     np.testing.assert_allclose(st["q"][ok], scipy.stats.false_discovery_control(st["p"][ok]), rtol=1e-12)
-    assert st["n_significant"] == int(np.sum(st["p"][ok] <= 0.01))
-    np.testing.assert_array_equal(st["bin"], correlation_bins(st["r"], st["significant"]))
+    passes = ok & (st["p"] <= 0.01)
+    # Significance counts positive predictions; significant negative r is its own category.
+    assert st["n_significant"] == int(np.sum(passes & (st["r"] > 0))) > 0
+    assert st["n_significant_negative"] == int(np.sum(passes & (st["r"] < 0))) > 0
+    np.testing.assert_array_equal(st["bin"], correlation_bins(st["r"], passes))
+    assert np.all(st["bin"][st["significant_negative"]] == NEGATIVE_CODE)
     for key in ("p_perm", "q_perm", "ev", "cc_max", "r_norm", "ceiling_valid"):
         assert st[key].shape == (v,), key
 
@@ -252,11 +258,13 @@ def test_voxel_stats_rules_change_significance(rng):
     pred, Y = _correlated(rng, 80, 400, rho_max=0.5)
     by_p = voxel_stats(pred, Y, rule="p", level=0.01)
     by_q = voxel_stats(pred, Y, rule="q", level=0.01)
-    by_perm = voxel_stats(pred, Y, rule="perm", level=0.01, n_perm=200, block=4)
-    np.testing.assert_array_equal(by_q["significant"], by_q["q"] <= 0.01)
-    np.testing.assert_array_equal(by_perm["significant"], by_perm["p_perm"] <= 0.01)
+    by_perm = voxel_stats(pred, Y, rule="perm", level=0.01, n_perm=2000, block=4)
+    # "perm" thresholds the BH q of the permutation p; "significant" keeps the positive r.
+    np.testing.assert_array_equal(by_perm["significant"], (by_perm["q_perm"] <= 0.01) & (by_perm["r"] > 0))
+    np.testing.assert_array_equal(by_q["significant"], (by_q["q"] <= 0.01) & (by_q["r"] > 0))
     # BH never admits a voxel the uncorrected rule rejects at the same level.
     assert np.all(by_p["significant"] | ~by_q["significant"]) and by_q["n_significant"] < by_p["n_significant"]
+    assert by_perm["n_significant"] > 0
 
 
 @pytest.mark.parametrize("call, match", [

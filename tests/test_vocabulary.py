@@ -191,10 +191,11 @@ def test_custom_edges_reach_the_stats_and_summary(custom_run):
     assert res.config["stats"]["bin_edges"] == list(CUSTOM)
     st = res.stage("stats").arrays
     for m in res.conditions:
-        r, sig, bins = (np.asarray(st[f"{k}_{m}"]) for k in ("r", "significant", "bin"))
-        # Reference binning by counting the custom edges at or below r.
+        r, sig, neg, bins = (np.asarray(st[f"{k}_{m}"]) for k in ("r", "significant", "significant_negative", "bin"))
+        # Reference binning by counting the custom edges at or below r, over every voxel passing the rule
+        # (significant: r > 0; significant_negative: r < 0).
         k = (np.asarray(CUSTOM)[None, :] <= r[:, None]).sum(1) - 1
-        np.testing.assert_array_equal(bins, np.where(sig, np.where(k < 0, -2, k), -1))
+        np.testing.assert_array_equal(bins, np.where(sig | neg, np.where(k < 0, -2, k), -1))
         counts = res.summary["conditions"][m]["bins"]
         assert list(counts) == CUSTOM_LABELS
         assert [counts[lab] for lab in CUSTOM_LABELS] == [int((bins == c).sum()) for c in range(4)]

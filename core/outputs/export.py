@@ -55,14 +55,15 @@ _COLUMNS = {
     "flat_x, flat_y": "flatmap position (pycortex flat-surface units)",
     "unmapped": "True where no surface vertex falls in the voxel (nearest vertex used)",
     "r_{m}": "Pearson r of the predicted and measured test series",
-    "p_{m}": "two-sided p of r (t-test)",
+    "p_{m}": "p of r (t-test with n - 2 df; two-sided unless the run's stats.alternative is 'greater')",
     "q_{m}": "Benjamini-Hochberg FDR q of p",
-    "significant_{m}": "significant under the run's rule and level",
+    "significant_{m}": "significant under the run's rule and level with r > 0 (significant negative r: bin -2)",
 }
 _COLUMNS_AFTER_BIN = {
     "alpha_{m}": "ridge penalty chosen by cross-validation",
-    "cv_{m}": "cross-validated r at that penalty",
-    "r_norm_{m}": "r divided by the noise ceiling (runs with test repeats)",
+    "cv_{m}": "cross-validated R^2 at that penalty (1 - SSE / SST per validation fold, mean over folds; not r)",
+    "r_norm_{m}": "r divided by the noise ceiling, unclipped; empty where the ceiling is unreliable (explainable "
+                  "variance below stats.ceiling_min_ev or undefined; runs with test repeats)",
     "noise_ceiling": "noise ceiling of the voxel's measured test series (runs with test repeats)",
     "delta_r": "r_on - r_off",
 }

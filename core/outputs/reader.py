@@ -100,8 +100,8 @@ class StageArrays:
 
     def stats(self, condition: str) -> dict[str, np.ndarray]:
         """The stats stage's per-voxel arrays of a condition by field: ``r``, ``p``, ``q``, ``significant``,
-        ``bin``, ``valid`` and, where the run has them, ``p_perm``, ``q_perm``, ``ev``, ``cc_max``, ``r_norm``,
-        ``ceiling_valid``; each of shape (n_voxels,)."""
+        ``bin``, ``valid`` and, where the run has them, ``significant_negative``, ``n_eff``, ``p_perm``, ``q_perm``,
+        ``ev``, ``cc_max``, ``r_norm``, ``ceiling_valid``; each of shape (n_voxels,)."""
         return self.condition_arrays("stats", condition)
 
     def geometry(self) -> dict[str, np.ndarray] | None:
@@ -224,7 +224,8 @@ class Results(StageArrays):
 
     @property
     def table(self):
-        """Per-voxel pandas DataFrame: geometry, and r/p/q/significant/bin/alpha/cv per condition."""
+        """Per-voxel pandas DataFrame: geometry, and r/p/q/significant/bin/alpha/cv (fold-mean CV R^2) per
+        condition."""
         if self._table is None:
             import pandas as pd
             # Column names are the CSV's (core.outputs.export.TABLE_COLUMNS), not array names.

@@ -158,7 +158,10 @@ def stage_encoding(ctx: Context):
 
 
 def stage_stats(ctx: Context):
-    """r, p, q, significance and correlation bin per voxel and condition; noise ceiling with repeats."""
+    """r, p, q, significance and correlation bin per voxel and condition; noise ceiling with repeats; the
+    autocorrelation diagnostics (N_eff, the t-test's implied false-positive rate) and their warnings."""
+    import logging
+
     from core.stats import noise_ceiling, voxel_stats
     cfg = ctx.cfg
     responses = load_dataset(cfg, ctx.cache_dir, train=False, verify=False).responses
@@ -166,21 +169,32 @@ def stage_stats(ctx: Context):
     repeats = responses.Y_test_repeats
     # The ceiling depends on the measured responses only: once for all feature sets.
     ceiling = noise_ceiling(repeats) if repeats is not None else None
-    arrays, meta = {}, {"conditions": {}}
+    arrays, meta = {}, {"conditions": {}, "warnings": []}
+    log = logging.getLogger("attnbrain.stats")
     for mode in cfg.features.modes:
         pred = np.asarray(ctx.array("encoding", "pred", mode)).T
         st = voxel_stats(pred, Y_test, rule=cfg.stats.rule, level=cfg.stats.level,
                          edges=tuple(cfg.stats.bin_edges), Y_test_repeats=repeats, ceiling=ceiling,
-                         n_perm=cfg.stats.n_permutations, device=ctx.device)
+                         n_perm=cfg.stats.n_permutations, block=cfg.stats.block_length,
+                         alternative=cfg.stats.alternative, ceiling_min_ev=cfg.stats.ceiling_min_ev,
+                         device=ctx.device)
         for k, v in st.items():
             if isinstance(v, np.ndarray):
                 arrays[schema.name("stats", k, mode)] = v
         meta["conditions"][mode] = {k: v for k, v in st.items() if not isinstance(v, np.ndarray)}
+        for w in st["warnings"]:
+            log.warning("stats, condition %s: %s", mode, w)
+            meta["warnings"].append(f"{mode}: {w}")
     return arrays, meta
 
 
 def _significant(ctx: Context, modes) -> dict[str, np.ndarray]:
-    return {m: np.asarray(ctx.array("stats", "significant", m)) for m in modes}
+    """The voxels significant with r > 0 (core.stats.voxel_stats); with ``rsa.include_negative`` (the study's
+    voxel set: every two-sided p <= 0.01) also those significant with r < 0."""
+    sig = {m: np.asarray(ctx.array("stats", "significant", m)) for m in modes}
+    if ctx.cfg.rsa.include_negative:
+        sig = {m: s | np.asarray(ctx.array("stats", "significant_negative", m)) for m, s in sig.items()}
+    return sig
 
 
 def stage_rsa(ctx: Context):
@@ -190,17 +204,18 @@ def stage_rsa(ctx: Context):
     dset = ctx["dataset"]
     modes = [m for m in PAIR if m in cfg.features.modes]
     sig = _significant(ctx, modes)
+    r = None if cfg.rsa.include_negative else {m: np.asarray(ctx.array("stats", "r", m)) for m in modes}
     valid = np.ones(sig[modes[0]].shape, bool)
     for m in modes:
         valid &= np.asarray(ctx.array("stats", "valid", m))
     arrays, meta = {}, {"conditions": {}}
     shared = None
     if cfg.rsa.voxels != "significant":
-        shared = rsa.select_voxels(sig, rule=cfg.rsa.voxels)
+        shared = rsa.select_voxels(sig, rule=cfg.rsa.voxels, r=r)
         shared = shared[valid[shared]]
     series = {}
     for m in modes:
-        index = shared if shared is not None else rsa.select_voxels(sig, rule="significant", condition=m)
+        index = shared if shared is not None else rsa.select_voxels(sig, rule="significant", condition=m, r=r)
         index = index[valid[index]]
         arrays[schema.name("rsa", "voxels", m)] = index.astype(np.int64)
         if index.size <= cfg.rsa.k:

@@ -13,27 +13,49 @@ from core.config import RunConfig, config_to_dict
 from core.outputs.reader import StageArrays
 from core.vocabulary import NEGATIVE_CODE, PAIR, BinScheme
 
-__all__ = ["condition_summary", "truth_summary", "build_summary", "write_json_atomic"]
+__all__ = ["condition_summary", "stats_summary", "truth_summary", "build_summary", "write_json_atomic"]
 
 
-def condition_summary(r: np.ndarray, significant: np.ndarray, bins: np.ndarray, scheme: BinScheme) -> dict[str, Any]:
-    """Counts of significant voxels, per correlation bin (keyed by the scheme's labels), and their median r."""
+def condition_summary(r: np.ndarray, significant: np.ndarray, bins: np.ndarray, scheme: BinScheme,
+                      significant_negative: np.ndarray | None = None) -> dict[str, Any]:
+    """Counts of significant voxels (positive r: the encoded ones), per correlation bin (keyed by the scheme's
+    labels), their median r, and the significant negative r counted on their own (``n_significant_negative``,
+    from ``significant_negative`` or else the bins' negative code)."""
     out = {"n_significant": int(significant.sum()),
            "bins": {lab: int((bins == code).sum()) for code, lab in zip(scheme.codes, scheme.labels)}}
     if significant.any():
         out["median_r_significant"] = float(np.median(r[significant]))
-    n_neg = int((bins == NEGATIVE_CODE).sum())
-    if n_neg:
-        out["n_significant_negative"] = n_neg
+    neg = significant_negative if significant_negative is not None else (bins == NEGATIVE_CODE) & (r < 0)
+    out["n_significant_negative"] = int(np.sum(neg))
     return out
 
 
-def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null) -> dict[str, Any]:
+def stats_summary(cfg: RunConfig, meta: dict) -> dict[str, Any]:
+    """The ``stats`` block: the rule and its settings, the permutation block used, the autocorrelation
+    diagnostics per condition (median N_eff, the t-test's implied false-positive rate) and the warnings."""
+    st = cfg.stats
+    out: dict[str, Any] = {"rule": st.rule, "alternative": st.alternative, "level": st.level,
+                           "n_permutations": st.n_permutations, "block_length_config": st.block_length,
+                           "autocorrelation": {}, "warnings": list(meta.get("warnings", []))}
+    for mode, c in meta.get("conditions", {}).items():
+        if "autocorrelation" in c:
+            ac = {k: v for k, v in c["autocorrelation"].items() if k != "pooled_products"}
+            out["autocorrelation"][mode] = ac
+        if "block" in c:
+            out.setdefault("block", {})[mode] = c["block"]
+            out.setdefault("block_length", {})[mode] = c["block_length"]
+        if "ceiling" in c:
+            out["ceiling"] = c["ceiling"]
+    return out
+
+
+def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null, p_perm_on=None) -> dict[str, Any]:
     """Recovery of the planted truth.
 
     ``dominant_recovery``: among non-null voxels significant in either condition, the fraction where the
     condition with the higher r is the planted dominant one. ``null_fpr_p01``: fraction of null voxels with
-    p <= 0.01 in the ``on`` condition.
+    t-test p <= 0.01 in the ``on`` condition; ``null_fpr_perm_p01`` the same for the block-permutation p (runs
+    with permutations).
     """
     considered = (~null) & (sig_on | sig_off)
     out: dict[str, Any] = {"n_null": int(null.sum()), "n_considered_dominance": int(considered.sum())}
@@ -41,6 +63,8 @@ def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null) -> dict
         out["dominant_recovery"] = float(np.mean((r_on > r_off)[considered] == dominant_on[considered]))
     if null.any():
         out["null_fpr_p01"] = float(np.mean(p_on[null] <= 0.01))
+        if p_perm_on is not None:
+            out["null_fpr_perm_p01"] = float(np.mean(p_perm_on[null] <= 0.01))
     return out
 
 
@@ -66,19 +90,22 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
         conds = {}
         for mode in cfg.features.modes:
             a = run.stats(mode)
+            neg = np.asarray(a["significant_negative"]) if "significant_negative" in a else None
             conds[mode] = condition_summary(np.asarray(a["r"]), np.asarray(a["significant"]), np.asarray(a["bin"]),
-                                            scheme)
+                                            scheme, neg)
             extra = st.meta.get("conditions", {}).get(mode, {})
             if "n_invalid" in extra:
                 conds[mode]["n_invalid"] = extra["n_invalid"]
         summary["conditions"] = conds
+        summary["stats"] = stats_summary(cfg, st.meta)
         truth = run.truth()
         if "truth_null" in truth and set(PAIR) <= set(cfg.features.modes):
             on, off = run.stats("on"), run.stats("off")
             summary["truth"] = truth_summary(
                 np.asarray(on["r"]), np.asarray(off["r"]), np.asarray(on["significant"]),
                 np.asarray(off["significant"]), np.asarray(on["p"]),
-                np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]))
+                np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]),
+                np.asarray(on["p_perm"]) if "p_perm" in on else None)
     if "rsa" in results:
         rs = results["rsa"]
         summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}

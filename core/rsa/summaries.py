@@ -15,13 +15,16 @@ __all__ = ["SELECTION_RULES", "select_voxels", "roi_block_rdm", "knn_jaccard"]
 
 
 def select_voxels(significant: Mapping[str, np.ndarray], rule: str = "union",
-                  condition: str | None = None) -> np.ndarray:
+                  condition: str | None = None, r: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Voxels that enter the RDM of a condition.
+
+    Encoding significance is about positive prediction: a voxel enters for its significant positive r only
+    (the stats stage's ``significant`` is already positive; ``r`` enforces it for any other mask).
 
     Parameters
     ----------
     significant : mapping of str to bool array of shape (n_voxels,)
-        Per condition (e.g. ``{"on": sig_on, "off": sig_off}``), whether each voxel is significant.
+        Per condition (e.g. ``{"on": sig_on, "off": sig_off}``), whether each voxel is significant with r > 0.
     rule : {"union", "significant", "all"}
         ``"union"``: significant in any condition, so all conditions embed the same voxels and can be
         compared point for point (default). ``"significant"``: the voxels significant in ``condition``
@@ -29,6 +32,9 @@ def select_voxels(significant: Mapping[str, np.ndarray], rule: str = "union",
     condition : str, optional
         The condition whose own significant voxels ``rule="significant"`` returns; may be omitted when
         ``significant`` holds a single condition. Ignored by the other rules.
+    r : mapping of str to float array of shape (n_voxels,), optional
+        Per condition, the correlations: a mask entry counts only where r > 0 (significant negative r is its
+        own category and never enters the RDM).
 
     Returns
     -------
@@ -45,6 +51,11 @@ def select_voxels(significant: Mapping[str, np.ndarray], rule: str = "union",
         if mask.dtype != bool:
             raise InputError(f"expected a bool array, found dtype {mask.dtype}; pass e.g. p <= 0.01",
                              source="rsa", field=f"significant[{name!r}]")
+        if r is not None:
+            if name not in r or np.shape(r[name]) != mask.shape:
+                raise InputError(f"expected r for condition {name!r} of shape {mask.shape}, found "
+                                 f"{np.shape(r[name]) if name in r else 'none'}", source="rsa", field="r")
+            mask = mask & (np.asarray(r[name]) > 0)
         masks[name] = mask
     sizes = {m.size for m in masks.values()}
     if len(sizes) > 1:
