@@ -32,7 +32,7 @@ CONDITION_LABELS = {"off": "attention off", "on": "attention on", "uniform": "un
 
 #: Significance rules: t-test p uncorrected (the study's), BH-FDR q of the t-test p, BH-FDR q of the block-permutation p.
 RULES = ("p", "q", "perm")
-RULE_LABELS = {"p": "p (uncorrected)", "q": "q (FDR)", "perm": "permutation p"}
+RULE_LABELS = {"p": "p (uncorrected)", "q": "q (FDR)", "perm": "block-permutation q (FDR)"}
 
 NEGATIVE_CODE = -2
 NS_CODE = -1

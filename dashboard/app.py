@@ -85,6 +85,7 @@ def make_layout(data):
                          *umap_view.umap_panel(data, m, state), *flatmaps.flatmap_panel(data, m, state)],
                         id=ids.cond_col(m), className="cond-col") for m in PAIR]
     notices = [html.P(data.flatmap_reason, className="notice")] if data.flatmap is None else []
+    notices += [w for w in [run_info.inference_warnings(data)] if w is not None]
     controls = html.Div([*filters.filter_controls(data), umap_view.camera_link_control(),
                          presenting.columns_control(), filters.filter_message()], className="controls")
     # The summary and table sit side by side (not in tabs): the r scatter and the table take part in

@@ -279,7 +279,7 @@ class DashboardData:
         cfg_stats = results.config.get("stats", {})
         self.level = float(cfg_stats.get("level", 0.01))
         st = {m: results.stats(m) for m in self.conditions}
-        self.rules = ["p", "q"] + (["perm"] if all("p_perm" in st[m] for m in PAIR) else [])
+        self.rules = ["p", "q"] + (["perm"] if all("q_perm" in st[m] for m in PAIR) else [])
         rule = cfg_stats.get("rule", "p")
         self.default_rule = rule if rule in self.rules else "p"
 
@@ -287,6 +287,7 @@ class DashboardData:
         self.p = {m: np.asarray(st[m]["p"], dtype=np.float64) for m in self.conditions}
         self.q = {m: np.asarray(st[m]["q"], dtype=np.float64) for m in self.conditions}
         self.p_perm = {m: np.asarray(st[m]["p_perm"]) for m in self.conditions if "p_perm" in st[m]}
+        self.q_perm = {m: np.asarray(st[m]["q_perm"]) for m in self.conditions if "q_perm" in st[m]}
         self.valid = {m: (np.asarray(st[m]["valid"], dtype=bool) if "valid" in st[m]
                           else np.isfinite(self.r[m])) for m in self.conditions}
         self.stored_bins = {m: np.asarray(st[m]["bin"], dtype=np.int8) for m in self.conditions}
@@ -402,8 +403,8 @@ class DashboardData:
         key = (condition, rule)
         if key not in self._bins_cache:
             from core.stats import correlation_bins, significance_mask
-            if rule == "perm":
-                sig = significance_mask(self.p_perm[condition], rule="p", level=self.level)
+            if rule == "perm":   # as the stats stage applies it: BH over voxels of the block-permutation p
+                sig = significance_mask(self.q_perm[condition], rule="p", level=self.level)
             elif rule in ("p", "q"):
                 sig = significance_mask(self.p[condition], self.q[condition], rule=rule, level=self.level)
             else:

@@ -33,7 +33,7 @@ def rule_label(data: DashboardData, rule: str, *, study: bool = False) -> str:
     which names the study's rule)."""
     level = f"{data.level:g}"
     p = f"p ≤ {level} uncorrected (the study)" if study else f"p ≤ {level} (uncorrected)"
-    return {"p": p, "q": f"FDR q ≤ {level}", "perm": f"permutation p ≤ {level}"}.get(rule, rule)
+    return {"p": p, "q": f"FDR q ≤ {level}", "perm": f"block-permutation FDR q ≤ {level}"}.get(rule, rule)
 
 
 def filter_controls(data: DashboardData) -> list:

@@ -6,7 +6,7 @@ Ids are plain strings (the clientside JS in ``assets/attnbrain.js`` sets some of
 from __future__ import annotations
 
 __all__ = [
-    "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
+    "INFERENCE_WARNING", "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
     "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
     "SELECTED_SET", "CLEAR_SET", "SET_MSG", "R_SCATTER", "R_SCATTER_SET", "BIN_COUNTS", "ROI_MEANS",
     "ROI_RDM", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE",
@@ -40,6 +40,7 @@ def flat_set(condition: str) -> str:
 
 
 HEADER = "header"
+INFERENCE_WARNING = "inference-warning"
 SEARCH = "voxel-search"
 SEARCH_GO = "voxel-search-go"
 SEARCH_MSG = "voxel-search-msg"

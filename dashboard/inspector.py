@@ -100,7 +100,7 @@ def inspector_children(data: DashboardData, voxel: int | None) -> list:
     if data.alpha:
         rows.append(("ridge alpha", lambda m: f"{float(data.alpha[m][v]):.3g}" if m in data.alpha else "–"))
     if data.cv:
-        rows.append(("CV score", lambda m: _fmt(float(data.cv[m][v])) if m in data.cv else "–"))
+        rows.append(("CV R² (fold mean)", lambda m: _fmt(float(data.cv[m][v])) if m in data.cv else "–"))
     if data.ceiling:
         rows.append(("noise ceiling", lambda m: _fmt(float(data.ceiling[m][v])) if m in data.ceiling else "–"))
     table = html.Table([

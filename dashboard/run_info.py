@@ -8,7 +8,7 @@ from dash import html
 from . import ids
 from .data import DashboardData
 
-__all__ = ["header", "footer"]
+__all__ = ["header", "footer", "inference_warnings"]
 
 
 def header(data: DashboardData, *extra) -> html.Div:
@@ -19,6 +19,16 @@ def header(data: DashboardData, *extra) -> html.Div:
         html.Span("SIMULATED data", className="badge") if data.simulated else None,
         *extra,
     ], id=ids.HEADER, className="header")
+
+
+def inference_warnings(data: DashboardData) -> html.Div | None:
+    """The stats stage's warnings about the run's significance rule (e.g. a t-test made anti-conservative by
+    autocorrelated series, with its effective sample size), shown above the views; None without warnings."""
+    warnings = (data.results.summary.get("stats") or {}).get("warnings") or []
+    if not warnings:
+        return None
+    return html.Div([html.B("Inference warning: "), *[html.P(w) for w in warnings]],
+                    id=ids.INFERENCE_WARNING, className="notice inference-warning")
 
 
 def footer(data: DashboardData) -> html.Footer:

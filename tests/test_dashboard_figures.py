@@ -529,3 +529,41 @@ def test_the_page_takes_its_bins_from_the_run(tmp_path):
     v = rows[0]["voxel"]
     assert data.bin_scheme.label(int(data.stored_bins["on"][v])) in json.dumps(
         json.loads(pj.to_json_plotly(inspector_children(data, v))), ensure_ascii=False)
+
+
+def test_inference_warnings_of_the_run_are_shown(tmp_path):
+    """The stats stage's warnings (summary.json ``stats.warnings``) appear above the views, one line each;
+    a run without warnings shows no notice."""
+    from dashboard import ids
+    from dashboard.app import create_app
+    from dashboard.run_info import inference_warnings
+    out = make_synthetic_results(tmp_path, n_voxels=300, n_test=40, k=6, seed=5, flatmap_height=64)
+    results = open_results(out)
+    assert inference_warnings(create_app(results).attnbrain_data) is None
+    text = "on: the t-test assumes independent samples; median effective N 141 of 600 (implied rate 0.22 at 0.01)"
+    summary = dict(results.summary, stats={"warnings": [text]})
+    (results.run_dir / "summary.json").write_text(json.dumps(summary))
+    app = create_app(open_results(out))
+    tree = json.loads(app.server.test_client().get("/_dash-layout").data.decode())
+    from bench.dashboard import _find as find
+    notice = find(tree, ids.INFERENCE_WARNING)
+    assert notice is not None and text in json.dumps(notice, ensure_ascii=False)
+
+
+def test_permutation_rule_is_the_runs_fdr_of_the_permutation_p(tmp_path):
+    """Rule "perm" in the dashboard marks what the stats stage marks: BH q of the block-permutation p <= level,
+    not the uncorrected permutation p (planted: voxels with p_perm <= level whose q_perm is above it)."""
+    from core.stats import fdr_bh
+    from dashboard.data import DashboardData
+    out = make_synthetic_results(tmp_path, n_voxels=300, n_test=40, k=6, seed=6, flatmap_height=64)
+    data = DashboardData(open_results(out))
+    rng = np.random.default_rng(0)
+    for m in data.conditions:
+        p_perm = np.where(rng.random(data.n_voxels) < 0.2, 1e-4, rng.uniform(0.002, 1, data.n_voxels))
+        data.p_perm[m], data.q_perm[m] = p_perm, fdr_bh(p_perm)
+    data.rules.append("perm")
+    for m in ("off", "on"):
+        sig = data.bins(m, "perm") != -1
+        expected = (data.q_perm[m] <= data.level) & data.valid[m] & (data.r[m] > 0)
+        assert ((data.p_perm[m] <= data.level) & ~(data.q_perm[m] <= data.level)).any()   # the two rules differ
+        np.testing.assert_array_equal(sig & (data.r[m] > 0), expected)

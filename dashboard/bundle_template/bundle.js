@@ -177,7 +177,7 @@
     function filterCaption(scene) {
         var f = scene.filters, doc = state.doc;
         var rule = {p: "p ≤ " + doc.level + " uncorrected", q: "FDR q ≤ " + doc.level,
-                    perm: "permutation p ≤ " + doc.level}[f.rule];
+                    perm: "block-permutation FDR q ≤ " + doc.level}[f.rule];
         var bins = f.bins.map(function (b) { return b === -2 ? "r < 0" : doc.colours.bin_labels[b]; });
         var parts = [rule, "bins " + (bins.length ? bins.join(", ") : "none")];
         if (f.rois.length) parts.push("ROIs " + f.rois.join(", "));
