@@ -88,6 +88,8 @@ class RSAConfig:
     voxels: str = "union"                    # "union" | "significant" | "all"
     n_pairs: int = 1_000_000
     seed: int = 0                            # seed of the voxel-pair sample for the RDM agreement
+    n_boot_samples: int = 200                # test-sample (block) and voxel resamples of the agreement
+    block_length: int = 0                    # test samples per block of those resamples; 0 = from the data
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,10 @@ def _check(cfg: RunConfig) -> RunConfig:
     BinScheme(cfg.stats.bin_edges, field="stats.bin_edges")
     if cfg.rsa.voxels not in ("union", "significant", "all"):
         bad("rsa.voxels", "'union', 'significant' or 'all'", cfg.rsa.voxels)
+    for name in ("n_boot_samples", "block_length"):
+        v = getattr(cfg.rsa, name)
+        if isinstance(v, bool) or v < 0:
+            bad(f"rsa.{name}", "0 or a positive integer", v)
     c = cfg.contrasts
     if isinstance(c.n_boot, bool) or c.n_boot < 1:
         bad("contrasts.n_boot", "a positive integer (e.g. 1000)", c.n_boot)

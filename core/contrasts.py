@@ -31,7 +31,7 @@ __all__ = ["choose_block_length", "block_bootstrap_counts", "paired_contrasts", 
 
 #: The automatic block length is this multiple of the variance-optimal one (Politis & White's optimum minimises
 #: the error of the variance estimate, and undercovers: its bias is what shortens the intervals).
-BLOCK_FACTOR = 2
+BLOCK_FACTOR = 3
 #: Voxels whose bootstrap draws are kept for the intervals of medians over voxels (per group, seeded).
 TRACKED_PER_GROUP = 400
 #: Voxels whose bootstrap draws are kept for the run-wide median's interval.
@@ -59,7 +59,7 @@ def choose_block_length(series, *, max_voxels: int = 2000, seed: int = 0) -> int
     Politis & White (2004, with Patton, Politis & White 2009's correction) for the circular bootstrap of a
     mean, applied to the median autocorrelation over (a seeded subsample of) the columns: the flat-top lag
     window's cut-off ``M = 2 m``, with ``m`` the first lag after which 5 lags in a row stay within
-    0.05 of 0 (the median over many columns is precise); ``G = sum_k λ(k/M) |k| R(k)``, ``g = sum_k λ(k/M) R(k)``,
+    ``2 / sqrt(n)`` of 0; ``G = sum_k λ(k/M) |k| R(k)``, ``g = sum_k λ(k/M) R(k)``,
     ``b = (2 G^2 / ((4/3) g^2))^(1/3) n^(1/3)``, rounded up and clipped to [1, n / 4].
 
     Parameters
@@ -85,9 +85,9 @@ def choose_block_length(series, *, max_voxels: int = 2000, seed: int = 0) -> int
         s = s[:, np.sort(cols)]
     max_lag = min(n // 2, 50)
     acf = _median_acf(s, max_lag)
-    # Politis & White's band 2 sqrt(log10(n) / n) is for one series; the median over hundreds of columns is
-    # far more precise, and a lag correlation of 0.05 moves the variance of a mean by a tenth of that.
-    bound = min(0.05, 2.0 * np.sqrt(np.log10(n) / n))
+    # Politis & White's band is 2 sqrt(log10(n) / n) for one series. The median over many columns is more
+    # precise when they are independent, but voxels share their signal, so no more than the plain 2 / sqrt(n).
+    bound = 2.0 / np.sqrt(n)
     run = 5
     m = max_lag
     for k in range(1, max_lag - run + 2):

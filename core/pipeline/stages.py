@@ -254,8 +254,30 @@ def stage_rsa(ctx: Context):
         on, off = arrays[schema.name("rsa", "knn_idx", "on")], arrays[schema.name("rsa", "knn_idx", "off")]
         arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(on, off)
         meta["agreement"] = rsa.rdm_agreement(series["on"], series["off"], n_pairs=cfg.rsa.n_pairs,
-                                              seed=cfg.rsa.seed, device=ctx.device)
+                                              seed=cfg.rsa.seed, device=ctx.device,
+                                              n_boot_samples=cfg.rsa.n_boot_samples,
+                                              n_boot_voxels=cfg.rsa.n_boot_samples, block_length=cfg.rsa.block_length)
+        meta["agreement"]["reference"] = _rdm_reference(ctx, shared, series)
     return arrays, meta
+
+
+#: Voxel pairs of the RDM agreement's reference scales (bounded at any voxel count).
+REFERENCE_PAIRS = 200_000
+
+
+def _rdm_reference(ctx: Context, voxels: np.ndarray, series: dict) -> dict:
+    """The agreement's reference scales on the shared voxels: uniform vs off, each predicted RDM vs the measured
+    one, and the measured RDM's split-half ceiling (with repeats)."""
+    from core import rsa
+    cfg = ctx.cfg
+    preds = dict(series)
+    if "uniform" in cfg.features.modes:
+        preds["uniform"] = np.asarray(ctx.array("encoding", "pred", "uniform"))[voxels].T
+    measured = np.asarray(ctx.array("encoding", "measured"))[voxels].T
+    repeats = load_dataset(cfg, ctx.cache_dir, train=False, verify=False).responses.Y_test_repeats
+    if repeats is not None:
+        repeats = np.asarray(repeats)[:, :, voxels]
+    return rsa.rdm_reference_scales(preds, measured, repeats, n_pairs=REFERENCE_PAIRS, seed=cfg.rsa.seed)
 
 
 def stage_umap(ctx: Context):

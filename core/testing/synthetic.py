@@ -347,7 +347,13 @@ def _rsa(series: dict, st: dict, geom: dict, *, k: int, rule: str, rng) -> tuple
     arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(arrays[schema.name("rsa", "knn_idx", "on")],
                                                          arrays[schema.name("rsa", "knn_idx", "off")])
     meta["agreement"] = rsa.rdm_agreement(zs["on"], zs["off"], n_pairs=min(200_000, voxels.size * 20),
-                                          n_boot=200, seed=0, device="cpu")
+                                          n_boot=200, seed=0, device="cpu", n_boot_samples=100, n_boot_voxels=100,
+                                          n_pairs_resampled=5000)
+    enc = series["encoding"]
+    preds = {m: np.asarray(enc[schema.name("encoding", "pred", m)])[voxels].T for m in _MODES}
+    meta["agreement"]["reference"] = rsa.rdm_reference_scales(
+        preds, np.asarray(series["measured"])[:, voxels], np.asarray(series["repeats"])[:, :, voxels],
+        n_pairs=20_000, seed=0)
     return arrays, meta
 
 
