@@ -11,9 +11,10 @@ What it assumes: the test samples form a stationary series whose dependence dies
 block length is chosen from the data's autocorrelation unless given); the test conditions on the fitted
 predictions (the ridge fits are not redone). What it resamples: test samples, in blocks.
 
-- Interval: the percentile interval of the bootstrap Δr.
-- p-value for Δr = 0: the bootstrap distribution re-centred on the null,
-  ``p = (1 + #{|Δr_b - Δr| >= |Δr|}) / (1 + n_boot)`` (two-sided; the +1 counts the observed value).
+- p-value for Δr = 0: ``p = 2 t_sf(|Δr| / SE, n/l - 1)``, two-sided, with SE the SD of the bootstrap draws of
+  Δr and n/l the number of blocks: a block-resampled SE comes from about n/l independent blocks and is itself
+  noisy, so the normal reference (a percentile or re-centred tail count) is anti-conservative with long blocks.
+- Interval: ``Δr ± t_{(1+ci)/2, n/l-1} SE`` (it excludes 0 exactly when p < 1 - ci).
 - q: Benjamini-Hochberg over the voxels with a defined Δr, per contrast.
 - Outcome: +1 where q <= level and Δr > 0 (the first condition predicts better), -1 where q <= level and
   Δr < 0, 0 otherwise (no difference detectable at that FDR level).
@@ -26,8 +27,8 @@ from core._validation import InputError, check_positive_int
 from core.stats import fdr_bh
 from core.vocabulary import CONTRASTS
 
-__all__ = ["choose_block_length", "block_bootstrap_counts", "paired_contrasts", "bootstrap_quantiles",
-           "summarise_outcomes"]
+__all__ = ["BLOCK_FACTOR", "choose_block_length", "block_bootstrap_counts", "paired_contrasts",
+           "bootstrap_quantiles", "tracked_voxels", "summarise_outcomes"]
 
 #: The automatic block length is this multiple of the variance-optimal one (Politis & White's optimum minimises
 #: the error of the variance estimate, and undercovers: its bias is what shortens the intervals).
@@ -187,8 +188,8 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
     n_boot : int
         Bootstrap resamples (shared by all voxels and contrasts).
     block_length : int
-        Block length in samples; 0 chooses it with :func:`choose_block_length` from the paired
-        contributions of the first contrast.
+        Block length in samples; 0: :data:`BLOCK_FACTOR` times :func:`choose_block_length` of the first
+        contrast's per-sample contributions to Δr (its influence function), at most n_samples / 4.
     ci : float
         Coverage of the percentile interval.
     level : float

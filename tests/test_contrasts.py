@@ -169,3 +169,36 @@ def test_bad_inputs_are_named():
         paired_contrasts(y, preds, contrasts=["on_uniform"])
     with pytest.raises(InputError, match="block_length"):
         paired_contrasts(y, preds, block_length=150)
+
+
+def test_float32_sums_agree_with_float64():
+    y, preds = _planted(300, noise_on=0.8, noise_off=1.0, seed=18)
+    r64 = paired_contrasts(y, preds, n_boot=200, block_length=5, seed=1, dtype="float64")
+    r32 = paired_contrasts(y, preds, n_boot=200, block_length=5, seed=1)
+    # z-scored series: float32 sums of 200 terms keep r to ~1e-6, so interval ends to 1e-4 and p to 1e-3.
+    for f in ("delta_lo", "delta_hi"):
+        np.testing.assert_allclose(r32[f"{f}_on_off"], r64[f"{f}_on_off"], atol=1e-4)
+    np.testing.assert_allclose(r32["p_on_off"], r64["p_on_off"], atol=1e-3)
+
+
+def test_synthetic_run_holds_the_contrasts_stage(tmp_path):
+    from core.results.reader import open_results
+    from core.testing.synthetic import make_synthetic_results
+    res = open_results(make_synthetic_results(tmp_path, n_voxels=400, n_test=40, with_assets=False,
+                                              with_thumbnails=False))
+    assert res.contrast_names() == list(CONTRASTS)
+    a = res.contrast("on_off")
+    assert set(a) == {"delta", "delta_lo", "delta_hi", "p", "q", "outcome", "valid"}
+    # Stored Δr is the stats stage's r_on - r_off wherever both are valid (float32 storage).
+    on, off = res.stats("on"), res.stats("off")
+    ok = np.asarray(a["valid"])
+    np.testing.assert_allclose(np.asarray(a["delta"])[ok], (np.asarray(on["r"]) - np.asarray(off["r"]))[ok], atol=1e-5)
+    s = res.summary["contrasts"]["on_off"]
+    assert s["n_helped"] + s["n_hurt"] + s["n_no_difference"] == s["n_voxels"] == int(ok.sum())
+    assert s["label"] == "on - off" and len(s["median_delta_ci"]) == 2
+    rois = res.stage("contrasts").meta["contrasts"]["on_off"]["rois"]
+    assert sum(r["n_voxels"] for r in rois.values()) == int(ok.sum())
+    assert {"outcome_on_off", "q_delta_on_off", "delta_lo_uniform_off"} <= set(res.table.columns)
+    agreement = res.stage("rsa").meta["agreement"]
+    assert {"pearson_ci", "pearson_ci_voxels", "pearson_mc_se", "reference"} <= set(agreement)
+    assert 0 < agreement["reference"]["ceiling"]["pearson"] <= 1
