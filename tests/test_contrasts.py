@@ -202,3 +202,15 @@ def test_synthetic_run_holds_the_contrasts_stage(tmp_path):
     agreement = res.stage("rsa").meta["agreement"]
     assert {"pearson_ci", "pearson_ci_voxels", "pearson_mc_se", "reference"} <= set(agreement)
     assert 0 < agreement["reference"]["ceiling"]["pearson"] <= 1
+
+
+@pytest.mark.parametrize("override, field", [({"contrasts": {"n_boot": 0}}, "contrasts.n_boot"),
+                                             ({"contrasts": {"block_length": -1}}, "contrasts.block_length"),
+                                             ({"contrasts": {"level": 1.0}}, "contrasts.level"),
+                                             ({"contrasts": {"ci": 0.0}}, "contrasts.ci"),
+                                             ({"rsa": {"n_boot_samples": -5}}, "rsa.n_boot_samples")])
+def test_config_checks_the_contrast_settings(override, field):
+    from core.config import make_config
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        make_config("demo", override)
+    assert make_config("demo", {"contrasts": {"n_boot": 500, "block_length": 4}}).contrasts.block_length == 4
