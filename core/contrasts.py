@@ -174,7 +174,7 @@ def _check_inputs(measured, preds, source):
 
 def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 1000, block_length: int = 0,
                      ci: float = 0.95, level: float = 0.05, seed: int = 0, chunk: int = 2048,
-                     track: np.ndarray | None = None, dtype: str = "float32") -> dict:
+                     track: np.ndarray | None = None, dtype: str = "float32", device="cpu") -> dict:
     """Block-bootstrap test of r_a - r_b per voxel for each contrast (a, b).
 
     Parameters
@@ -203,6 +203,8 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
         intervals of summaries over voxels.
     dtype : {"float64", "float32"}
         Precision of the resample sums (float32 keeps r to ~1e-6: the series are z-scored first).
+    device : str or torch.device
+        Where the resample sums run (the resamples themselves are drawn on the CPU, identical everywhere).
 
     Returns
     -------
@@ -244,7 +246,10 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
         raise InputError(f"a block of {block_length} samples leaves fewer than 2 blocks in {n} test samples",
                          source="paired_contrasts", field="block_length")
     tdt = torch.float64 if dtype == "float64" else torch.float32
-    W = torch.as_tensor(block_bootstrap_counts(n, int(block_length), n_boot, seed), dtype=tdt)
+    from core.device import resolve_device
+    dev = resolve_device(device)
+    # The resamples are drawn on the CPU (numpy), so they are the same on every device.
+    W = torch.as_tensor(block_bootstrap_counts(n, int(block_length), n_boot, seed), dtype=tdt).to(dev)
     conds = sorted({m for c in contrasts for m in CONTRASTS[c]})
     out: dict = {}
     for c in contrasts:
@@ -267,7 +272,7 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
     for start in range(0, n_vox, chunk):
         stop = min(start + chunk, n_vox)
         zy, oky = _zscore_rows(Y[start:stop])
-        tzy = torch.as_tensor(zy.T.copy(), dtype=tdt)
+        tzy = torch.as_tensor(zy.T.copy(), dtype=tdt).to(dev)
         Sy = W @ tzy
         var_y = (W @ (tzy * tzy)).div_(n).sub_((Sy / n).square())
         inv_sd_y = torch.where(var_y > 0, var_y, torch.nan).rsqrt_()
@@ -276,7 +281,7 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
             zp, okp = _zscore_rows(np.asarray(preds[m])[start:stop])
             ok[m] = oky & okp
             r_obs[m] = (zy * zp).mean(1)
-            r_boot[m] = _boot_r(W, tzy, torch.as_tensor(zp.T.copy(), dtype=tdt), Sy, inv_sd_y, n)
+            r_boot[m] = _boot_r(W, tzy, torch.as_tensor(zp.T.copy(), dtype=tdt).to(dev), Sy, inv_sd_y, n)
         if track is not None:
             sel = np.flatnonzero((track >= start) & (track < stop))
         for c in contrasts:
@@ -300,7 +305,7 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
             out[f"p_{c}"][s] = np.where(valid, np.clip(p, 0.0, 1.0), 1.0)
             out[f"valid_{c}"][s] = valid
             if track is not None and sel.size:
-                out[f"boot_{c}"][:, sel] = db[:, track[sel] - start].cpu().numpy()
+                out[f"boot_{c}"][:, sel] = db[:, torch.as_tensor(track[sel] - start, device=dev)].cpu().numpy()
     for c in contrasts:
         valid = out[f"valid_{c}"]
         q = fdr_bh(np.where(valid, out[f"p_{c}"], np.nan))

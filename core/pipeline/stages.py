@@ -192,7 +192,7 @@ def stage_contrasts(ctx: Context):
     rows, members = tracked_voxels(roi, measured.shape[0], c.seed)
     t0 = time.perf_counter()
     res = paired_contrasts(measured, preds, contrasts=names, n_boot=c.n_boot, block_length=c.block_length,
-                           ci=c.ci, level=c.level, seed=c.seed, track=rows)
+                           ci=c.ci, level=c.level, seed=c.seed, track=rows, device=ctx.device)
     seconds = time.perf_counter() - t0
     arrays = {schema.name("contrasts", f, k): res[f"{f}_{k}"] for k in names
               for f in ("delta", "delta_lo", "delta_hi", "p", "q", "outcome", "valid")}
