@@ -32,7 +32,7 @@ __all__ = ["BLOCK_FACTOR", "choose_block_length", "block_bootstrap_counts", "pai
 
 #: The automatic block length is this multiple of the variance-optimal one (Politis & White's optimum minimises
 #: the error of the variance estimate, and undercovers: its bias is what shortens the intervals).
-BLOCK_FACTOR = 3
+BLOCK_FACTOR = 4
 #: Voxels whose bootstrap draws are kept for the intervals of medians over voxels (per group, seeded).
 TRACKED_PER_GROUP = 400
 #: Voxels whose bootstrap draws are kept for the run-wide median's interval.
