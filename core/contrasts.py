@@ -28,7 +28,7 @@ from core.stats import fdr_bh
 from core.vocabulary import CONTRASTS
 
 __all__ = ["BLOCK_FACTOR", "choose_block_length", "block_bootstrap_counts", "paired_contrasts",
-           "bootstrap_quantiles", "tracked_voxels", "summarise_outcomes"]
+           "tracked_voxels", "summarise_outcomes"]
 
 #: The automatic block length is this multiple of the variance-optimal one (Politis & White's optimum minimises
 #: the error of the variance estimate, and undercovers: its bias is what shortens the intervals).
@@ -321,16 +321,6 @@ def paired_contrasts(measured, preds: dict, *, contrasts=None, n_boot: int = 100
 # Summaries over voxels
 # --------------------------------------------------------------------------------------------------------------
 
-def bootstrap_quantiles(values: np.ndarray, ci: float) -> tuple[float, float]:
-    """The percentile interval of bootstrap draws (NaN draws left out)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (float("nan"), float("nan"))
-    lo, hi = np.quantile(v, [(1 - ci) / 2, (1 + ci) / 2])
-    return (float(lo), float(hi))
-
-
 def tracked_voxels(groups: np.ndarray | None, n_voxels: int, seed: int) -> tuple[np.ndarray, dict]:
     """A seeded subsample of voxels whose bootstrap draws are kept: up to :data:`TRACKED_OVERALL` of all
     voxels, and up to :data:`TRACKED_PER_GROUP` of each group (ROI).
@@ -365,8 +355,8 @@ def summarise_outcomes(res: dict, contrast: str, voxels: np.ndarray, boot_positi
         The voxels summarised (an ROI, or all).
     boot_positions : array of int, optional
         Columns of ``boot_<contrast>`` that hold the subsample of these voxels whose draws were kept: the
-        median's interval is the percentile interval of the per-resample median over them (it resamples test
-        samples; the voxels are fixed).
+        median's interval is ``median ± z SD`` with SD that of the per-resample median over them (it resamples
+        test samples; the voxels are fixed).
     """
     v = np.asarray(voxels)
     valid = res[f"valid_{contrast}"][v]
@@ -382,10 +372,12 @@ def summarise_outcomes(res: dict, contrast: str, voxels: np.ndarray, boot_positi
             rows = res["tracked"][boot_positions]
             keep = res[f"valid_{contrast}"][rows]
             if keep.any():
-                # The spread of the subsample's median over resamples, placed around the median of all voxels.
+                # The SD of the subsample's median over resamples, around the median of all voxels. Not its
+                # percentiles: each resample adds its own noise to every voxel's Δr, and the median of a noisier
+                # mixture (helped voxels among unaffected ones) is shifted, so the percentiles sit off-centre.
+                from scipy.stats import norm
                 med = np.nanmedian(draws[:, keep], axis=1)
-                sub = float(np.median(res[f"delta_{contrast}"][rows[keep]]))
-                lo, hi = bootstrap_quantiles(med, ci)
-                s["median_delta_ci"] = [s["median_delta"] + lo - sub, s["median_delta"] + hi - sub]
+                half = float(norm.ppf((1 + ci) / 2) * np.nanstd(med, ddof=1))
+                s["median_delta_ci"] = [s["median_delta"] - half, s["median_delta"] + half]
                 s["median_delta_ci_voxels"] = int(keep.sum())
     return s
