@@ -18,8 +18,8 @@ from core._validation import InputError
 from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, RULES, BinScheme
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
-           "RSAConfig", "UMAPConfig", "RunConfig", "PRESETS", "USER_DATA_STATS", "make_config", "load_config",
-           "config_hash", "config_to_dict"]
+           "RSAConfig", "ContrastsConfig", "UMAPConfig", "RunConfig", "PRESETS", "USER_DATA_STATS", "make_config",
+           "load_config", "config_hash", "config_to_dict"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,18 @@ class RSAConfig:
     include_negative: bool = False
     n_pairs: int = 1_000_000
     seed: int = 0                            # seed of the voxel-pair sample for the RDM agreement
+    n_boot_samples: int = 200                # test-sample (block) and voxel resamples of the agreement
+    block_length: int = 0                    # test samples per block of those resamples; 0 = from the data
+
+
+@dataclass(frozen=True)
+class ContrastsConfig:
+    """The paired per-voxel tests of r_a - r_b (core.contrasts): circular block bootstrap over test samples."""
+    n_boot: int = 1000                       # bootstrap resamples, shared by every voxel and contrast
+    block_length: int = 0                    # samples per block; 0 = chosen from the data's autocorrelation
+    level: float = 0.05                      # FDR (BH q) level of the helped / hurt outcome
+    ci: float = 0.95                         # coverage of the per-voxel interval of the difference
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class RunConfig:
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)
+    contrasts: ContrastsConfig = field(default_factory=ContrastsConfig)
     umap: UMAPConfig = field(default_factory=UMAPConfig)
 
 
@@ -231,6 +244,18 @@ def _check(cfg: RunConfig) -> RunConfig:
     BinScheme(cfg.stats.bin_edges, field="stats.bin_edges")
     if cfg.rsa.voxels not in ("union", "significant", "all"):
         bad("rsa.voxels", "'union', 'significant' or 'all'", cfg.rsa.voxels)
+    for name in ("n_boot_samples", "block_length"):
+        v = getattr(cfg.rsa, name)
+        if isinstance(v, bool) or v < 0:
+            bad(f"rsa.{name}", "0 or a positive integer", v)
+    c = cfg.contrasts
+    if isinstance(c.n_boot, bool) or c.n_boot < 1:
+        bad("contrasts.n_boot", "a positive integer (e.g. 1000)", c.n_boot)
+    if isinstance(c.block_length, bool) or c.block_length < 0:
+        bad("contrasts.block_length", "0 (auto) or a positive number of samples", c.block_length)
+    for name in ("level", "ci"):
+        if not 0 < getattr(c, name) < 1:
+            bad(f"contrasts.{name}", "a value strictly between 0 and 1", getattr(c, name))
     if cfg.umap.n_neighbors > cfg.rsa.k:
         bad("umap.n_neighbors", f"at most rsa.k = {cfg.rsa.k} (UMAP reads the precomputed kNN graph)",
             cfg.umap.n_neighbors)

@@ -20,7 +20,8 @@ import numpy as np
 from core._validation import InputError
 
 __all__ = [
-    "CONDITIONS", "PAIR", "CONDITION_LABELS", "RULES", "RULE_LABELS", "NEGATIVE_CODE", "NS_CODE", "N_BINS",
+    "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "RULES",
+    "RULE_LABELS", "NEGATIVE_CODE", "NS_CODE", "N_BINS",
     "BIN_COLOURS_RGBA", "NS_RGBA", "NEGATIVE_RGBA", "BinScheme", "DEFAULT_BINS", "rgba_hex", "rgba_css",
 ]
 
@@ -29,6 +30,12 @@ CONDITIONS = ("off", "on", "uniform")
 #: The two conditions compared side by side (left to right) and embedded for RSA / UMAP.
 PAIR = ("off", "on")
 CONDITION_LABELS = {"off": "attention off", "on": "attention on", "uniform": "uniform gain"}
+
+#: Paired contrasts of the per-voxel prediction accuracy: name -> (a, b), the difference r_a - r_b.
+CONTRASTS = {"on_off": ("on", "off"), "on_uniform": ("on", "uniform"), "uniform_off": ("uniform", "off")}
+CONTRAST_LABELS = {name: f"{a} - {b}" for name, (a, b) in CONTRASTS.items()}
+#: Outcome codes of a contrast per voxel (int8): a helps, b helps (a hurts), no detectable difference.
+OUTCOME_CODES = {1: "helps", -1: "hurts", 0: "no detectable difference"}
 
 #: Significance rules: t-test p uncorrected (the study's), BH-FDR q of the t-test p, BH-FDR q of the block-permutation p.
 RULES = ("p", "q", "perm")

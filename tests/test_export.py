@@ -21,6 +21,7 @@ from core.outputs import export
 from core._validation import InputError
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
+from core.vocabulary import CONTRASTS
 
 SUBJECT, TRANSFORM, MASK = "S1", "fullhead", "thick"
 
@@ -190,7 +191,8 @@ def test_table_columns_are_documented(s1_run):
     patterns = []
     for key in export.TABLE_COLUMNS:
         for name in key.split(", "):
-            patterns.append(re.compile("^" + name.replace("{m}", "(" + "|".join(results.conditions) + ")") + "$"))
+            name = name.replace("{m}", "(" + "|".join(results.conditions) + ")")
+            patterns.append(re.compile("^" + name.replace("{c}", "(" + "|".join(CONTRASTS) + ")") + "$"))
     undocumented = [c for c in results.table.columns if not any(p.match(c) for p in patterns)]
     assert undocumented == []
 

@@ -237,10 +237,10 @@ def test_rdm_agreement_matches_full_matrices_within_ci(rng):
     da, db = brute_force_distances(a)[iu], brute_force_distances(b)[iu]
     full_pearson = np.corrcoef(da, db)[0, 1]
     full_spearman = np.corrcoef(rankdata(da), rankdata(db))[0, 1]
-    res = rdm_agreement(a, b, n_pairs=200_000, seed=3, n_boot=300, device="cpu")
-    assert res["n_pairs"] == 200_000
+    res = rdm_agreement(a, b, n_pairs=200_000, seed=3, n_boot=300, device="cpu", n_boot_samples=0, n_boot_voxels=0)
+    assert res["n_pairs"] == 200_000 and not res["all_pairs"]
     for name, full in (("pearson", full_pearson), ("spearman", full_spearman)):
-        lo, hi = res[f"{name}_ci"]
+        lo, hi = res[f"{name}_ci_pairs"]
         assert lo <= full <= hi, (name, full, lo, hi)
         assert lo <= res[name] <= hi
         # Not vacuous: 200k pairs pin the RDM correlation to about +-0.003.
@@ -250,10 +250,13 @@ def test_rdm_agreement_matches_full_matrices_within_ci(rng):
 def test_rdm_agreement_ci_width_matches_sampling_spread(rng):
     # The bootstrap must reproduce how much the estimate moves between independent pair samples.
     a, b = _two_conditions(rng, 600)
-    runs = [rdm_agreement(a, b, n_pairs=5_000, seed=s, n_boot=200, device="cpu") for s in range(30)]
+    runs = [rdm_agreement(a, b, n_pairs=5_000, seed=s, n_boot=200, device="cpu", n_boot_samples=0, n_boot_voxels=0)
+            for s in range(30)]
     for name in ("pearson", "spearman"):
         spread = np.std([r[name] for r in runs], ddof=1)
-        half_width = np.mean([(r[f"{name}_ci"][1] - r[f"{name}_ci"][0]) / 2 for r in runs]) / 1.96
+        half_width = np.mean([(r[f"{name}_ci_pairs"][1] - r[f"{name}_ci_pairs"][0]) / 2 for r in runs]) / 1.96
+        # The Monte-Carlo SE is the same spread, stated directly.
+        assert spread / 1.5 < np.mean([r[f"{name}_mc_se"] for r in runs]) < spread * 1.5
         # 30 repeats estimate a standard deviation to about +-13 %; a factor 1.5 leaves room for that.
         assert spread / 1.5 < half_width < spread * 1.5, (name, spread, half_width)
 
@@ -262,8 +265,11 @@ def test_rdm_agreement_uses_all_pairs_when_asked_for_more(rng):
     a, b = _two_conditions(rng, 80)
     iu = np.triu_indices(80, k=1)
     da, db = brute_force_distances(a)[iu], brute_force_distances(b)[iu]
-    res = rdm_agreement(a, b, n_pairs=10_000, n_boot=50, device="cpu")
-    assert res["n_pairs"] == 80 * 79 // 2
+    res = rdm_agreement(a, b, n_pairs=10_000, n_boot=50, device="cpu", n_boot_samples=20, n_boot_voxels=20)
+    assert res["n_pairs"] == 80 * 79 // 2 and res["all_pairs"]
+    # Every pair used: no pair-sampling error, but the test-sample interval does not collapse with it.
+    assert res["pearson_mc_se"] == 0 and res["pearson_ci_pairs"] == (res["pearson"], res["pearson"])
+    assert res["pearson_ci"][1] - res["pearson_ci"][0] > 0.01
     # Every pair once: equal to the full-matrix values up to float32 z-scores (~1e-7 per distance).
     assert res["pearson"] == pytest.approx(np.corrcoef(da, db)[0, 1], abs=1e-6)
     assert res["spearman"] == pytest.approx(np.corrcoef(rankdata(da), rankdata(db))[0, 1], abs=1e-6)
@@ -273,9 +279,10 @@ def test_rdm_agreement_uses_all_pairs_when_asked_for_more(rng):
 
 def test_rdm_agreement_is_seeded(rng):
     a, b = _two_conditions(rng, 300)
-    first = rdm_agreement(a, b, n_pairs=20_000, seed=7, n_boot=100, device="cpu")
-    assert first == rdm_agreement(a, b, n_pairs=20_000, seed=7, n_boot=100, device="cpu")
-    assert first != rdm_agreement(a, b, n_pairs=20_000, seed=8, n_boot=100, device="cpu")
+    kw = dict(n_pairs=20_000, n_boot=100, device="cpu", n_boot_samples=20, n_boot_voxels=20, n_pairs_resampled=2000)
+    first = rdm_agreement(a, b, seed=7, **kw)
+    assert first == rdm_agreement(a, b, seed=7, **kw)
+    assert first != rdm_agreement(a, b, seed=8, **kw)
 
 
 def test_knn_jaccard():

@@ -199,8 +199,9 @@ def test_results_accessors_on_the_synthetic_run(synthetic):
 
 @pytest.mark.slow
 def test_every_array_of_a_real_tiny_run_is_declared(tmp_path, s1_geometry, cortex_cache_dir):
-    """The tiny simulated run of tests/test_pipeline.py up to UMAP and the thumbnails (the cortex stage, ~50 s
-    more, is left out): each commit was checked as it was made; here the entries are checked together."""
+    """The tiny simulated run of tests/test_pipeline.py up to UMAP, the thumbnails and the contrasts (the cortex
+    stage, ~50 s more, is left out): each commit was checked as it was made; here the entries are checked
+    together."""
     import shutil
     from pathlib import Path
 
@@ -213,7 +214,8 @@ def test_every_array_of_a_real_tiny_run_is_declared(tmp_path, s1_geometry, corte
     (out / "cache" / "cortex").mkdir(parents=True)
     for f in Path(cortex_cache_dir).glob("geometry_*.npz"):
         shutil.copy(f, out / "cache" / "cortex" / f.name)
-    entries = Pipeline(cfg, out, device="cpu", progress=False).run(["umap", "thumbnails"], parallel=1)
+    entries = Pipeline(cfg, out, device="cpu", progress=False).run(["umap", "thumbnails", "contrasts"], parallel=1)
+    assert "contrasts" in entries
     SCHEMA.check_entries(entries, conditions=tuple(cfg.features.modes), dims={"k": cfg.rsa.k})
     for stage, entry in entries.items():
         assert all(SCHEMA.parse(stage, a) is not None for a in entry.arrays), stage

@@ -34,7 +34,8 @@ def bin_codes_text(scheme: BinScheme) -> str:
 
 
 def table_columns(run=None) -> dict[str, str]:
-    """Columns of :func:`table_csv`, in order, with what they hold (``{m}`` = each condition of the run).
+    """Columns of :func:`table_csv`, in order, with what they hold (``{m}`` = each condition of the run,
+    ``{c}`` = each contrast of :data:`core.vocabulary.CONTRASTS` it tested).
 
     ``run``: an opened run (:class:`core.outputs.Results`), its config (dict or RunConfig) or a
     :class:`~core.vocabulary.BinScheme`; the ``bin_{m}`` entry names that run's bins. None: the default bins.
@@ -66,6 +67,11 @@ _COLUMNS_AFTER_BIN = {
                   "variance below stats.ceiling_min_ev or undefined; runs with test repeats)",
     "noise_ceiling": "noise ceiling of the voxel's measured test series (runs with test repeats)",
     "delta_r": "r_on - r_off",
+    "delta_{c}": "r_a - r_b of contrast c (on_off, on_uniform, uniform_off; runs with the contrasts stage)",
+    "delta_lo_{c}, delta_hi_{c}": "its interval (block bootstrap over test samples, contrasts.ci)",
+    "p_delta_{c}": "two-sided p of r_a - r_b = 0 (block bootstrap SE, t reference)",
+    "q_delta_{c}": "Benjamini-Hochberg q of that p",
+    "outcome_{c}": "+1 a predicts better, -1 b does (q <= contrasts.level), 0 no detectable difference",
 }
 #: :func:`table_columns` for the default bins (a run with other ``stats.bin_edges``: ``table_columns(results)``).
 TABLE_COLUMNS = table_columns(DEFAULT_BINS)

@@ -104,6 +104,18 @@ class StageArrays:
         ``ev``, ``cc_max``, ``r_norm``, ``ceiling_valid``; each of shape (n_voxels,)."""
         return self.condition_arrays("stats", condition)
 
+    def contrast(self, name: str) -> dict[str, np.ndarray]:
+        """The contrasts stage's per-voxel arrays of one contrast (``"on_off"``, ``"on_uniform"``,
+        ``"uniform_off"``; :data:`core.vocabulary.CONTRASTS`) by field: ``delta``, ``delta_lo``, ``delta_hi``,
+        ``p``, ``q``, ``outcome``, ``valid``; each of shape (n_voxels,)."""
+        return self.condition_arrays("contrasts", name)
+
+    def contrast_names(self) -> list[str]:
+        """The contrasts this run tested, in :data:`core.vocabulary.CONTRASTS` order."""
+        if not self.has_stage("contrasts"):
+            return []
+        return [c for c in SCHEMA.stages["contrasts"].conditions if self.has_array("contrasts", "delta", c)]
+
     def geometry(self) -> dict[str, np.ndarray] | None:
         """The dataset's per-voxel geometry by field (``ijk`` (n_voxels, 3), ``flat_xy`` (n_voxels, 2),
         ``hemi``, ``roi``, ``unmapped`` (n_voxels,), ``xyz_mm`` (n_voxels, 3)), None without a cortex mapping."""
@@ -252,6 +264,11 @@ class Results(StageArrays):
                     cols["noise_ceiling"] = np.asarray(self.array("stats", "cc_max", self.conditions[0]))
                 if {"on", "off"} <= set(self.conditions):
                     cols["delta_r"] = cols["r_on"] - cols["r_off"]
+            for c in self.contrast_names():
+                a = self.contrast(c)
+                for field, col in (("delta", "delta_{c}"), ("delta_lo", "delta_lo_{c}"), ("delta_hi", "delta_hi_{c}"),
+                                   ("p", "p_delta_{c}"), ("q", "q_delta_{c}"), ("outcome", "outcome_{c}")):
+                    cols[col.format(c=c)] = np.asarray(a[field])
             self._table = pd.DataFrame(cols)
         return self._table
 

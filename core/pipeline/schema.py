@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from core._validation import InputError
+from core.vocabulary import CONTRASTS
 
 __all__ = ["CONDITIONS", "GEOMETRY_FIELDS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA",
            "name", "run_dims", "markdown_table"]
@@ -194,6 +195,18 @@ _STAGES: dict[str, StageSchema] = {
         A("knn_jaccard", "float32", ("n_embedded_on",), only=_JACCARD,
           description="overlap of each voxel's on and off neighbour sets"),
     ), conditions=_PAIR),
+    # Per contrast (core.vocabulary.CONTRASTS: <c> = on_off, on_uniform, uniform_off) in place of a condition.
+    "contrasts": StageSchema((
+        A("delta", "float32", _N, per_condition=True, description="r_a - r_b of the contrast (0 if undefined)"),
+        A("delta_lo", "float32", _N, per_condition=True,
+          description="lower end of its interval (block bootstrap over test samples, contrasts.ci)"),
+        A("delta_hi", "float32", _N, per_condition=True, description="upper end of that interval"),
+        A("p", "float64", _N, per_condition=True, description="two-sided p of r_a - r_b = 0 (1 if undefined)"),
+        A("q", "float64", _N, per_condition=True, description="Benjamini-Hochberg q of p over the valid voxels"),
+        A("outcome", "int8", _N, per_condition=True,
+          description="+1 a predicts better (q <= contrasts.level), -1 b does, 0 no detectable difference"),
+        A("valid", "bool", _N, per_condition=True, description="both correlations are defined"),
+    ), conditions=tuple(CONTRASTS)),
     "umap": StageSchema((
         A("umap", "float32", ("n_embedded_{condition}", 3), per_condition=True, only="for a condition with a kNN graph",
           description="3-D UMAP coordinates of the graph's voxels (rows of voxels_<m>)"),

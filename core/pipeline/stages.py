@@ -188,6 +188,40 @@ def stage_stats(ctx: Context):
     return arrays, meta
 
 
+def stage_contrasts(ctx: Context):
+    """Paired block-bootstrap test of r_a - r_b per voxel for each contrast the run's conditions allow."""
+    from core.contrasts import paired_contrasts, summarise_outcomes, tracked_voxels
+    from core.vocabulary import CONTRAST_LABELS, CONTRASTS
+    cfg, c = ctx.cfg, ctx.cfg.contrasts
+    modes = cfg.features.modes
+    names = [k for k, (a, b) in CONTRASTS.items() if a in modes and b in modes]
+    measured = np.asarray(ctx.array("encoding", "measured"))
+    preds = {m: np.asarray(ctx.array("encoding", "pred", m)) for m in {x for k in names for x in CONTRASTS[k]}}
+    roi = np.asarray(ctx.array("dataset", "roi")) if ctx.has_array("dataset", "roi") else None
+    rows, members = tracked_voxels(roi, measured.shape[0], c.seed)
+    t0 = time.perf_counter()
+    res = paired_contrasts(measured, preds, contrasts=names, n_boot=c.n_boot, block_length=c.block_length,
+                           ci=c.ci, level=c.level, seed=c.seed, track=rows, device=ctx.device)
+    seconds = time.perf_counter() - t0
+    arrays = {schema.name("contrasts", f, k): res[f"{f}_{k}"] for k in names
+              for f in ("delta", "delta_lo", "delta_hi", "p", "q", "outcome", "valid")}
+    roi_names = ctx["dataset"].meta.get("roi_names", [])
+    meta: dict = {"block_length": res["block_length"], "block_length_auto": res["block_length_auto"],
+                  "n_boot": res["n_boot"], "ci": res["ci"], "level": res["level"], "seconds": round(seconds, 3),
+                  "test": "circular block bootstrap over test samples (same resampled rows for the measured "
+                          "series and both predictions); p from Δr / bootstrap SE against t with n/l - 1 df",
+                  "contrasts": {}}
+    for k in names:
+        entry = {"label": CONTRAST_LABELS[k], "conditions": list(CONTRASTS[k]),
+                 "all": summarise_outcomes(res, k, np.arange(measured.shape[0]), members["all"], c.ci)}
+        if roi is not None:
+            entry["rois"] = {roi_names[g] if g < len(roi_names) else str(g):
+                             summarise_outcomes(res, k, np.flatnonzero(roi == g), members[g], c.ci)
+                             for g in sorted(x for x in members if x != "all")}
+        meta["contrasts"][k] = entry
+    return arrays, meta
+
+
 def _significant(ctx: Context, modes) -> dict[str, np.ndarray]:
     """The voxels significant with r > 0 (core.stats.voxel_stats); with ``rsa.include_negative`` (the study's
     voxel set: every two-sided p <= 0.01) also those significant with r < 0."""
@@ -235,8 +269,30 @@ def stage_rsa(ctx: Context):
         on, off = arrays[schema.name("rsa", "knn_idx", "on")], arrays[schema.name("rsa", "knn_idx", "off")]
         arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(on, off)
         meta["agreement"] = rsa.rdm_agreement(series["on"], series["off"], n_pairs=cfg.rsa.n_pairs,
-                                              seed=cfg.rsa.seed, device=ctx.device)
+                                              seed=cfg.rsa.seed, device=ctx.device,
+                                              n_boot_samples=cfg.rsa.n_boot_samples,
+                                              n_boot_voxels=cfg.rsa.n_boot_samples, block_length=cfg.rsa.block_length)
+        meta["agreement"]["reference"] = _rdm_reference(ctx, shared, series)
     return arrays, meta
+
+
+#: Voxel pairs of the RDM agreement's reference scales (bounded at any voxel count).
+REFERENCE_PAIRS = 200_000
+
+
+def _rdm_reference(ctx: Context, voxels: np.ndarray, series: dict) -> dict:
+    """The agreement's reference scales on the shared voxels: uniform vs off, each predicted RDM vs the measured
+    one, and the measured RDM's split-half ceiling (with repeats)."""
+    from core import rsa
+    cfg = ctx.cfg
+    preds = dict(series)
+    if "uniform" in cfg.features.modes:
+        preds["uniform"] = np.asarray(ctx.array("encoding", "pred", "uniform"))[voxels].T
+    measured = np.asarray(ctx.array("encoding", "measured"))[voxels].T
+    repeats = load_dataset(cfg, ctx.cache_dir, train=False, verify=False).responses.Y_test_repeats
+    if repeats is not None:
+        repeats = np.asarray(repeats)[:, :, voxels]
+    return rsa.rdm_reference_scales(preds, measured, repeats, n_pairs=REFERENCE_PAIRS, seed=cfg.rsa.seed)
 
 
 def stage_umap(ctx: Context):
@@ -300,6 +356,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("thumbnails", stage_thumbnails, ("dataset", "features"), ("features",), "test thumbnails + attention"),
     Stage("encoding", stage_encoding, ("dataset", "features"), ("encoding",), "per-voxel ridge, CV alpha"),
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
+    Stage("contrasts", stage_contrasts, ("dataset", "encoding"), ("contrasts",),
+          "paired test of r_on - r_off (and uniform) per voxel"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
     Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition",
           prewarm=_prewarm_umap),

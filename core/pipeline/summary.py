@@ -106,6 +106,12 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
                 np.asarray(off["significant"]), np.asarray(on["p"]),
                 np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]),
                 np.asarray(on["p_perm"]) if "p_perm" in on else None)
+    if "contrasts" in results:
+        cm = results["contrasts"].meta
+        summary["contrasts"] = {
+            "test": cm.get("test"), "block_length": cm.get("block_length"), "n_boot": cm.get("n_boot"),
+            "ci": cm.get("ci"), "level": cm.get("level"),
+            **{k: {"label": v["label"], **v["all"]} for k, v in cm.get("contrasts", {}).items()}}
     if "rsa" in results:
         rs = results["rsa"]
         summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}

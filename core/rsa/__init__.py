@@ -6,9 +6,9 @@ product, so blocks of the RDM are matrix products of the z-scored series: the ex
 (:mod:`core.rsa.knn`), ROI x ROI block means and neighbourhood change (:mod:`core.rsa.summaries`) and the
 on-vs-off agreement over voxel pairs (:mod:`core.rsa.agreement`) all work from that fact.
 """
-from core.rsa.agreement import rdm_agreement
+from core.rsa.agreement import rdm_agreement, rdm_reference_scales
 from core.rsa.knn import knn_correlation, knn_tile_shape, zscore_series
 from core.rsa.summaries import SELECTION_RULES, knn_jaccard, roi_block_rdm, select_voxels
 
 __all__ = ["SELECTION_RULES", "zscore_series", "knn_correlation", "knn_tile_shape", "select_voxels", "roi_block_rdm",
-           "rdm_agreement", "knn_jaccard"]
+           "rdm_agreement", "rdm_reference_scales", "knn_jaccard"]

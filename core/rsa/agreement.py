@@ -1,7 +1,8 @@
-"""On-vs-off RDM agreement over voxel pairs, with a Poisson bootstrap over the pairs."""
+"""On-vs-off RDM agreement over voxel pairs: its value, its intervals (test samples in blocks, voxels) and the
+Monte-Carlo error of the pair sample (a Poisson bootstrap over the pairs), and its reference scales."""
 from __future__ import annotations
 
-__all__ = ["rdm_agreement", "splitmix_mix", "SPLITMIX_GAMMA"]
+__all__ = ["rdm_agreement", "rdm_reference_scales", "splitmix_mix", "SPLITMIX_GAMMA"]
 
 
 import numba
@@ -145,15 +146,26 @@ def _bootstrap(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> tuple[np
 
 
 def rdm_agreement(series_a, series_b, *, n_pairs: int = 1_000_000, seed: int = 0, n_boot: int = 1000,
-                  device) -> dict:
-    """Agreement of two conditions' RDMs over a seeded random sample of voxel pairs.
+                  device, n_boot_samples: int = 200, n_boot_voxels: int = 200, block_length: int = 0,
+                  n_pairs_resampled: int = 20_000, ci: float = 0.95) -> dict:
+    """Agreement of two conditions' RDMs over a seeded random sample of voxel pairs, with its intervals.
 
     The two RDMs are compared on the same pairs: Pearson and Spearman correlation of their correlation
     distances. Pairs (i < j, no self pairs) are drawn uniformly with replacement; if ``n_pairs`` reaches
-    the number of distinct pairs, every pair is used once instead. The 95 % confidence intervals are
-    percentile intervals over ``n_boot`` Poisson bootstrap resamples of the pairs (each pair weighted by an
-    independent Poisson(1) count; Spearman re-ranked in every resample), so they are intervals for the
-    value over all pairs of the full RDMs.
+    the number of distinct pairs, every pair is used once instead (the value is then exact for these voxels
+    and test samples).
+
+    Three kinds of uncertainty, reported apart:
+
+    - ``<stat>_ci`` (the headline interval): test samples resampled in circular blocks (``n_boot_samples``
+      resamples; block length from the series' autocorrelation unless given), the agreement recomputed per
+      resample on a fixed subset of ``n_pairs_resampled`` pairs. The percentile spread is placed around the
+      estimate (``estimate + quantiles(resampled - subset value)``).
+    - ``<stat>_ci_voxels``: voxels resampled with replacement (:func:`core.rsa.resample.voxel_resamples`) on
+      the same subset.
+    - ``<stat>_mc_se`` and ``<stat>_ci_pairs``: the Monte-Carlo error of the pair sample, from ``n_boot``
+      Poisson bootstrap resamples of the pairs (each pair weighted by an independent Poisson(1) count;
+      Spearman re-ranked in every resample); 0 and the point itself when every pair is used.
 
     Parameters
     ----------
@@ -162,19 +174,32 @@ def rdm_agreement(series_a, series_b, *, n_pairs: int = 1_000_000, seed: int = 0
     n_pairs : int
         Voxel pairs to sample (the study's scale calls for >= 1e6; at most 2^24 for the bootstrap).
     seed : int
-        Seeds the pair sample and the bootstrap.
+        Seeds the pair sample and every resample.
     n_boot : int
-        Bootstrap resamples.
+        Poisson bootstrap resamples of the pairs.
     device : torch.device or str
-        Where the pairs' dot products run. The bootstrap runs on the CPU (numba, all cores); its result
-        does not depend on the device or the thread count.
+        Where the pairs' dot products run. The resampling runs on the CPU.
+    n_boot_samples, n_boot_voxels : int
+        Test-sample and voxel resamples (0 = not computed; the ``_ci`` / ``_ci_voxels`` keys are then absent).
+    block_length : int
+        Test samples per block; 0 = chosen from the data (:func:`core.contrasts.choose_block_length`).
+    n_pairs_resampled : int
+        Pairs of the fixed subset the resamples use (bounds their cost at any voxel count).
+    ci : float
+        Coverage of the intervals.
 
     Returns
     -------
     dict
-        ``pearson``, ``spearman`` (float), ``pearson_ci``, ``spearman_ci`` (tuple of 2 floats, 95 %),
-        ``n_pairs`` (int, pairs actually used).
+        ``pearson``, ``spearman`` (float), ``n_pairs`` (int, pairs used), ``all_pairs`` (bool),
+        ``pearson_mc_se``, ``spearman_mc_se``, ``pearson_ci_pairs``, ``spearman_ci_pairs``; with resamples
+        ``pearson_ci``, ``spearman_ci``, ``pearson_sd_samples``, ``spearman_sd_samples``, ``block_length``,
+        ``n_boot_samples``, ``pearson_ci_voxels``, ``spearman_ci_voxels``, ``n_boot_voxels``,
+        ``n_pairs_resampled``; ``ci`` (coverage) and ``resamples`` (what each interval resamples).
     """
+    from core.contrasts import BLOCK_FACTOR, block_bootstrap_counts, choose_block_length
+    from core.rsa import resample
+
     a = _check_series(series_a, field="series_a")
     b = _check_series(series_b, field="series_b")
     if a.shape[1] != b.shape[1]:
@@ -182,7 +207,13 @@ def rdm_agreement(series_a, series_b, *, n_pairs: int = 1_000_000, seed: int = 0
                          "columns; select voxels with the 'union' or 'all' rule", source="rsa", field="series_b")
     n_pairs = check_positive_int(n_pairs, field="n_pairs", source="rsa")
     n_boot = check_positive_int(n_boot, field="n_boot", source="rsa")
+    for name, v in (("n_boot_samples", n_boot_samples), ("n_boot_voxels", n_boot_voxels),
+                    ("block_length", block_length)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise InputError(f"expected 0 or a positive integer, found {v!r}", source="rsa", field=name)
+    n_pairs_resampled = check_positive_int(n_pairs_resampled, field="n_pairs_resampled", source="rsa")
     device = resolve_device(device)
+    n_all = a.shape[1] * (a.shape[1] - 1) // 2
     i, j = _sample_pairs(a.shape[1], n_pairs, seed)
     x = _pair_dissimilarity(_voxel_major_z(a, device, field="series_a"), i, j)
     y = _pair_dissimilarity(_voxel_major_z(b, device, field="series_b"), i, j)
@@ -192,9 +223,87 @@ def rdm_agreement(series_a, series_b, *, n_pairs: int = 1_000_000, seed: int = 0
     from scipy.stats import rankdata
     pearson = float(np.corrcoef(x, y)[0, 1])
     spearman = float(np.corrcoef(rankdata(x), rankdata(y))[0, 1])
-    boot_p, boot_s = _bootstrap(x, y, n_boot, seed)
-    ci = lambda v: tuple(float(q) for q in np.percentile(v, [2.5, 97.5]))  # noqa: E731
-    return {"pearson": pearson, "spearman": spearman, "pearson_ci": ci(boot_p), "spearman_ci": ci(boot_s),
-            "n_pairs": int(x.size)}
+    q = [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]
+    pct = lambda v: tuple(float(t) for t in np.nanpercentile(v, q))  # noqa: E731
+    out = {"pearson": pearson, "spearman": spearman, "n_pairs": int(x.size), "all_pairs": bool(n_pairs >= n_all),
+           "ci": float(ci)}
+    if out["all_pairs"]:
+        out.update(pearson_mc_se=0.0, spearman_mc_se=0.0, pearson_ci_pairs=(pearson, pearson),
+                   spearman_ci_pairs=(spearman, spearman))
+    else:
+        boot_p, boot_s = _bootstrap(x, y, n_boot, seed)
+        out.update(pearson_mc_se=float(np.std(boot_p, ddof=1)), spearman_mc_se=float(np.std(boot_s, ddof=1)),
+                   pearson_ci_pairs=pct(boot_p), spearman_ci_pairs=pct(boot_s))
+    resamples = {"ci_pairs": "voxel pairs (Monte-Carlo error of the pair sample; 0 with every pair)"}
+    if n_boot_samples or n_boot_voxels:
+        m = min(n_pairs_resampled, x.size)
+        sub = np.sort(np.random.default_rng([seed, 17]).choice(x.size, m, replace=False)) if m < x.size \
+            else np.arange(x.size)
+        si, sj = i[sub], j[sub]
+        sub_p, sub_s = resample.pair_agreement(x[sub], y[sub])
+        out["n_pairs_resampled"] = int(m)
+        shifted = lambda draws, est, at: tuple(est + t - at for t in pct(draws))  # noqa: E731
+        if n_boot_samples:
+            n = a.shape[0]
+            if block_length == 0:
+                cols = np.random.default_rng([seed, 19]).choice(a.shape[1], min(a.shape[1], 2000), replace=False)
+                block_length = min(BLOCK_FACTOR * choose_block_length(a[:, np.sort(cols)], seed=seed), n // 4)
+            counts = block_bootstrap_counts(n, max(1, int(block_length)), n_boot_samples, seed)
+            bp, bs = resample.sample_resamples(a, b, si, sj, counts)
+            out.update(pearson_ci=shifted(bp, pearson, sub_p), spearman_ci=shifted(bs, spearman, sub_s),
+                       pearson_sd_samples=float(np.nanstd(bp, ddof=1)), spearman_sd_samples=float(np.nanstd(bs, ddof=1)),
+                       block_length=int(block_length), n_boot_samples=int(n_boot_samples))
+            resamples["ci"] = "test samples in circular blocks (pairs and voxels fixed)"
+        if n_boot_voxels:
+            vp, vs = resample.voxel_resamples(x[sub], y[sub], si, sj, a.shape[1], n_boot_voxels, seed)
+            out.update(pearson_ci_voxels=shifted(vp, pearson, sub_p), spearman_ci_voxels=shifted(vs, spearman, sub_s),
+                       n_boot_voxels=int(n_boot_voxels))
+            resamples["ci_voxels"] = "voxels with replacement (test samples fixed)"
+    out["resamples"] = resamples
+    return out
 
 
+def rdm_reference_scales(series: dict, measured, repeats=None, *, n_pairs: int = 200_000, seed: int = 0) -> dict:
+    """What the on-vs-off agreement is to be read against, on one seeded sample of voxel pairs.
+
+    - ``uniform_off``: the agreement of the uniform-gain RDM with the off RDM (where ``uniform`` is given):
+      how far a gain change without spatial focus moves the RDM.
+    - ``measured``: per condition, the agreement of its predicted RDM with the measured-response RDM (from the
+      repeat-averaged test responses).
+    - ``ceiling`` (with repeats): the split-half reliability of the measured RDM, Spearman-Brown corrected
+      (:func:`core.rsa.resample.split_half_ceiling`): the most a predicted RDM can agree with the measured one.
+
+    Parameters
+    ----------
+    series : dict of condition -> array of shape (n_samples, n_voxels)
+        Predicted test series on the same voxels.
+    measured : array of shape (n_samples, n_voxels)
+    repeats : array of shape (n_repeats, n_samples, n_voxels), optional
+    n_pairs, seed : int
+        The pair sample (all pairs when there are fewer).
+
+    Returns
+    -------
+    dict with ``pearson`` / ``spearman`` entries and ``n_pairs``.
+    """
+    from core.rsa import resample
+    measured = _check_series(measured, field="measured")
+    n_vox = measured.shape[1]
+    for m, s_ in series.items():
+        if np.shape(s_) != measured.shape:
+            raise InputError(f"expected shape {measured.shape} like the measured series, found {np.shape(s_)}",
+                             source="rsa", field=f"series[{m!r}]")
+    i, j = _sample_pairs(n_vox, check_positive_int(n_pairs, field="n_pairs", source="rsa"), seed)
+    d = {m: resample.rdm_pairs(s_, i, j) for m, s_ in series.items()}
+    dm = resample.rdm_pairs(measured, i, j)
+    as_dict = lambda ps: {"pearson": ps[0], "spearman": ps[1]}  # noqa: E731
+    out: dict = {"n_pairs": int(i.size), "measured": {m: as_dict(resample.pair_agreement(v, dm)) for m, v in d.items()}}
+    if "uniform" in d and "off" in d:
+        out["uniform_off"] = as_dict(resample.pair_agreement(d["uniform"], d["off"]))
+    if repeats is not None:
+        R = np.asarray(repeats)
+        if R.ndim != 3 or R.shape[1:] != measured.shape or R.shape[0] < 2:
+            raise InputError(f"expected shape (n_repeats >= 2, {measured.shape[0]}, {n_vox}), found {R.shape}",
+                             source="rsa", field="repeats")
+        out["ceiling"] = resample.split_half_ceiling(R, i, j)
+    return out

@@ -129,6 +129,7 @@ def make_synthetic_results(out, *, n_voxels: int = 2000, n_test: int = 60, k: in
     stages["encoding"] = (series["encoding"], {"alphas": np.logspace(-2, 8, 21).tolist(),
                                                "conditions": {m: {"solver": "synthetic"} for m in _MODES}})
     stages["stats"] = (stats_arrays, stats_meta)
+    stages["contrasts"] = _contrasts(series, geom)
     stages["rsa"] = _rsa(series, stats_arrays, geom, k=k, rule=rsa_voxels, rng=rng)
     stages["umap"] = (_umap(stages["rsa"][0], geom, rng), {"synthetic": True})
 
@@ -275,6 +276,29 @@ def _stats(series: dict, cfg, rng: np.random.Generator) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def _contrasts(series: dict, geom: dict) -> tuple[dict, dict]:
+    """The contrasts stage from the synthetic series, by the pipeline's own test (fewer resamples)."""
+    from core.contrasts import paired_contrasts, summarise_outcomes, tracked_voxels
+    from core.vocabulary import CONTRAST_LABELS, CONTRASTS
+    enc = series["encoding"]
+    measured = np.asarray(enc[schema.name("encoding", "measured")])
+    preds = {m: np.asarray(enc[schema.name("encoding", "pred", m)]) for m in _MODES}
+    roi = np.asarray(geom["roi"])
+    rows, members = tracked_voxels(roi, measured.shape[0], 0)
+    res = paired_contrasts(measured, preds, n_boot=200, seed=0, track=rows)
+    arrays = {schema.name("contrasts", f, k): res[f"{f}_{k}"] for k in res["contrasts"]
+              for f in ("delta", "delta_lo", "delta_hi", "p", "q", "outcome", "valid")}
+    meta: dict = {k: res[k] for k in ("block_length", "block_length_auto", "n_boot", "ci", "level")}
+    meta.update(synthetic=True, test="circular block bootstrap over test samples", contrasts={})
+    for k in res["contrasts"]:
+        meta["contrasts"][k] = {
+            "label": CONTRAST_LABELS[k], "conditions": list(CONTRASTS[k]),
+            "all": summarise_outcomes(res, k, np.arange(measured.shape[0]), members["all"], res["ci"]),
+            "rois": {SYNTHETIC_ROI_NAMES[g]: summarise_outcomes(res, k, np.flatnonzero(roi == g), members[g], res["ci"])
+                     for g in sorted(x for x in members if x != "all")}}
+    return arrays, meta
+
+
 # --------------------------------------------------------------------------------------------- rsa + umap
 def _knn(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """kNN by correlation distance: candidates from a 10-D PCA of the unit series, exact distances, self first.
@@ -323,7 +347,13 @@ def _rsa(series: dict, st: dict, geom: dict, *, k: int, rule: str, rng) -> tuple
     arrays[schema.name("rsa", "knn_jaccard")] = rsa.knn_jaccard(arrays[schema.name("rsa", "knn_idx", "on")],
                                                          arrays[schema.name("rsa", "knn_idx", "off")])
     meta["agreement"] = rsa.rdm_agreement(zs["on"], zs["off"], n_pairs=min(200_000, voxels.size * 20),
-                                          n_boot=200, seed=0, device="cpu")
+                                          n_boot=200, seed=0, device="cpu", n_boot_samples=100, n_boot_voxels=100,
+                                          n_pairs_resampled=5000)
+    enc = series["encoding"]
+    preds = {m: np.asarray(enc[schema.name("encoding", "pred", m)])[voxels].T for m in _MODES}
+    meta["agreement"]["reference"] = rsa.rdm_reference_scales(
+        preds, np.asarray(series["measured"])[:, voxels], np.asarray(series["repeats"])[:, :, voxels],
+        n_pairs=20_000, seed=0)
     return arrays, meta
 
 
