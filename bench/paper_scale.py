@@ -147,7 +147,9 @@ def plant(features, n_train: int, geometry, cfg):
     from core.data.simulate import plant_responses
     sim = cfg.simulation
     planted = plant_responses(features, n_train, geometry, n_repeats=sim.n_repeats, n_latent=sim.n_latent,
-                              null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed)
+                              null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed,
+                              n_runs=sim.n_runs, tr=sim.tr, hrf=sim.hrf, ar_range=tuple(sim.ar_range),
+                              null_contrast_fraction=sim.null_contrast_fraction)
     return planted.Y_train, planted.Y_test_repeats
 
 
@@ -157,8 +159,13 @@ def fit_ridge(X: np.ndarray, Y_train: np.ndarray, n_train: int, device, n_alphas
     import torch
 
     from core.encoding import VoxelRidgeCV
+    from core.config import PRESETS
+    from core.data.haemodynamics import even_run_onsets
+    # The runs and FIR delays of paper-sim, as the encoding stage fits them.
+    cfg = PRESETS["paper-sim"]
     model = VoxelRidgeCV(alphas=alpha_grid(n_alphas), n_folds=5, device=device, dtype=torch.float32,
-                         alpha_search=alpha_search)
+                         alpha_search=alpha_search, run_onsets=even_run_onsets(n_train, cfg.simulation.n_runs),
+                         delays=list(cfg.encoding.delays))
     model.fit(X[:n_train], Y_train)
     return np.asarray(model.predict(X[n_train:]), dtype=np.float32)
 

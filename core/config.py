@@ -44,6 +44,11 @@ class SimulationConfig:
     n_test: int = 600
     image_size: int = 224
     n_repeats: int = 4                       # test repeats averaged into Y_test
+    n_runs: int = 12                         # training runs of equal length (leave-one-run-out CV folds)
+    tr: float = 2.0                          # seconds per sample: the haemodynamic response's sampling
+    hrf: bool = True                         # convolve with the canonical double-gamma HRF (needs delays)
+    ar_range: tuple[float, ...] = (0.2, 0.7)  # per-voxel AR(1) noise coefficient range; (0, 0) = white
+    null_contrast_fraction: float = 0.1      # share of signal voxels planted with equal on and off parts
     n_voxels: int = 0                        # 0 = the whole mask; else a seeded subset of it
     null_fraction: float = 0.25              # share of far-cortex voxels that carry no signal at all
     n_latent: int = 16                       # smooth spatial fields mixing the feature directions
@@ -135,15 +140,24 @@ class RunConfig:
 # The study's scale on 2 CPU cores is bound by the ridge's validation products: the refined alpha search
 # scores 10 of the 21 alphas per voxel (see docs/performance.md, for what it changes).
 _PAPER = RunConfig(encoding=EncodingConfig(alpha_search="refine"), rsa=RSAConfig(include_negative=True))
+#: FIR delays of the simulated presets, in samples: 2-8 s at the simulation's TR of 2 s, around the
+#: haemodynamic response's 5 s peak.
+SIM_DELAYS = (1, 2, 3, 4)
+# The demo must finish cold in ~5 minutes on 2 CPU cores: the ABN costs ~19 GFLOP per 224-px image for
+# three modes, a quarter of that at 112 px, so 1,200 stimuli at 112 px take ~1-2 minutes.
 # The demo must finish cold in ~5 minutes on 2 CPU cores: the ABN costs ~19 GFLOP per 224-px image for
 # three modes, a quarter of that at 112 px, so 1,200 stimuli at 112 px take ~1-2 minutes.
 _DEMO = RunConfig(
     preset="demo",
-    simulation=SimulationConfig(n_train=1000, n_test=200, image_size=112),
+    # Five runs of 200 samples (6.7 min at a TR of 2 s): leave-one-run-out gives the ridge 5 folds, as many
+    # as without runs; each further run adds a fold's validation products to the ridge cost.
+    simulation=SimulationConfig(n_train=1000, n_test=200, image_size=112, n_runs=5),
     features=FeatureConfig(input_size=112),
     # One alpha per decade instead of two: the per-alpha validation products dominate the ridge cost
-    # (~2.7 TFLOP per feature set at 21 alphas x 5 folds x 80k voxels), and alpha is a smooth choice.
-    encoding=EncodingConfig(n_alphas=11),
+    # (~2.7 TFLOP per feature set at 21 alphas x 5 folds x 80k voxels), and alpha is a smooth choice. With
+    # 1,000 samples the ridge runs in its kernel form, where the 4 delays only widen the n x n kernel's
+    # inner products.
+    encoding=EncodingConfig(n_alphas=11, delays=SIM_DELAYS),
 )
 #: The stats of the demo preset on the user's files (``data.kind = "files"``) where the config names no
 #: ``stats.rule``: fMRI test series are autocorrelated (movies above all), where the t-test is anti-conservative,
@@ -154,8 +168,10 @@ USER_DATA_STATS = {"rule": "perm", "n_permutations": 1000}
 #: (a seeded subset of S1's 80,615-voxel thick mask), every other setting as in ``paper``. What
 #: ``bench/paper_scale.py`` runs; on one GPU it is meant to finish in about a minute and a half.
 PAPER_STUDY_VOXELS = 70_933
+#: Twelve runs of 600 samples (20 min at a TR of 2 s), the FIR delays of the demo.
 _PAPER_SIM = dataclasses.replace(_PAPER, preset="paper-sim",
-                                 simulation=SimulationConfig(n_voxels=PAPER_STUDY_VOXELS))
+                                 simulation=SimulationConfig(n_voxels=PAPER_STUDY_VOXELS, n_runs=12),
+                                 encoding=dataclasses.replace(_PAPER.encoding, delays=SIM_DELAYS))
 PRESETS: dict[str, RunConfig] = {"paper": _PAPER, "demo": _DEMO, "paper-sim": _PAPER_SIM}
 
 
@@ -267,8 +283,20 @@ def _check(cfg: RunConfig) -> RunConfig:
     for name in ("n_train", "n_test", "image_size", "n_repeats"):
         if getattr(cfg.simulation, name) <= 0:
             bad(f"simulation.{name}", "a positive integer", getattr(cfg.simulation, name))
-    if not 0 <= cfg.simulation.null_fraction < 1:
-        bad("simulation.null_fraction", "a fraction in [0, 1)", cfg.simulation.null_fraction)
+    sim = cfg.simulation
+    if not 0 <= sim.null_fraction < 1:
+        bad("simulation.null_fraction", "a fraction in [0, 1)", sim.null_fraction)
+    if not 0 <= sim.null_contrast_fraction < 1:
+        bad("simulation.null_contrast_fraction", "a fraction in [0, 1)", sim.null_contrast_fraction)
+    # Each run is a validation fold of the ridge (leave-one-run-out), which needs 2 samples at least.
+    if sim.n_runs <= 0 or sim.n_train // sim.n_runs < 2:
+        bad("simulation.n_runs", f"a positive number of runs of at least 2 samples each (n_train = {sim.n_train})",
+            sim.n_runs)
+    if not sim.tr > 0:
+        bad("simulation.tr", "a positive number of seconds per sample", sim.tr)
+    if len(sim.ar_range) != 2 or not 0 <= sim.ar_range[0] <= sim.ar_range[1] < 1:
+        bad("simulation.ar_range", "[low, high] with 0 <= low <= high < 1 (e.g. [0.2, 0.7]; [0, 0] = white noise)",
+            list(sim.ar_range))
     if not set(cfg.features.modes) <= set(CONDITIONS) or not set(PAIR) <= set(cfg.features.modes):
         bad("features.modes", "'on' and 'off', optionally 'uniform'", cfg.features.modes)
     if cfg.encoding.dtype not in ("float32", "float64"):

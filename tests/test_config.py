@@ -1,4 +1,6 @@
 """The typed run config: presets, TOML overrides, errors naming unknown keys, stage hashes."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -16,12 +18,15 @@ def test_paper_preset_matches_the_study():
 
 
 def test_paper_sim_is_the_study_scale_on_simulated_data():
-    """paper-sim differs from paper only in simulating the study's 70,933 voxels (a subset of S1's thick mask,
-    80,615 voxels); its run id and every stage key differ from paper's, so the two never share a cache entry."""
+    """paper-sim differs from paper in simulating the study's 70,933 voxels (a subset of S1's thick mask,
+    80,615 voxels) in 12 runs, and in the FIR delays its haemodynamic response needs; its run id and every stage
+    key differ from paper's, so the two never share a cache entry."""
     ps, p = PRESETS["paper-sim"], PRESETS["paper"]
     assert ps.simulation.n_voxels == 70_933 and ps.data.kind == "simulated" and ps.data.mask == "thick"
     assert (ps.simulation.n_train, ps.simulation.n_test, ps.simulation.image_size) == (7200, 600, 224)
-    assert ps.features == p.features and ps.encoding == p.encoding and ps.stats == p.stats
+    assert ps.features == p.features and ps.stats == p.stats
+    assert ps.simulation.n_runs == 12 and ps.simulation.hrf and ps.encoding.delays == (1, 2, 3, 4)
+    assert dataclasses.replace(ps.encoding, delays=()) == p.encoding
     assert ps.rsa == p.rsa and ps.umap == p.umap
     assert config_hash(ps, "simulation") != config_hash(p, "simulation")
     assert load_config(None, "paper-sim") == ps
@@ -30,6 +35,24 @@ def test_paper_sim_is_the_study_scale_on_simulated_data():
 def test_demo_is_smaller_than_paper():
     d, p = PRESETS["demo"], PRESETS["paper"]
     assert d.simulation.n_train < p.simulation.n_train and d.features.input_size < p.features.input_size
+    # Runs, haemodynamics and the delays that model it.
+    assert d.simulation.n_runs == 5 and d.simulation.hrf and d.encoding.delays == (1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("override, fieldname", [
+    ({"n_runs": 0}, "simulation.n_runs"), ({"n_runs": 600}, "simulation.n_runs"),
+    ({"tr": 0.0}, "simulation.tr"), ({"ar_range": [0.5, 0.2]}, "simulation.ar_range"),
+    ({"ar_range": [0.2, 1.0]}, "simulation.ar_range"), ({"ar_range": [0.2]}, "simulation.ar_range"),
+    ({"null_contrast_fraction": 1.0}, "simulation.null_contrast_fraction")])
+def test_bad_simulation_settings_are_named(override, fieldname):
+    with pytest.raises(InputError) as err:
+        make_config("demo", {"simulation": override})
+    assert err.value.field == fieldname
+
+
+def test_white_noise_simulation_from_toml_integers():
+    cfg = make_config("demo", {"simulation": {"ar_range": [0, 0], "hrf": False}})
+    assert cfg.simulation.ar_range == (0.0, 0.0) and not cfg.simulation.hrf
 
 
 def test_toml_overrides_any_field(tmp_path):

@@ -175,7 +175,13 @@ def _signed_run(rng, n=120, v=300):
     return pred, Y, rho
 
 
-def test_negative_r_is_its_own_category_and_never_enters_the_rsa_set(tmp_path):
+def test_negative_r_is_its_own_category_and_never_enters_the_rsa_set(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import core.pipeline.stages as stages
+    # The RSA stage reads the test repeats for its reference scales; this run has none.
+    monkeypatch.setattr(stages, "load_dataset", lambda *a, **k: SimpleNamespace(
+        responses=SimpleNamespace(Y_test_repeats=None)))
     rng = np.random.default_rng(12)
     pred, Y, _ = _signed_run(rng)
     for m in pred:   # the off and uniform predictions share the planted sign with on
@@ -195,8 +201,9 @@ def test_negative_r_is_its_own_category_and_never_enters_the_rsa_set(tmp_path):
         "dataset": StageEntry("dataset", "d", tmp_path, {}, {"n_train": 10, "n_test": n_test, "n_voxels": n_vox,
                                                             "simulated": False}),
         "encoding": StageEntry("encoding", "e", tmp_path,
-                               {schema.name("encoding", "pred", m): np.ascontiguousarray(p.T, dtype=np.float32)
-                                for m, p in pred.items()}, {}),
+                               {schema.name("encoding", "measured"): np.ascontiguousarray(Y.T, dtype=np.float32),
+                                **{schema.name("encoding", "pred", m): np.ascontiguousarray(p.T, dtype=np.float32)
+                                   for m, p in pred.items()}}, {}),
         "stats": StageEntry("stats", "s", tmp_path, stats_arrays, stats_meta),
     }
     arrays, _ = stage_rsa(Context(cfg, "cpu", tmp_path, entries, progress=False))

@@ -20,6 +20,8 @@ n_train = 120
 n_test = 40
 image_size = 64
 n_voxels = 3000
+n_runs = 3
+ar_range = [0.0, 0.0]
 [features]
 input_size = 64
 batch_size = 40
@@ -144,11 +146,17 @@ def test_summary_has_the_contract_fields(base):
         assert set(c) >= {"n_significant", "bins", "median_r_significant"}
         assert list(c["bins"]) == ["0-0.1", "0.1-0.2", "0.2-0.3", ">=0.3"]
         assert sum(c["bins"].values()) <= c["n_significant"]
-    assert set(s["truth"]) >= {"dominant_recovery", "null_fpr_p01", "n_null"}
+    assert set(s["truth"]) >= {"dominant_recovery", "null_fpr_p01", "n_null", "delta_r_spearman", "n_null_contrast",
+                               "null_contrast_mean_delta_r", "null_contrast_mean_delta_r_se"}
     assert set(s["timings_s"]) >= {"dataset", "features", "encoding", "stats", "rsa", "umap"}
-    # The planted truth of the simulation is recovered even at this tiny size; the null voxels are calibrated
-    # (0 <= FPR; 348 null voxels: 99% binomial upper bound around 0.01 is ~0.03).
-    assert s["truth"]["null_fpr_p01"] <= 0.03
+    # The null voxels are calibrated. The tiny run's noise is white (ar_range = [0, 0]; the haemodynamics and
+    # delays stay): for a pure-noise voxel with independent Gaussian samples the t-test of r is exact whatever
+    # the prediction's autocorrelation, so the share of null voxels at p <= 0.01 lies in the 99% binomial
+    # interval of 0.01 (AR(1) noise makes the parametric test anti-conservative: the stats stage's concern).
+    from scipy.stats import binom
+    n_null = s["truth"]["n_null"]
+    assert n_null > 100
+    assert s["truth"]["null_fpr_p01"] * n_null <= binom.ppf(0.995, n_null, 0.01)
     # Each condition's UMAP keeps correlation neighbourhoods better than chance (a random layout scores ~0.5).
     for m in ("on", "off"):
         assert 0.6 < s["umap"]["trustworthiness"][m] <= 1.0

@@ -190,7 +190,9 @@ def test_results_accessors_on_the_synthetic_run(synthetic):
     geo = synthetic.geometry()
     assert geo["ijk"].shape == (synthetic.n_voxels, 3) and geo["ijk"].dtype == np.int16
     assert set(synthetic.truth()) == {"truth_signal_fraction", "truth_on_share", "truth_dominant_on", "truth_null",
-                                      "truth_early_visual", "truth_object_scene"}
+                                      "truth_early_visual", "truth_object_scene", "truth_unique_on",
+                                      "truth_unique_off", "truth_shared", "truth_delta_r", "truth_ar_phi",
+                                      "truth_null_contrast"}
     voxels, coords = synthetic.umap("off")
     assert coords.shape == (voxels.size, 3)
     with pytest.raises(KeyError, match="holds no array 'p_perm_on'"):

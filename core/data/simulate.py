@@ -1,10 +1,11 @@
-"""The planted-truth simulated dataset: procedural scenes, ABN features, responses on pycortex S1.
+"""The planted-truth simulated dataset: responses on pycortex S1 planted from the network's own features.
 
-Each voxel of S1/fullhead/thick is driven by a known mix of the network's attention-on and attention-off
-features. The weights vary smoothly over the flattened cortex, the signal-to-noise ratio depends on the ROI
-(visual ROIs strong, far cortex weak, a planted share of pure-noise voxels), attention-on dominates in the
-object/scene ROIs and attention-off in V1-V3. The truth is saved beside the data so tests can check recovery.
-Everything is labelled "simulated" downstream.
+Each voxel of S1/fullhead/thick is driven by a known mix of the attention-on and attention-off features,
+seen through a haemodynamic response and measured with autocorrelated noise, in runs (training) and repeats
+(test). What is planted per voxel (the signal fraction, the share of attention-on, the variance that only
+the on features, only the off features or both explain, the noise's autocorrelation) is saved beside the
+data so tests can check recovery and calibration. Everything is labelled "simulated" downstream; the
+details are in docs/data.md.
 """
 from __future__ import annotations
 
@@ -13,138 +14,21 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from core._validation import InputError
 from core.cortex.geometry import EARLY_VISUAL, OBJECT_SCENE, VoxelGeometry
+from core.data.haemodynamics import ar1_noise, convolve_runs, double_gamma_hrf, even_run_onsets
+from core.data.scenes import SHAPE_CLASSES, make_scenes, render_scenes
 
 __all__ = ["SHAPE_CLASSES", "make_scenes", "render_scenes", "smooth_fields", "plant_responses", "PlantedResponses",
-           "write_simulated_dataset", "SIM_FORMAT_VERSION"]
+           "write_simulated_dataset", "SIM_FORMAT_VERSION", "latent_partition"]
 
-SIM_FORMAT_VERSION = 5
-SHAPE_CLASSES = ("disk", "square", "triangle", "star", "cross", "ring", "hexagon", "bar")
-
-
-def _shape_polygon(kind: str, cx: float, cy: float, r: float, theta: float) -> list[tuple[float, float]]:
-    def ngon(n, radii):
-        ang = theta + np.arange(n * len(radii)) * 2 * np.pi / (n * len(radii))
-        rad = np.resize(radii, ang.size) * r
-        return list(zip(cx + rad * np.cos(ang), cy + rad * np.sin(ang)))
-
-    if kind == "square":
-        return ngon(4, [1.0])
-    if kind == "triangle":
-        return ngon(3, [1.0])
-    if kind == "hexagon":
-        return ngon(6, [1.0])
-    if kind == "star":
-        return ngon(5, [1.0, 0.42])
-    if kind == "cross":
-        w = 0.33
-        base = np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
-                         (-1, w), (-1, -w), (-w, -w)])
-    elif kind == "bar":
-        base = np.array([(-1, -0.22), (1, -0.22), (1, 0.22), (-1, 0.22)])
-    else:
-        raise ValueError(kind)
-    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    pts = base @ rot.T * r + (cx, cy)
-    return [tuple(p) for p in pts]
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Textured background: a few coloured oriented gratings plus a luminance gradient and pixel noise."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    img = np.zeros((size, size, 3), np.float32) + rng.uniform(0.25, 0.75, 3).astype(np.float32)
-    for _ in range(rng.integers(1, 4)):
-        ori = rng.uniform(0, np.pi)
-        freq = rng.uniform(2, 18)
-        phase = rng.uniform(0, 2 * np.pi)
-        wave = np.cos(2 * np.pi * freq * (xx * np.cos(ori) + yy * np.sin(ori)) + phase)
-        img += rng.uniform(0.05, 0.2) * wave[..., None] * rng.uniform(-1, 1, 3).astype(np.float32)
-    gx, gy = rng.uniform(-0.3, 0.3, 2)
-    img += (gx * (xx - 0.5) + gy * (yy - 0.5))[..., None]
-    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
-    return img
-
-
-def make_scenes(n: int, size: int, seed: int = 0, *, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Procedural scenes: 1-3 objects of :data:`SHAPE_CLASSES` on textured backgrounds.
-
-    Image ``i`` depends only on ``(seed, start + i)``, so train and test sets drawn with different
-    ``start`` never share an image and any subset can be regenerated.
-
-    Returns
-    -------
-    images : uint8 array of shape (n, size, size, 3)
-    labels : int16 array of shape (n,)
-        Shape class (index into :data:`SHAPE_CLASSES`) of the largest object.
-    """
-    from PIL import Image, ImageDraw
-
-    images = np.empty((n, size, size, 3), np.uint8)
-    labels = np.empty(n, np.int16)
-    for i in range(n):
-        rng = np.random.default_rng([seed, start + i])
-        bg = np.clip(_background(rng, size) * 255, 0, 255).astype(np.uint8)
-        im = Image.fromarray(bg)
-        draw = ImageDraw.Draw(im)
-        n_obj = int(rng.integers(1, 4))
-        radii = np.sort(rng.uniform(0.08, 0.3, n_obj))[::-1] * size
-        kinds = rng.integers(0, len(SHAPE_CLASSES), n_obj)
-        labels[i] = kinds[0]
-        for r, k in zip(radii[::-1], kinds[::-1]):  # largest object drawn last, on top
-            cx, cy = rng.uniform(r * 0.6, size - r * 0.6, 2)
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            kind = SHAPE_CLASSES[k]
-            theta = rng.uniform(0, 2 * np.pi)
-            if kind == "disk":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-            elif kind == "ring":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=max(2, int(r * 0.3)))
-            else:
-                draw.polygon(_shape_polygon(kind, cx, cy, r, theta), fill=colour)
-        images[i] = np.asarray(im)
-    return images, labels
-
-
-#: Pixels (images x height x width) from which :func:`render_scenes` spreads the work over processes: the
-#: paper-scale 7,800 224-px stimuli take ~10 ms each on one core, ~80 s in all; the demo's 1,200 at 112 px, 3 s.
-_PARALLEL_PIXELS = 50_000_000
-
-
-def _scenes_job(args: tuple) -> tuple[int, np.ndarray, np.ndarray]:
-    n, size, seed, start, offset = args
-    images, labels = make_scenes(n, size, seed, start=start)
-    return offset, images, labels
-
-
-def render_scenes(n: int, size: int, seed: int = 0, *, start: int = 0,
-                  workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`make_scenes`, spread over worker processes when the job is large; the same arrays either way.
-
-    Image ``i`` depends only on ``(seed, start + i)``, so chunks rendered by different processes are
-    bit-identical to one serial pass. ``workers`` defaults to the machine's cores (at most 16) for more than
-    ~50 Mpixels of stimuli, else 1 (a spawned process costs ~1 s to start).
-    """
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 16) if n * size * size > _PARALLEL_PIXELS else 1
-    if workers <= 1 or n < 2 * workers:
-        return make_scenes(n, size, seed, start=start)
-    from core._proc import spawn_pool
-
-    images = np.empty((n, size, size, 3), np.uint8)
-    labels = np.empty(n, np.int16)
-    step = -(-n // (4 * workers))  # a few chunks per worker evens out the load
-    jobs = [(min(step, n - o), size, seed, start + o, o) for o in range(0, n, step)]
-    with spawn_pool(workers) as pool:
-        for offset, im, lab in pool.map(_scenes_job, jobs):
-            images[offset:offset + len(im)] = im
-            labels[offset:offset + len(im)] = lab
-    return images, labels
+SIM_FORMAT_VERSION = 6
 
 
 def smooth_fields(xy: np.ndarray, n_fields: int, length_scale: float, seed: int) -> np.ndarray:
@@ -184,11 +68,54 @@ def smooth_fields(xy: np.ndarray, n_fields: int, length_scale: float, seed: int)
     return out.numpy() * np.sqrt(2 / m)
 
 
+
 @dataclass
 class PlantedResponses:
-    Y_train: np.ndarray            # (n_train, n_voxels) float32
-    Y_test_repeats: np.ndarray     # (n_repeats, n_test, n_voxels) float32
+    """The simulated responses, their planted truth, and what rebuilds the noise-free signal.
+
+    Attributes
+    ----------
+    Y_train : float32 array of shape (n_train, n_voxels)
+    Y_test_repeats : float32 array of shape (n_repeats, n_test, n_voxels)
+    truth : dict of str to array of shape (n_voxels,)
+        See :func:`plant_responses`.
+    run_onsets : int64 array of shape (n_runs,)
+        Start of each training run.
+    hrf : float64 array of shape (n_taps,)
+        The haemodynamic response the neural signal was convolved with (``[1]`` without haemodynamics).
+    latents : float64 array of shape (n_train + n_test, 2 k)
+        The canonical on and off variates ``[a_1..a_k, b_1..b_k]`` (unit variance on the training rows).
+    coef : float64 array of shape (n_voxels, 2 k)
+        Per voxel, the weights of the latents in the neural signal, scaled so that the haemodynamic signal
+        ``convolve_runs(latents, hrf, onsets) @ coef.T`` (centred on the training rows) has variance
+        ``signal_fraction`` there.
+    rho : float64 array of shape (k,)
+        Canonical correlation of each (a_i, b_i) pair on the training rows.
+    """
+    Y_train: np.ndarray
+    Y_test_repeats: np.ndarray
     truth: dict[str, np.ndarray]
+    run_onsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    hrf: np.ndarray = field(default_factory=lambda: np.ones(1))
+    latents: np.ndarray | None = None
+    coef: np.ndarray | None = None
+    rho: np.ndarray | None = None
+
+    def signal(self, voxels=slice(None)) -> np.ndarray:
+        """The noise-free haemodynamic signal of ``voxels`` as planted (``Y = signal + noise``), float64
+        (n_train + n_test, n_selected); the test block starts its own convolution."""
+        n_train = self.Y_train.shape[0]
+        conv = convolve_runs(self.latents, self.hrf, np.append(self.run_onsets, n_train))
+        return (conv - conv[:n_train].mean(0)) @ self.coef[voxels].T
+
+    def neural(self, voxels=slice(None)) -> np.ndarray:
+        """The neural signal (before the haemodynamic response) of ``voxels``, unit variance on the training
+        rows, float64 (n_train + n_test, n_selected)."""
+        w = self.coef[voxels]
+        n_train = self.Y_train.shape[0]
+        lat = self.latents - self.latents[:n_train].mean(0)
+        s = lat @ w.T
+        return s / s[:n_train].std(0)
 
 
 def _zscore_by_train(a: np.ndarray, n_train: int) -> np.ndarray:
@@ -198,120 +125,224 @@ def _zscore_by_train(a: np.ndarray, n_train: int) -> np.ndarray:
     return (a - mu) / sd
 
 
+def _canonical_variates(A: np.ndarray, B: np.ndarray, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CCA of two latent blocks on the training rows: variates ``a = A Wa``, ``b = B Wb`` (each orthonormal
+    up to sqrt(n) on the training rows, ``a_i . b_j = 0`` for i != j) and their correlations, descending."""
+    def whitener(X):
+        Xc = X[:n_train] - X[:n_train].mean(0)
+        u, s, vt = np.linalg.svd(Xc / math.sqrt(n_train), full_matrices=False)
+        keep = s > s[0] * 1e-8
+        return vt[keep].T / s[keep], u[:, keep] * math.sqrt(n_train)
+    wa, ua = whitener(A)
+    wb, ub = whitener(B)
+    u, rho, vt = np.linalg.svd(ua.T @ ub / n_train)
+    k = min(len(rho), wa.shape[1], wb.shape[1])
+    Wa, Wb = wa @ u[:, :k], wb @ vt.T[:, :k]
+    a = (A - A[:n_train].mean(0)) @ Wa
+    b = (B - B[:n_train].mean(0)) @ Wb
+    return a, b, np.clip(rho[:k], 0, 1)
+
+
+def latent_partition(alpha: np.ndarray, beta: np.ndarray, rho: np.ndarray) -> dict[str, np.ndarray]:
+    """The variance partition of ``s = sum_i alpha_i a_i + beta_i b_i`` between the on and off latent spaces.
+
+    With canonical variates (unit variance, ``corr(a_i, b_i) = rho_i``, all other pairs uncorrelated), the
+    share of ``var(s)`` that the on space explains is ``R2_on = sum_i (alpha_i + rho_i beta_i)^2 / var(s)``,
+    the off space ``R2_off = sum_i (beta_i + rho_i alpha_i)^2 / var(s)``, and both together all of it.
+
+    Parameters
+    ----------
+    alpha, beta : arrays of shape (n_voxels, k)
+    rho : array of shape (k,)
+
+    Returns
+    -------
+    dict with float64 arrays of shape (n_voxels,): ``r2_on``, ``r2_off``, ``unique_on`` (= 1 - R2_off),
+    ``unique_off`` (= 1 - R2_on) and ``shared`` (= R2_on + R2_off - 1), as fractions of var(s).
+    """
+    var = np.sum(alpha ** 2 + beta ** 2 + 2 * rho * alpha * beta, axis=1)
+    r2_on = np.sum((alpha + rho * beta) ** 2, axis=1) / var
+    r2_off = np.sum((beta + rho * alpha) ** 2, axis=1) / var
+    return {"r2_on": r2_on, "r2_off": r2_off, "unique_on": 1 - r2_off, "unique_off": 1 - r2_on,
+            "shared": r2_on + r2_off - 1}
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
 def plant_responses(features: dict[str, np.ndarray], n_train: int, geometry: VoxelGeometry, *,
-                    n_repeats: int = 2, n_latent: int = 16, null_fraction: float = 0.25,
-                    length_scale: float = 12.0, seed: int = 0) -> PlantedResponses:
+                    n_repeats: int = 4, n_latent: int = 16, null_fraction: float = 0.25,
+                    length_scale: float = 12.0, seed: int = 0, n_runs: int = 12, tr: float = 2.0,
+                    hrf: bool = True, ar_range: tuple[float, float] = (0.2, 0.7),
+                    null_contrast_fraction: float = 0.1) -> PlantedResponses:
     """Plant voxel responses from the attention-on and attention-off features.
 
     Parameters
     ----------
     features : dict with keys "on", "off", arrays of shape (n_train + n_test, n_features)
-        Train samples first. The same features the pipeline extracts, so the truth is exact.
+        Train samples first, one per TR, in scan order. The features the pipeline extracts, so the truth
+        is exact.
     n_train : int
     geometry : VoxelGeometry of the voxels to simulate.
+    n_repeats : int
+        Noisy repeats of the test block (the same stimuli, new noise).
+    n_latent : int
+        Latent directions ``k`` per feature set.
+    null_fraction : float
+        Share of the far cortex (the half of the non-visual voxels farthest from V1-V3 and the object/scene
+        ROIs) with no signal at all.
+    length_scale : float
+        Spatial scale of the fields over the flatmap (flat-surface units; the fields use 4x this).
+    seed : int
+    n_runs : int
+        Training runs of equal length; the test block is one more run.
+    tr : float
+        Seconds per sample: the sampling of the haemodynamic response.
+    hrf : bool
+        Convolve the neural signal with the canonical double-gamma response (False: no haemodynamics).
+    ar_range : (float, float)
+        Range of the per-voxel AR(1) coefficient of the noise ((0, 0): white noise).
+    null_contrast_fraction : float
+        Share of the signal-carrying voxels planted with equal on and off parts (no on/off contrast).
+
+    Returns
+    -------
+    PlantedResponses
+        ``truth`` holds, per voxel (n_voxels,): ``signal_fraction`` (float32: signal share of one trial's
+        variance), ``on_share`` (float32 in [0, 1]: the weight of the on latents), ``unique_on``,
+        ``unique_off``, ``shared`` (float32: the variance that only the on latents, only the off latents, or
+        either explains, as shares of one trial's variance; they sum to ``signal_fraction``), ``delta_r``
+        (float32: the planted advantage of on over off, ``sqrt(F) (sqrt(R2_on) - sqrt(R2_off))`` with ``F`` the
+        signal share of the repeat-averaged test series: the r difference of ideal on and off models),
+        ``ar_phi`` (float32: the noise's lag-1 autocorrelation), ``dominant_on`` (bool: R2_on > R2_off, never
+        for a null contrast), ``null`` (bool: no signal), ``null_contrast`` (bool: signal with R2_on = R2_off
+        exactly), ``early_visual``, ``object_scene`` (bool: ROI membership).
 
     Notes
     -----
-    Per voxel ``v``: signal ``s_v = sqrt(a_v) T_on c_v + sqrt(1 - a_v) T_off c'_v`` where ``T_m`` are
-    ``n_latent`` random projections of feature set ``m`` (unit variance; each feature channel weighted by how
-    much attention changes it, ``1 - corr(on, off)`` over the training stimuli), ``c_v``, ``c'_v`` are smooth
-    fields over the flatmap (unit norm per voxel), and ``a_v`` is the attention-on share (0.9 in object/scene
-    ROIs, 0.1 in V1-V3, elsewhere a smooth field pushed towards 0.05 or 0.95 by a tanh). The response is
-    ``sqrt(rho_v) s_v + sqrt(1 - rho_v) noise`` with ``rho_v`` the planted signal fraction of one trial:
-    highest in visual ROIs and decaying with flatmap distance from them; a ``null_fraction`` share of the
-    far cortex has ``rho_v = 0`` exactly. Test responses are ``n_repeats`` noisy repeats of the same signal.
+    Latents: ``A = z_on P``, ``B = z_off P`` for the train-standardised features ``z`` and one random
+    projection ``P`` whose channel weights grow with how much attention changes the channel (``(1 -
+    corr(on, off))^2`` over the training stimuli; most ABN channels barely change, and with uniform weights
+    the two blocks would be nearly the same). Their canonical variates ``a_i``, ``b_i`` (correlation
+    ``rho_i``) make the on/off partition of any mixture closed-form (:func:`latent_partition`). Per voxel the
+    neural signal is ``s = sum_i sqrt(w) c_i a_i + sqrt(1 - w) c'_i b_i`` with ``c``, ``c'`` smooth unit-norm
+    fields and ``w`` the on-share: a smooth field in [0, 1], centred at 0.8 in the object/scene ROIs, 0.2 in
+    V1-V3 and 0.5 elsewhere. Null-contrast voxels take ``c' = c`` and ``w = 1/2``: on and off parts are
+    mirror images, so R2_on = R2_off. The BOLD signal is ``s`` convolved with the HRF within each run, scaled
+    to the voxel's signal fraction; the noise is AR(1) with a smooth coefficient field in ``ar_range``,
+    restarted at each run and in each test repeat.
     """
     rng = np.random.default_rng([seed, 1])
     n_total = features["on"].shape[0]
     n_test = n_total - n_train
     n_vox = geometry.n_voxels
     n_feat = features["on"].shape[1]
+    lo_phi, hi_phi = (float(v) for v in ar_range)
+    if not 0 <= lo_phi <= hi_phi < 1:
+        raise InputError(f"expected 0 <= low <= high < 1, found {tuple(ar_range)}", field="simulation.ar_range")
+    if not 0 <= null_contrast_fraction < 1:
+        raise InputError(f"expected a fraction in [0, 1), found {null_contrast_fraction!r}",
+                         field="simulation.null_contrast_fraction")
+    onsets = even_run_onsets(n_train, n_runs)
+    h = double_gamma_hrf(tr) if hrf else np.ones(1)
 
     z = {m: _zscore_by_train(features[m].astype(np.float64), n_train) for m in ("on", "off")}
-    # Voxels listen to the channels that attention modulates: each channel's weight in the projections is
-    # (1 - its on/off correlation over the training stimuli) squared. With uniform weights the latents of the
-    # two feature sets would correlate ~0.8 (most ABN channels barely change when M is applied), and which set
-    # drives a voxel could not be told apart from a finite sample: the planted truth would not be testable.
-    # The square (against the plain weight) raised the demo's dominant-condition recovery on a 12,000-voxel
-    # sample from 0.892 to 0.944; the misses left are voxels with a signal fraction below ~0.05.
     modulation = np.clip(1 - (z["on"][:n_train] * z["off"][:n_train]).mean(0), 0.02, None) ** 2
     proj = rng.normal(size=(n_feat, n_latent)) * modulation[:, None] / math.sqrt(n_feat)
-    latent = {m: _zscore_by_train(z[m] @ proj, n_train) for m in ("on", "off")}
+    a, b, rho = _canonical_variates(z["on"] @ proj, z["off"] @ proj, n_train)
+    k = rho.size
 
     # Hemispheres get independent fields: shift one far away on the flatmap.
     xy = geometry.flat_xy.astype(np.float64) + np.where(geometry.hemi[:, None] == 1, 1e4, 0.0)
-    fields = smooth_fields(xy, 2 * n_latent + 2, length_scale * 4, seed)
-    c_on = fields[:, :n_latent]
-    c_off = fields[:, n_latent:2 * n_latent]
-    c_on /= np.linalg.norm(c_on, axis=1, keepdims=True)
-    c_off /= np.linalg.norm(c_off, axis=1, keepdims=True)
+    fields = smooth_fields(xy, 2 * k + 3, length_scale * 4, seed)
+    c_on = fields[:, :k] / np.linalg.norm(fields[:, :k], axis=1, keepdims=True)
+    c_off = fields[:, k:2 * k] / np.linalg.norm(fields[:, k:2 * k], axis=1, keepdims=True)
+    f_share, f_rho, f_phi = fields[:, 2 * k], fields[:, 2 * k + 1], fields[:, 2 * k + 2]
 
     early = geometry.roi_mask(EARLY_VISUAL)
     objects = geometry.roi_mask(OBJECT_SCENE)
-    share = 0.5 + 0.45 * np.tanh(6 * fields[:, -2])
-    share[objects] = 0.9
-    share[early] = 0.1
-
-    # Signal fraction: strong in visual ROIs, decaying with flatmap distance from them.
-    from scipy.spatial import cKDTree
     visual = early | objects
-    rho = np.zeros(n_vox)
+    centre = np.where(objects, 0.8, np.where(early, 0.2, 0.5))
+    share = _sigmoid(np.log(centre / (1 - centre)) + 1.2 * f_share)
+
+    # Signal fraction of one trial: ~0.1 in the visual ROIs with a smooth spread of x/÷ 1.6, fading with
+    # flatmap distance from them to ~0.002 in the far cortex.
+    from scipy.spatial import cKDTree
+    rho_v = np.full(n_vox, 0.002)
     if visual.any():
         dist, _ = cKDTree(xy[visual]).query(xy)
-        # Far cortex near zero: outside the visual ROIs the signal fades with distance along the surface.
-        rho = 0.005 + 0.3 * np.exp(-dist / (length_scale * 3))
-    rho[early] = 0.35
-    rho[objects] = 0.3
-    rho *= np.exp(0.25 * fields[:, -1])          # smooth local variation, stays positive
-    rho = np.clip(rho, 0, 0.6)
-    far = ~visual & (rho < np.quantile(rho[~visual], 0.5)) if (~visual).any() else np.zeros(n_vox, bool)
+        rho_v = 0.002 + 0.1 * np.exp(-dist / (length_scale * 2))
+    rho_v[early] = 0.3
+    rho_v[objects] = 0.25
+    rho_v = np.clip(rho_v * np.exp(0.5 * f_rho), 0, 0.5)
+    far = ~visual & (rho_v < np.quantile(rho_v[~visual], 0.5)) if (~visual).any() else np.zeros(n_vox, bool)
     far_idx = np.flatnonzero(far)
     null = np.zeros(n_vox, bool)
     null[rng.choice(far_idx, size=int(round(null_fraction * far_idx.size)), replace=False)] = True
-    rho[null] = 0.0
+    rho_v[null] = 0.0
+    live = np.flatnonzero(~null)
+    null_contrast = np.zeros(n_vox, bool)
+    null_contrast[rng.choice(live, size=int(round(null_contrast_fraction * live.size)), replace=False)] = True
+    c_off[null_contrast] = c_on[null_contrast]
+    share[null_contrast] = 0.5
 
-    # The signal s_v = L @ k_v is linear in the stacked latents L = [T_on, T_off] with per-voxel coefficients
-    # k_v = [sqrt(a_v) c_v, sqrt(1 - a_v) c'_v], so its training mean and SD follow from the latents' mean and
-    # covariance: the standardised, rho-scaled signal of every voxel is one small product per chunk.
-    lat = np.concatenate([latent["on"], latent["off"]], axis=1)                 # (n_total, 2 n_latent)
-    coef = np.concatenate([np.sqrt(share)[:, None] * c_on, np.sqrt(1 - share)[:, None] * c_off], axis=1)
-    lat_mean = lat[:n_train].mean(0)
-    lat_c = lat - lat_mean
-    cov = lat_c[:n_train].T @ lat_c[:n_train] / n_train
-    signal_sd = np.sqrt(np.einsum("vi,ij,vj->v", coef, cov, coef))
-    coef *= (np.sqrt(rho) / signal_sd)[:, None]
-    noise_sd = np.sqrt(1 - rho)
+    alpha = np.sqrt(share)[:, None] * c_on
+    beta = np.sqrt(1 - share)[:, None] * c_off
+    part = latent_partition(alpha, beta, rho)
+    phi = lo_phi + (hi_phi - lo_phi) * _sci_norm_cdf(f_phi)
+
+    # The BOLD signal is linear in the convolved latents, so its training variance per voxel follows from
+    # their covariance: every voxel's scaled signal is one small product per chunk.
+    lat = np.concatenate([a, b], axis=1)                                     # (n_total, 2k)
+    coef = np.concatenate([alpha, beta], axis=1)
+    conv = convolve_runs(lat, h, np.append(onsets, n_train))                 # the test block is its own run
+    conv_c = conv - conv[:n_train].mean(0)
+    cov = conv_c[:n_train].T @ conv_c[:n_train] / n_train
+    sd = np.sqrt(np.einsum("vi,ij,vj->v", coef, cov, coef))
+    coef *= (np.sqrt(rho_v) / sd)[:, None]
+    noise_sd = np.sqrt(1 - rho_v)
 
     Y_train = np.empty((n_train, n_vox), np.float32)
     Y_test = np.empty((n_repeats, n_test, n_vox), np.float32)
+    test_onsets = np.zeros(1, np.int64)
     chunk = 8192
-    noise = np.empty((n_train, min(chunk, n_vox)))
     for lo in range(0, n_vox, chunk):
         sl = slice(lo, min(lo + chunk, n_vox))
-        s = lat_c @ coef[sl].T                                                   # sqrt(rho) * standardised s
-        b = noise_sd[sl]
-        # The same draws in the same order as one standard_normal((rows, chunk)) call each: the data only
-        # depend on the seed.
-        nz = noise if s.shape[1] == noise.shape[1] else np.empty((n_train, s.shape[1]))
-        rng.standard_normal(out=nz)
-        nz *= b
+        s = conv_c @ coef[sl].T
+        nz = ar1_noise(rng, n_train, phi[sl], onsets)
+        nz *= noise_sd[sl]
         nz += s[:n_train]
         Y_train[:, sl] = nz
         for r in range(n_repeats):
-            nz = rng.standard_normal((n_test, s.shape[1]))
-            nz *= b
+            nz = ar1_noise(rng, n_test, phi[sl], test_onsets)
+            nz *= noise_sd[sl]
             nz += s[n_train:]
             Y_test[r, :, sl] = nz
 
+    f_avg = rho_v / np.where(rho_v > 0, rho_v + (1 - rho_v) / n_repeats, 1.0)
+    delta = np.sqrt(f_avg) * (np.sqrt(part["r2_on"]) - np.sqrt(part["r2_off"]))
     truth = {
-        "signal_fraction": rho.astype(np.float32),
+        "signal_fraction": rho_v.astype(np.float32),
         "on_share": share.astype(np.float32),
-        "dominant_on": (share > 0.5),
+        "unique_on": (rho_v * part["unique_on"]).astype(np.float32),
+        "unique_off": (rho_v * part["unique_off"]).astype(np.float32),
+        "shared": (rho_v * part["shared"]).astype(np.float32),
+        "delta_r": delta.astype(np.float32),
+        "ar_phi": phi.astype(np.float32),
+        "dominant_on": (delta > 0),
         "null": null,
+        "null_contrast": null_contrast,
         "early_visual": early,
         "object_scene": objects,
     }
-    return PlantedResponses(Y_train=Y_train, Y_test_repeats=Y_test, truth=truth)
+    return PlantedResponses(Y_train=Y_train, Y_test_repeats=Y_test, truth=truth, run_onsets=onsets, hrf=h,
+                            latents=lat, coef=coef, rho=rho)
+
+
+def _sci_norm_cdf(x):
+    from scipy.special import ndtr
+    return ndtr(x)
 
 
 def _atomic_dir(final: Path) -> Path:
@@ -322,13 +353,13 @@ def _atomic_dir(final: Path) -> Path:
 def write_simulated_dataset(out_dir: str | Path, *, n_train: int, n_test: int, image_size: int,
                             geometry: VoxelGeometry,
                             feature_fn: Callable[[np.ndarray], dict[str, np.ndarray]],
-                            n_repeats: int = 2, n_latent: int = 16, null_fraction: float = 0.25,
-                            length_scale: float = 12.0, seed: int = 0, meta: dict | None = None) -> Path:
+                            seed: int = 0, meta: dict | None = None, **plant) -> Path:
     """Generate stimuli, plant responses from ``feature_fn(images)`` and write the dataset folder.
 
+    ``plant`` holds the keyword arguments of :func:`plant_responses` (``n_repeats``, ``n_runs``, ``tr``, ...).
     The folder holds ``stimuli_train.npy``, ``stimuli_test.npy``, ``responses.h5`` (``Y_train``, ``Y_test``
-    with repeats first), ``truth.npz`` and ``dataset.json``. It is written under a temporary name and
-    renamed at the end, so an interrupted run never leaves a half-written dataset.
+    with repeats first, ``run_onsets``), ``truth.npz`` and ``dataset.json``. It is written under a temporary
+    name and renamed at the end, so an interrupted run never leaves a half-written dataset.
     """
     import h5py
 
@@ -342,17 +373,20 @@ def write_simulated_dataset(out_dir: str | Path, *, n_train: int, n_test: int, i
         np.save(tmp / "stimuli_train.npy", train)
         np.save(tmp / "stimuli_test.npy", test)
         feats = feature_fn(np.concatenate([train, test]))
-        planted = plant_responses(feats, n_train, geometry, n_repeats=n_repeats, n_latent=n_latent,
-                                  null_fraction=null_fraction, length_scale=length_scale, seed=seed)
+        planted = plant_responses(feats, n_train, geometry, seed=seed, **plant)
         with h5py.File(tmp / "responses.h5", "w") as h5:
             h5.create_dataset("Y_train", data=planted.Y_train)
             h5.create_dataset("Y_test", data=planted.Y_test_repeats)
+            h5.create_dataset("run_onsets", data=planted.run_onsets)
             h5.attrs["simulated"] = True
         np.savez(tmp / "truth.npz", labels_train=train_labels, labels_test=test_labels, **planted.truth)
         info = {"format_version": SIM_FORMAT_VERSION, "simulated": True, "n_train": n_train, "n_test": n_test,
-                "image_size": image_size, "n_voxels": geometry.n_voxels, "n_repeats": n_repeats,
+                "image_size": image_size, "n_voxels": geometry.n_voxels,
+                "n_repeats": int(planted.Y_test_repeats.shape[0]), "run_onsets": planted.run_onsets.tolist(),
+                "hrf": planted.hrf.tolist(), "canonical_correlations": planted.rho.tolist(),
                 "subject": geometry.subject, "transform": geometry.transform, "mask": geometry.mask_name,
-                "seed": seed, **(meta or {})}
+                "seed": seed, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in plant.items()},
+                **(meta or {})}
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)

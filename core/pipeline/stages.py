@@ -62,7 +62,9 @@ def stage_dataset(ctx: Context):
         folder = write_simulated_dataset(
             simulated_dataset_dir(cfg, ctx.cache_dir), n_train=sim.n_train, n_test=sim.n_test,
             image_size=sim.image_size, geometry=geometry, feature_fn=feature_fn, n_repeats=sim.n_repeats,
-            n_latent=sim.n_latent, null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed)
+            n_latent=sim.n_latent, null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed,
+            n_runs=sim.n_runs, tr=sim.tr, hrf=sim.hrf, ar_range=tuple(sim.ar_range),
+            null_contrast_fraction=sim.null_contrast_fraction)
         meta["dataset_dir"] = str(folder)
         if feature_seconds:  # the ABN pass inside the simulation (0 entries: the dataset folder existed)
             meta["feature_seconds"] = round(sum(feature_seconds), 3)

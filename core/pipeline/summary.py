@@ -49,22 +49,48 @@ def stats_summary(cfg: RunConfig, meta: dict) -> dict[str, Any]:
     return out
 
 
-def truth_summary(r_on, r_off, sig_on, sig_off, p_on, dominant_on, null, p_perm_on=None) -> dict[str, Any]:
+def truth_summary(r_on, r_off, sig_on, sig_off, p_on, truth: dict[str, np.ndarray],
+                  p_perm_on=None) -> dict[str, Any]:
     """Recovery of the planted truth.
 
-    ``dominant_recovery``: among non-null voxels significant in either condition, the fraction where the
-    condition with the higher r is the planted dominant one. ``null_fpr_p01``: fraction of null voxels with
-    t-test p <= 0.01 in the ``on`` condition; ``null_fpr_perm_p01`` the same for the block-permutation p (runs
-    with permutations).
+    Parameters
+    ----------
+    r_on, r_off, p_on : arrays of shape (n_voxels,)
+    sig_on, sig_off : bool arrays of shape (n_voxels,)
+    truth : dict of array name (``truth_null``, ...) to array of shape (n_voxels,)
+
+    Returns
+    -------
+    dict
+        ``dominant_recovery``: among non-null voxels with an on/off contrast that are significant in either
+        condition, the fraction where the condition with the higher r is the planted dominant one.
+        ``null_fpr_p01``: fraction of null voxels with p <= 0.01 in the ``on`` condition (the parametric p;
+        under autocorrelated noise it is expected above 0.01); ``null_fpr_perm_p01`` the same for the
+        block-permutation p (runs with permutations). With ``truth_delta_r``: ``delta_r_spearman``,
+        the rank correlation of the measured r_on - r_off with the planted advantage over the same voxels
+        as the dominance; with ``truth_null_contrast``: ``null_contrast_mean_delta_r`` and its standard
+        error over the null-contrast voxels (voxels as the independent units).
     """
-    considered = (~null) & (sig_on | sig_off)
+    null = np.asarray(truth["truth_null"], bool)
+    nc = np.asarray(truth.get("truth_null_contrast", np.zeros_like(null)), bool)
+    considered = (~null) & (~nc) & (sig_on | sig_off)
     out: dict[str, Any] = {"n_null": int(null.sum()), "n_considered_dominance": int(considered.sum())}
+    dominant_on = np.asarray(truth["truth_dominant_on"], bool)
+    diff = np.asarray(r_on, np.float64) - np.asarray(r_off, np.float64)
     if considered.any():
-        out["dominant_recovery"] = float(np.mean((r_on > r_off)[considered] == dominant_on[considered]))
+        out["dominant_recovery"] = float(np.mean((diff > 0)[considered] == dominant_on[considered]))
+        if "truth_delta_r" in truth and considered.sum() > 2:
+            from scipy.stats import spearmanr
+            out["delta_r_spearman"] = float(spearmanr(diff[considered],
+                                                      np.asarray(truth["truth_delta_r"])[considered])[0])
     if null.any():
         out["null_fpr_p01"] = float(np.mean(p_on[null] <= 0.01))
-        if p_perm_on is not None:
-            out["null_fpr_perm_p01"] = float(np.mean(p_perm_on[null] <= 0.01))
+    if nc.sum() > 1:
+        out["n_null_contrast"] = int(nc.sum())
+        out["null_contrast_mean_delta_r"] = float(diff[nc].mean())
+        out["null_contrast_mean_delta_r_se"] = float(diff[nc].std(ddof=1) / np.sqrt(nc.sum()))
+    if p_perm_on is not None and null.any():
+        out["null_fpr_perm_p01"] = float(np.mean(p_perm_on[null] <= 0.01))
     return out
 
 
@@ -103,8 +129,7 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
             on, off = run.stats("on"), run.stats("off")
             summary["truth"] = truth_summary(
                 np.asarray(on["r"]), np.asarray(off["r"]), np.asarray(on["significant"]),
-                np.asarray(off["significant"]), np.asarray(on["p"]),
-                np.asarray(truth["truth_dominant_on"]), np.asarray(truth["truth_null"]),
+                np.asarray(off["significant"]), np.asarray(on["p"]), truth,
                 np.asarray(on["p_perm"]) if "p_perm" in on else None)
     if "contrasts" in results:
         cm = results["contrasts"].meta

@@ -252,9 +252,18 @@ def _series(geom: dict, n_test: int, rng: np.random.Generator) -> dict:
         pred = pred * (0.5 + rng.random(n))                                  # predictions have their own scale
         encoding[schema.name("encoding", "pred", m)] = np.ascontiguousarray(pred.T, dtype=np.float32)
         encoding[schema.name("encoding", "alpha", m)] = (10.0 ** rng.uniform(0, 6, n)).astype(np.float32)
+    # The partition of the signal into on-only, off-only and shared parts, consistent with the fidelities:
+    # the condition that reproduces the response better owns a unique part.
+    gap = fidelity["on"] ** 2 - fidelity["off"] ** 2
+    unique_on, unique_off = signal * np.clip(gap, 0, None), signal * np.clip(-gap, 0, None)
     truth = {"signal_fraction": signal.astype(np.float32), "on_share": np.where(objects, 0.7, np.where(early, 0.3, 0.5)
                                                                                ).astype(np.float32),
-             "dominant_on": fidelity["on"] > fidelity["off"], "null": null, "early_visual": early,
+             "unique_on": unique_on.astype(np.float32), "unique_off": unique_off.astype(np.float32),
+             "shared": (signal - unique_on - unique_off).astype(np.float32),
+             "delta_r": (np.sqrt(signal) * (fidelity["on"] - fidelity["off"])).astype(np.float32),
+             "ar_phi": np.full(n, 0.0, np.float32),
+             "dominant_on": fidelity["on"] > fidelity["off"], "null": null,
+             "null_contrast": ~null & (fidelity["on"] == fidelity["off"]), "early_visual": early,
              "object_scene": objects}
     return {"encoding": encoding, "repeats": repeats, "measured": measured, "truth": truth}
 
