@@ -25,6 +25,7 @@ __all__ = [
     "CEILING_MIN_EV",
     "block_permutation_p",
     "correlation_bins",
+    "critical_r_t",
     "fdr_bh",
     "noise_ceiling",
     "pearson_r",
@@ -179,6 +180,23 @@ def pvalues_t(r, n_samples: int, alternative: str = "two-sided") -> np.ndarray:
         return two
     # The t distribution is symmetric: the upper tail is half the two-sided p for r >= 0.
     return np.where(r >= 0, two / 2.0, 1.0 - two / 2.0)
+
+
+def critical_r_t(n_samples: int, level: float = 0.01, alternative: str = "two-sided") -> float:
+    """The smallest r > 0 whose t-test p (:func:`pvalues_t`) is at most ``level`` with ``n_samples`` samples.
+
+    ``r_crit = t / sqrt(df + t^2)`` with ``t`` the t distribution's upper ``level / 2`` (two-sided) or
+    ``level`` (greater) quantile and ``df = n_samples - 2``. Below it no voxel is significant under the
+    uncorrected t-test however good its prediction, so correlation bins under it cannot fill.
+    """
+    from scipy.stats import t as t_dist
+    _check_alternative(alternative, "critical_r_t")
+    level = _check_level(level)
+    df = int(n_samples) - 2
+    if df < 1:
+        raise InputError(f"expected at least 3 samples, found {n_samples}", source="critical_r_t", field="n_samples")
+    t = float(t_dist.isf(level / 2 if alternative == "two-sided" else level, df))
+    return t / float(np.sqrt(df + t * t))
 
 
 def fdr_bh(p) -> np.ndarray:

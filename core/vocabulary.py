@@ -20,7 +20,8 @@ import numpy as np
 from core._validation import InputError
 
 __all__ = [
-    "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "RULES",
+    "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "OUTCOME_RGBA",
+    "COLOURINGS", "BIN_SETS", "RULES",
     "RULE_LABELS", "NEGATIVE_CODE", "NS_CODE", "N_BINS",
     "BIN_COLOURS_RGBA", "NS_RGBA", "NEGATIVE_RGBA", "BinScheme", "DEFAULT_BINS", "rgba_hex", "rgba_css",
 ]
@@ -36,6 +37,19 @@ CONTRASTS = {"on_off": ("on", "off"), "on_uniform": ("on", "uniform"), "uniform_
 CONTRAST_LABELS = {name: f"{a} - {b}" for name, (a, b) in CONTRASTS.items()}
 #: Outcome codes of a contrast per voxel (int8): a helps, b helps (a hurts), no detectable difference.
 OUTCOME_CODES = {1: "helps", -1: "hurts", 0: "no detectable difference"}
+
+#: Colour of each outcome code: Okabe-Ito blue where attention (a) helps, reddish purple where it hurts, a
+#: neutral light grey for no detectable difference. Blue and purple differ in lightness and keep apart for
+#: every kind of colour blindness; none of them is a viridis bin colour or the negative-r vermillion.
+OUTCOME_RGBA = {1: np.array([0, 114, 178, 255], dtype=np.uint8), -1: np.array([204, 121, 167, 255], dtype=np.uint8),
+                0: np.array([200, 200, 200, 255], dtype=np.uint8)}
+for _c in OUTCOME_RGBA.values():
+    _c.setflags(write=False)
+
+#: How the views colour voxels: by their correlation bin (the study's Fig. 3) or by a contrast's outcome.
+COLOURINGS = {"bins": "r bins", "contrast": "contrast outcome"}
+#: Which voxels get a bin: significant ones only (the study's figures), or every voxel with a defined r.
+BIN_SETS = {"significant": "significant voxels", "all": "all voxels"}
 
 #: Significance rules: t-test p uncorrected (the study's), BH-FDR q of the t-test p, BH-FDR q of the block-permutation p.
 RULES = ("p", "q", "perm")

@@ -34,8 +34,8 @@ def create_app(results):
     """
     from dash import Dash
 
-    from . import (downloads, filters, flatmaps, inspector, presenting, r_scatter, selection, server, umap_view,
-                   viewer_bridge, voxel_table)
+    from . import (downloads, filters, flatmaps, inspector, presenting, r_scatter, selection, server,
+                   summary_plots, umap_view, viewer_bridge, voxel_table)
     from .data import DashboardData
 
     data = DashboardData(results)
@@ -43,7 +43,7 @@ def create_app(results):
                update_title=None, serve_locally=True, suppress_callback_exceptions=False)
     app.layout = make_layout(data)
     for feature in (selection, filters, umap_view, flatmaps, r_scatter, inspector, voxel_table, viewer_bridge,
-                    presenting, downloads):
+                    presenting, downloads, summary_plots):
         feature.register(app, data)
     server.register_routes(app.server, data)
     downloads.register_routes(app.server, data)

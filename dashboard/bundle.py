@@ -8,8 +8,9 @@
                                             (``BinScheme.to_json``), captions of the scenes' voxels, and
                                             the index of data/arrays.bin
     OUT/data/arrays.bin                     little-endian arrays: per condition the UMAP's voxel rows and
-                                            quantised coordinates, r, and the bin codes under every
-                                            significance rule; the voxels' ROI and hemisphere
+                                            quantised coordinates, r, the bin codes under every
+                                            significance rule and of all voxels; each contrast's outcome
+                                            codes; the voxels' ROI and hemisphere
     OUT/flatmaps/                           the run's flatmap PNGs and, per scene, the layer that shows its
                                             filters (the dashboard's filter layer)
     OUT/viewer/                             the run's pycortex static viewer, copied
@@ -34,7 +35,7 @@ import numpy as np
 
 from core._io import json_default
 from core._validation import InputError
-from core.vocabulary import PAIR, BinScheme
+from core.vocabulary import CONTRAST_LABELS, OUTCOME_RGBA, PAIR, BinScheme, rgba_hex
 
 __all__ = ["TEMPLATE_DIR", "BUNDLE_VERSION", "build_bundle", "write_bundle", "bundle_size", "main"]
 
@@ -117,7 +118,8 @@ def _caption(data, voxel: int, rules: list[str]) -> dict:
 def _filter_state(scene: dict):
     from .data import FilterState
     f = scene["filters"]
-    return FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"])
+    return FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"],
+                                     f["colour"], f["contrast"], f["outcomes"], f["bin_set"])
 
 
 def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
@@ -137,11 +139,12 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
     dict
         The ``data/bundle.json`` document.
     """
-    from .data import DashboardData
-    from .flatmaps import flatmap_filter_layer
+    from .data import DashboardData, FilterState
+    from .filters import outcome_labels
+    from .flatmaps import state_layer
     from .plotting import HIGHLIGHT_COLOUR, SET_COLOUR, provenance
     from .server import png_bytes
-    from .umap_view import UMAP_COLOURS, make_umap_figure, shared_camera, umap_marker_size
+    from .umap_view import UMAP_CODE, UMAP_COLOURS, make_umap_figure, shared_camera, umap_marker_size
 
     if not scenes:
         raise InputError("no scenes to play; save at least one scene in the dashboard", source="export-bundle",
@@ -173,6 +176,9 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         arrays.add(f"r_{m}", data.r[m].astype(np.float64))       # float64: thresholds compare as in the dashboard
         for rule in data.rules:
             arrays.add(f"bins_{rule}_{m}", data.bins(m, rule).astype(np.int8))
+        arrays.add(f"bins_all_{m}", data.bins(m, data.default_rule, "all").astype(np.int8))
+    for c in data.contrasts:
+        arrays.add(f"outcome_{c}", data.outcome(FilterState(colour="contrast", contrast=c)).astype(np.int8))
     if data.has_geometry:
         arrays.add("roi", data.roi.astype(np.int16))
         arrays.add("hemi", data.hemi.astype(np.int8))
@@ -196,8 +202,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
             for m in pair:
                 if (m, state) not in made:
                     name = f"flatmaps/layer_{len(made)}_{m}.png"
-                    layer = flatmap_filter_layer(fm.lookup, data.stored_bins[m], data.bins(m, state.rule),
-                                                 data.visible(m, state))
+                    layer = state_layer(data, m, state)
                     (folder / name).write_bytes(png_bytes(layer, compress_level=6))
                     made[(m, state)] = name
                 layers[i][m] = made[(m, state)]
@@ -215,7 +220,11 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         "provenance": {m: provenance(data.run_id, data.simulated, m) for m in pair},
         "colours": {"umap": UMAP_COLOURS, "bins": scheme["colours"], "bin_labels": scheme["labels"],
                     "negative": scheme["negative"]["colour"], "ns": scheme["ns"]["colour"],
+                    "outcomes": {str(o): rgba_hex(c) for o, c in OUTCOME_RGBA.items()},
                     "highlight": HIGHLIGHT_COLOUR, "set": SET_COLOUR},
+        "umap_code": UMAP_CODE,
+        "contrasts": {c: {"label": CONTRAST_LABELS[c], "outcomes": {str(o): w for o, w in outcome_labels(c).items()}}
+                      for c in data.contrasts},
         "bin_scheme": scheme,
         "arrays": {"file": "data/arrays.bin", "index": arrays.index},
         "umap": umap, "flatmap": flatmap, "flatmap_reason": data.flatmap_reason, "viewer": viewer,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.vocabulary import DEFAULT_BINS, PAIR, BinScheme
+from core.vocabulary import BIN_SETS, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES, OUTCOME_RGBA, PAIR, BinScheme
 
 from .plotting import quantise_coords, quantise_xy
 
@@ -40,6 +40,16 @@ class FilterState:
         Minimum |r| in the condition shown.
     ns : {"faint", "hidden"}
         How voxels that are not significant or are filtered out are drawn.
+    colour : {"bins", "contrast"}
+        Colour the shown voxels by their r bin, or by the outcome of ``contrast``.
+    contrast : str
+        The contrast (:data:`core.vocabulary.CONTRASTS`) whose outcome colours and filters the voxels.
+    outcomes : tuple of int
+        Outcome codes of ``contrast`` shown (+1 helps, -1 hurts, 0 no detectable difference); a filter only
+        while ``colour == "contrast"``.
+    bin_set : {"significant", "all"}
+        Bin only voxels significant under ``rule`` (the views' default), or every voxel with a defined r (the
+        study's Fig. 3 bins, whose lowest one no significant voxel can reach at short test lengths).
     """
     rule: str = "p"
     bins: tuple[int, ...] = DEFAULT_BINS.filter_codes
@@ -47,19 +57,30 @@ class FilterState:
     hemis: tuple[str, ...] = ("L", "R")
     threshold: float = 0.0
     ns: str = "faint"
+    colour: str = "bins"
+    contrast: str = "on_off"
+    outcomes: tuple[int, ...] = (-1, 0, 1)
+    bin_set: str = "significant"
 
     @classmethod
-    def from_controls(cls, rule, bins, rois, hemis, threshold, ns) -> "FilterState":
+    def from_controls(cls, rule, bins, rois, hemis, threshold, ns, colour=None, contrast=None, outcomes=None,
+                      bin_set=None) -> "FilterState":
         """Build from the raw values of the filter controls (``None`` for an untouched control)."""
         return cls(rule=str(rule or "p"), bins=tuple(sorted(int(b) for b in (bins or ()))),
                    rois=tuple(sorted(str(r) for r in (rois or ()))), hemis=tuple(sorted(str(h) for h in (hemis or ()))),
-                   threshold=float(threshold or 0.0), ns="hidden" if ns == "hidden" else "faint")
+                   threshold=float(threshold or 0.0), ns="hidden" if ns == "hidden" else "faint",
+                   colour="contrast" if colour == "contrast" else "bins",
+                   contrast=str(contrast) if contrast in CONTRASTS else "on_off",
+                   outcomes=(-1, 0, 1) if outcomes is None else tuple(sorted(int(o) for o in outcomes)),
+                   bin_set="all" if bin_set == "all" else "significant")
 
     def to_query(self) -> str:
         """URL query string of this state (for the flatmap filter-layer image route)."""
         from urllib.parse import urlencode
         return urlencode({"rule": self.rule, "bins": ",".join(map(str, self.bins)), "rois": ",".join(self.rois),
-                          "hemis": ",".join(self.hemis), "thr": f"{self.threshold:g}", "ns": self.ns})
+                          "hemis": ",".join(self.hemis), "thr": f"{self.threshold:g}", "ns": self.ns,
+                          "colour": self.colour, "contrast": self.contrast,
+                          "outcomes": ",".join(map(str, self.outcomes)), "set": self.bin_set})
 
     @classmethod
     def from_query(cls, args) -> "FilterState":
@@ -67,10 +88,14 @@ class FilterState:
         def items(name):
             value = args.get(name, "")
             return [s for s in value.split(",") if s] if value else []
+
+        def choice(name, allowed, default):
+            value = args.get(name, default)
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+            return value
         rule = args.get("rule", "p")
-        ns = args.get("ns", "faint")
-        if ns not in ("faint", "hidden"):
-            raise ValueError(f"ns must be 'faint' or 'hidden', not {ns!r}")
+        ns = choice("ns", ("faint", "hidden"), "faint")
         bins = tuple(int(b) for b in items("bins"))
         if any(b not in DEFAULT_BINS.filter_codes for b in bins):
             raise ValueError(f"bins must be among {DEFAULT_BINS.filter_codes}, not {bins}")
@@ -80,8 +105,13 @@ class FilterState:
         thr = float(args.get("thr", "0"))
         if not np.isfinite(thr):
             raise ValueError("thr must be finite")
-        return cls(rule=rule, bins=bins, rois=tuple(items("rois")), hemis=hemis, threshold=thr, ns=ns)
-
+        outcomes = tuple(int(o) for o in items("outcomes")) if "outcomes" in args else (-1, 0, 1)
+        if any(o not in OUTCOME_CODES for o in outcomes):
+            raise ValueError(f"outcomes must be among -1, 0, 1, not {outcomes}")
+        return cls(rule=rule, bins=bins, rois=tuple(items("rois")), hemis=hemis, threshold=thr, ns=ns,
+                   colour=choice("colour", tuple(COLOURINGS), "bins"), contrast=choice("contrast", tuple(CONTRASTS),
+                                                                                       "on_off"),
+                   outcomes=outcomes, bin_set=choice("set", tuple(BIN_SETS), "significant"))
 
 
 # ---------------------------------------------------------------------------------------------- run data
@@ -296,7 +326,17 @@ class DashboardData:
                       if results.has_array("encoding", "alpha", m)}
         self.cv = {m: np.asarray(results.array("encoding", "cv", m)) for m in self.conditions
                    if results.has_array("encoding", "cv", m)}
-        self._bins_cache: dict[tuple[str, str], np.ndarray] = {}
+        self.r_norm = {m: np.asarray(st[m]["r_norm"]) for m in self.conditions if "r_norm" in st[m]}
+        self.ceiling_valid = {m: np.asarray(st[m]["ceiling_valid"], dtype=bool) for m in self.conditions
+                              if "ceiling_valid" in st[m]}
+        self._bins_cache: dict[tuple[str, str, str], np.ndarray] = {}
+
+        # The paired on-vs-off tests (contrasts stage): per contrast its per-voxel arrays and run/ROI summaries.
+        self.contrasts: dict[str, dict[str, np.ndarray]] = {c: results.contrast(c) for c in results.contrast_names()}
+        cmeta = results.stage("contrasts").meta if self.contrasts else {}
+        self.contrast_meta: dict[str, dict] = dict(cmeta.get("contrasts", {}))
+        self.contrast_test = {k: cmeta[k] for k in ("block_length", "block_length_auto", "n_boot", "ci", "level",
+                                                     "test") if k in cmeta}
 
         self.roi_names = results.roi_names
         geometry = results.geometry()
@@ -398,12 +438,17 @@ class DashboardData:
         centre[has, 1] = np.bincount(vox, weights=rows, minlength=self.n_voxels)[has] / count[has]
         return centre
 
-    def bins(self, condition: str, rule: str) -> np.ndarray:
-        """Correlation-bin codes (int8, shape (n_voxels,)) of a condition under a significance rule."""
-        key = (condition, rule)
+    def bins(self, condition: str, rule: str, bin_set: str = "significant") -> np.ndarray:
+        """Correlation-bin codes (int8, shape (n_voxels,)) of a condition under a significance rule.
+
+        ``bin_set="all"`` bins every voxel with a defined r (the rule is then not used): r below the first edge
+        gets the negative code."""
+        key = (condition, rule, bin_set)
         if key not in self._bins_cache:
             from core.stats import correlation_bins, significance_mask
-            if rule == "perm":   # as the stats stage applies it: BH over voxels of the block-permutation p
+            if bin_set == "all":
+                sig = np.ones(self.n_voxels, dtype=bool)
+            elif rule == "perm":   # as the stats stage applies it: BH over voxels of the block-permutation p
                 sig = significance_mask(self.q_perm[condition], rule="p", level=self.level)
             elif rule in ("p", "q"):
                 sig = significance_mask(self.p[condition], self.q[condition], rule=rule, level=self.level)
@@ -412,12 +457,28 @@ class DashboardData:
             self._bins_cache[key] = correlation_bins(self.r[condition], sig & self.valid[condition], self.bin_scheme.edges)
         return self._bins_cache[key]
 
+    def state_bins(self, condition: str, state: FilterState) -> np.ndarray:
+        """:meth:`bins` under a filter state's rule and bin set."""
+        return self.bins(condition, state.rule, state.bin_set)
+
+    def outcome(self, state: FilterState) -> np.ndarray | None:
+        """Outcome codes (int8, shape (n_voxels,)) of the state's contrast where the views colour by contrast
+        (0 where the contrast is undefined), else None."""
+        if state.colour != "contrast" or state.contrast not in self.contrasts:
+            return None
+        c = self.contrasts[state.contrast]
+        return np.where(c["valid"], c["outcome"], 0).astype(np.int8)
+
     def visible(self, condition: str, state: FilterState) -> np.ndarray:
-        """Bool array of shape (n_voxels,): significant under ``state.rule`` and passing every filter."""
-        b = self.bins(condition, state.rule)
+        """Bool array of shape (n_voxels,): binned under ``state`` (significant, unless its bin set is all) and
+        passing every filter, the contrast outcome's included when the views colour by contrast."""
+        b = self.state_bins(condition, state)
         keep = (b != -1) & np.isin(b, np.asarray(state.bins, dtype=np.int8))
         if state.threshold > 0:
             keep &= np.abs(self.r[condition]) >= state.threshold
+        outcome = self.outcome(state)
+        if outcome is not None:
+            keep &= np.isin(outcome, np.asarray(state.outcomes, dtype=np.int8))
         if self.has_geometry:
             if state.rois:
                 wanted = [self.roi_names.index(n) for n in state.rois if n in self.roi_names]
@@ -425,6 +486,25 @@ class DashboardData:
             if set(state.hemis) != {"L", "R"}:
                 keep &= np.isin(self.hemi, [0 if h == "L" else 1 for h in state.hemis])
         return keep
+
+    def voxel_rgba(self, condition: str, state: FilterState) -> np.ndarray:
+        """uint8 array of shape (n_voxels, 4): each voxel's colour under ``state`` where it is shown (its bin's,
+        or its contrast outcome's); what filtered-out voxels look like is each view's business."""
+        outcome = self.outcome(state)
+        if outcome is None:
+            return self.bin_scheme.to_rgba(self.state_bins(condition, state))
+        table = np.stack([OUTCOME_RGBA[-1], OUTCOME_RGBA[0], OUTCOME_RGBA[1]])
+        return table[outcome.astype(np.int64) + 1]
+
+    def critical_r(self, rule: str) -> dict[str, float | None]:
+        """Smallest |r| significant under ``rule`` per condition (None where no voxel is), from the data: the
+        threshold the rule puts on r at this test length."""
+        out = {}
+        for m in self.conditions:
+            b = self.bins(m, rule)
+            sig = (b != -1) & (self.r[m] > 0)
+            out[m] = float(np.min(self.r[m][sig])) if sig.any() else None
+        return out
 
     def default_filters(self) -> FilterState:
         return FilterState(rule=self.default_rule)

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 from dash import Input, Output, Patch, dcc, html
 
-from core.vocabulary import CONDITION_LABELS, NEGATIVE_CODE, NEGATIVE_RGBA, NS_RGBA, PAIR, rgba_css, rgba_hex
+from core.vocabulary import (BIN_SETS, COLOURINGS, CONDITION_LABELS, CONTRAST_LABELS, NEGATIVE_CODE, NEGATIVE_RGBA,
+                             NS_RGBA, OUTCOME_RGBA, PAIR, rgba_css, rgba_hex)
 
 from . import flatmaps, ids, r_scatter, umap_view
 from .data import DashboardData, FilterState
 from .plotting import HIGHLIGHT_COLOUR, SET_COLOUR, figure_outputs, figure_values
 
-__all__ = ["CONTROLS", "control_deps", "rule_label", "filter_controls", "filter_message", "legend", "graphs",
-           "filter_patches", "register"]
+__all__ = ["CONTROLS", "control_deps", "rule_label", "outcome_labels", "filter_controls", "filter_message", "legend",
+           "legend_items", "graphs", "filter_patches", "register"]
 
 #: The filter controls, keyed by the :meth:`FilterState.from_controls` argument each one gives.
 CONTROLS = {"rule": ids.RULE, "bins": ids.BINS, "rois": ids.ROIS, "hemis": ids.HEMIS, "threshold": ids.THRESHOLD,
-            "ns": ids.NS_MODE}
+            "ns": ids.NS_MODE, "colour": ids.COLOUR, "contrast": ids.CONTRAST, "outcomes": ids.OUTCOMES,
+            "bin_set": ids.BIN_SET}
 _HEMIS = {"L": "left", "R": "right"}
 
 
@@ -64,6 +66,22 @@ def filter_controls(data: DashboardData) -> list:
         html.Div([html.Label("Not shown voxels"),
                   dcc.RadioItems(id=ids.NS_MODE, options=[{"label": v, "value": v} for v in ("faint", "hidden")],
                                  value=state.ns, inline=True, className="radio")], className="control"),
+        html.Div([html.Label("Binned voxels"),
+                  dcc.RadioItems(id=ids.BIN_SET, options=[{"label": lab, "value": v} for v, lab in BIN_SETS.items()],
+                                 value=state.bin_set, inline=True, className="radio")], className="control"),
+        html.Div([html.Label("Colour by"),
+                  dcc.RadioItems(id=ids.COLOUR, options=[{"label": lab, "value": v, "disabled": v == "contrast"
+                                                          and not data.contrasts} for v, lab in COLOURINGS.items()],
+                                 value=state.colour, inline=True, className="radio")], className="control"),
+        html.Div([html.Label("Contrast"),
+                  dcc.Dropdown(id=ids.CONTRAST, options=[{"label": CONTRAST_LABELS[c], "value": c}
+                                                         for c in data.contrasts],
+                               value=state.contrast, clearable=False, disabled=not data.contrasts)],
+                 className="control"),
+        html.Div([html.Label("Outcomes shown"),
+                  dcc.Checklist(id=ids.OUTCOMES, options=[{"label": lab, "value": o}
+                                                          for o, lab in outcome_labels(state.contrast).items()],
+                                value=list(state.outcomes), inline=True, className="check")], className="control"),
     ]
 
 
@@ -72,19 +90,63 @@ def filter_message() -> html.Div:
     return html.Div(id=ids.FILTER_MSG, className="filter-msg")
 
 
-def legend(data: DashboardData) -> html.Div:
-    """The colour legend: the run's bins, significant negative r, filtered out, the selection markers."""
+def outcome_labels(contrast: str) -> dict[int, str]:
+    """The outcome codes of a contrast in words, e.g. ``{1: "on better", -1: "off better", 0: "no detectable
+    difference"}`` (the codes' order: helps, hurts, none)."""
+    a, b = contrast.split("_")
+    return {1: f"{a} better", -1: f"{b} better", 0: "no detectable difference"}
+
+
+def legend_items(data: DashboardData, state: FilterState) -> list:
+    """The colour legend's items for a filter state: the bins (or a contrast's outcomes), significant negative r,
+    filtered out, the selection markers; and what the bins can hold at this test length."""
     def item(colour, label, ring=False):
         style = {"borderColor": colour} if ring else {"background": colour}
         return html.Span([html.Span(className="swatch ring" if ring else "swatch", style=style), label],
                          className="legend-item")
     scheme = data.bin_scheme
-    return html.Div([html.Span("r bins:", className="legend-title")]
-                    + [item(c, lab) for c, lab in zip(scheme.hex, scheme.labels)]
-                    + [item(rgba_hex(NEGATIVE_RGBA), scheme.negative_label),
-                       item(rgba_css(NS_RGBA), "n.s. / filtered out"),
-                       item(HIGHLIGHT_COLOUR, "selected voxel"), item(SET_COLOUR, "selected set", ring=True)],
-                    className="legend")
+    markers = [item(rgba_css(NS_RGBA), "n.s. / filtered out"), item(HIGHLIGHT_COLOUR, "selected voxel"),
+               item(SET_COLOUR, "selected set", ring=True)]
+    if data.outcome(state) is not None:
+        test = data.contrast_test
+        head = f"{CONTRAST_LABELS[state.contrast]} (paired test, FDR q ≤ {test.get('level', data.level):g}):"
+        items = [item(rgba_hex(OUTCOME_RGBA[o]), lab) for o, lab in outcome_labels(state.contrast).items()]
+        note = (f"Δr per voxel over the same test samples; block bootstrap ({test.get('n_boot', '?')} resamples, "
+                f"blocks of {test.get('block_length', '?')} samples) gives its interval and p.")
+        return [html.Span(head, className="legend-title"), *items, *markers, html.Span(note, className="legend-note")]
+    negative = scheme.negative_label if state.bin_set == "significant" else f"r<{scheme.edges[0]:g}"
+    head = "r bins (significant voxels):" if state.bin_set == "significant" else "r bins (all voxels):"
+    out = [html.Span(head, className="legend-title")] + \
+        [item(c, lab) for c, lab in zip(scheme.hex, scheme.labels)] + [item(rgba_hex(NEGATIVE_RGBA), negative)]
+    out += markers
+    if state.bin_set == "significant":
+        out.append(html.Span(bin_floor_note(data, state.rule), className="legend-note"))
+    return out
+
+
+def bin_floor_note(data: DashboardData, rule: str) -> str:
+    """What the lowest bins can hold when only significant voxels are binned: the critical r of the t-test at
+    this test length and the smallest significant r found under ``rule``."""
+    from core.stats import critical_r_t
+    edges = data.bin_scheme.edges
+    alternative = data.results.config.get("stats", {}).get("alternative", "two-sided")
+    r_crit = critical_r_t(data.n_test, data.level, alternative)
+    found = data.critical_r(rule)
+    smallest = ", ".join(f"{m} {found[m]:.3f}" if found[m] is not None else f"{m} none" for m in PAIR)
+    empty = [lab for lab, lo, hi in zip(data.bin_scheme.labels, edges, edges[1:] + (1.0,)) if hi <= r_crit]
+    partly = [lab for lab, lo, hi in zip(data.bin_scheme.labels, edges, edges[1:] + (1.0,)) if lo < r_crit < hi]
+    text = f"With {data.n_test} test samples the t-test at p ≤ {data.level:g} needs r ≥ {r_crit:.3f}"
+    if empty:
+        text += f", so {'bins' if len(empty) > 1 else 'bin'} {', '.join(empty)} cannot be filled by significant voxels"
+    if partly:
+        text += f" (bin {partly[0]} only above it)"
+    return text + f"; smallest significant r under {rule_label(data, rule)}: {smallest}. Bin all voxels to see " \
+        "every bin."
+
+
+def legend(data: DashboardData) -> html.Div:
+    """The colour legend of the run's default filters (the filter callback keeps it current)."""
+    return html.Div(legend_items(data, data.default_filters()), id=ids.LEGEND, className="legend")
 
 
 def graphs(data: DashboardData) -> list[str]:
@@ -107,7 +169,10 @@ def filter_patches(data: DashboardData, state: FilterState) -> tuple[dict[str, P
     umap_view.recolour_patches(data, state, visible, out)
     r_scatter.recolour_patches(data, state, visible, out)
     flatmaps.recolour_patches(data, state, out)
-    message = f"{rule_label(data, state.rule)}: " + " · ".join(
+    head = rule_label(data, state.rule) if state.bin_set == "significant" else "all voxels with a defined r"
+    if data.outcome(state) is not None:
+        head += f", coloured by {CONTRAST_LABELS[state.contrast]}"
+    message = f"{head}: " + " · ".join(
         f"{int(visible[m].sum()):,} voxels shown with {CONDITION_LABELS[m]}" for m in PAIR)
     return out, message
 
@@ -116,8 +181,15 @@ def register(app, data: DashboardData) -> None:
     """Every view recolours when a filter changes."""
     recoloured = graphs(data)
 
-    @app.callback(output=dict(message=Output(ids.FILTER_MSG, "children"), figures=figure_outputs(recoloured)),
+    @app.callback(output=dict(message=Output(ids.FILTER_MSG, "children"), legend=Output(ids.LEGEND, "children"),
+                              figures=figure_outputs(recoloured)),
                   inputs=dict(filters=control_deps(Input)), prevent_initial_call=True)
     def on_filters(filters):
-        patches, message = filter_patches(data, FilterState.from_controls(**filters))
-        return dict(message=message, figures=figure_values(recoloured, patches))
+        state = FilterState.from_controls(**filters)
+        patches, message = filter_patches(data, state)
+        return dict(message=message, legend=legend_items(data, state), figures=figure_values(recoloured, patches))
+
+    @app.callback(Output(ids.OUTCOMES, "options"), Input(ids.CONTRAST, "value"), prevent_initial_call=True)
+    def on_contrast(contrast):
+        # The outcome checkboxes name the contrast's own conditions ("on better", "uniform better", ...).
+        return [{"label": lab, "value": o} for o, lab in outcome_labels(contrast or "on_off").items()]

@@ -16,7 +16,7 @@ from .plotting import (FIGURE_TRACES, HIGHLIGHT_COLOUR, HIGHLIGHT_TRACE, SET_COL
                        selection_polygon, title, trace_index, typed_array)
 
 __all__ = [
-    "VEIL_RGBA", "flatmap_filter_layer", "make_flatmap_figure", "flatmap_panel", "stores", "graphs",
+    "VEIL_RGBA", "flatmap_filter_layer", "state_layer", "make_flatmap_figure", "flatmap_panel", "stores", "graphs",
     "voxel_from_flat_click", "set_from_flat_selection", "flat_xy", "highlight_patches", "set_patches",
     "recolour_patches", "register",
 ]
@@ -27,12 +27,14 @@ _TRACE = "flatmap"
 
 
 def flatmap_filter_layer(lookup: np.ndarray, base_bins: np.ndarray, bins: np.ndarray,
-                         visible: np.ndarray, scheme: BinScheme = DEFAULT_BINS) -> np.ndarray:
+                         visible: np.ndarray, scheme: BinScheme = DEFAULT_BINS,
+                         colours: np.ndarray | None = None) -> np.ndarray:
     """The RGBA layer drawn over a precomputed flatmap image so it shows the current filters.
 
     The image colours voxels by the run's own bins; this layer paints (a) voxels coloured there but hidden
-    now with an opaque grey veil and (b) voxels visible now in a different bin (another significance rule)
-    in their current bin colour. Everything else stays transparent.
+    now with an opaque grey veil and (b) voxels visible now in a different bin (another significance rule
+    or bin set) in their current bin colour, or, with ``colours``, every visible voxel in its colour there
+    (a contrast's outcome). Everything else stays transparent.
 
     Parameters
     ----------
@@ -46,6 +48,8 @@ def flatmap_filter_layer(lookup: np.ndarray, base_bins: np.ndarray, bins: np.nda
         Voxels passing the current filters.
     scheme : BinScheme
         The run's bins (their colours).
+    colours : uint8 array of shape (n_voxels, 4), optional
+        Colour of every voxel in place of its bin's.
 
     Returns
     -------
@@ -59,12 +63,22 @@ def flatmap_filter_layer(lookup: np.ndarray, base_bins: np.ndarray, bins: np.nda
     # Per-voxel decision first (n_voxels), then one gather over the pixels.
     paint = np.zeros((base.size + 1, 4), dtype=np.uint8)                    # last row: pixels with no voxel
     veil = ~vis & (base != NS_CODE)
-    recolour = vis & (now != base)
     paint[:-1][veil] = VEIL_RGBA
-    paint[:-1][recolour] = scheme.to_rgba(now[recolour])
+    if colours is None:
+        recolour = vis & (now != base)
+        paint[:-1][recolour] = scheme.to_rgba(now[recolour])
+    else:
+        paint[:-1][vis] = np.asarray(colours, dtype=np.uint8)[vis]
     idx = np.where(lk >= 0, lk, base.size)
     layer[...] = paint[idx]
     return layer
+
+
+def state_layer(data: DashboardData, condition: str, state: FilterState) -> np.ndarray:
+    """:func:`flatmap_filter_layer` of a condition's flatmap under a filter state."""
+    colours = data.voxel_rgba(condition, state) if data.outcome(state) is not None else None
+    return flatmap_filter_layer(data.flatmap.lookup, data.stored_bins[condition], data.state_bins(condition, state),
+                                data.visible(condition, state), data.bin_scheme, colours)
 
 
 def make_flatmap_figure(*, condition: str, image_url: str, layer_url: str | None, width: int, height: int,

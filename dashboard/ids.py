@@ -7,9 +7,9 @@ from __future__ import annotations
 
 __all__ = [
     "INFERENCE_WARNING", "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
-    "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
+    "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "COLOUR", "CONTRAST", "OUTCOMES", "BIN_SET", "LEGEND", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
     "SELECTED_SET", "CLEAR_SET", "SET_MSG", "R_SCATTER", "R_SCATTER_SET", "BIN_COUNTS", "ROI_MEANS",
-    "ROI_RDM", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE",
+    "ROI_RDM", "ROI_CONTRAST", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE",
     "VIEWER_FRAME", "VIEWER_LOAD", "VIEWER_COND", "VIEWER_VIEW", "VIEWER_PICK", "VIEWER_STATUS", "VIEWER_SINK",
     "CAMERA_SINK", "APP", "VOCABULARY", "cond_col", "SHOWN", "CAMERA_STATE", "SCENES", "SCENE_TITLE", "SCENE_NOTE",
     "SCENE_SAVE", "SCENE_PICK",
@@ -51,6 +51,13 @@ ROIS = "filter-rois"
 HEMIS = "filter-hemis"
 THRESHOLD = "filter-threshold"
 NS_MODE = "filter-ns"
+#: Colour the views by r bin or by a contrast's outcome; the contrast; its outcomes shown; the bin set.
+COLOUR = "filter-colour"
+CONTRAST = "filter-contrast"
+OUTCOMES = "filter-outcomes"
+BIN_SET = "filter-bin-set"
+#: The colour legend (it follows the colouring and the bin set).
+LEGEND = "legend"
 CAMERA_LINK = "camera-link"
 FILTER_MSG = "filter-msg"
 
@@ -64,6 +71,8 @@ R_SCATTER_SET = "r-scatter-set"
 BIN_COUNTS = "bin-counts"
 ROI_MEANS = "roi-means"
 ROI_RDM = "roi-rdm"
+#: Per ROI: share of voxels where the selected contrast's a / b predicts better, and the median Δr.
+ROI_CONTRAST = "roi-contrast"
 AGREEMENT = "rdm-agreement"
 JACCARD = "knn-jaccard"
 #: The neighbourhood-change map (Jaccard per voxel at its flatmap position; clicks select).

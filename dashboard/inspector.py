@@ -1,4 +1,5 @@
-"""The voxel inspector: r, p, q and bin per condition, Δr, the series, the test images that drive the voxel
+"""The voxel inspector: r, p, q, bin and r / ceiling per condition, the paired contrasts (Δr with its interval,
+p, q, outcome), the series, the test images that drive the voxel
 with their attention maps, and its RDM neighbours; the pure functions behind it and its callback.
 """
 from __future__ import annotations
@@ -7,13 +8,14 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Input, Output, dcc, html
 
-from core.vocabulary import CONDITION_LABELS, PAIR
+from core.vocabulary import CONDITION_LABELS, CONTRAST_LABELS, PAIR
 
 from . import ids
 from .data import DashboardData
 from .plotting import CONDITION_COLOURS, TEMPLATE, title
 
-__all__ = ["make_series_figure", "top_stimuli", "neighbours", "inspector_children", "inspector_panel", "register"]
+__all__ = ["make_series_figure", "top_stimuli", "neighbours", "contrast_rows", "inspector_children", "inspector_panel",
+           "register"]
 
 
 def make_series_figure(measured: np.ndarray, predicted: dict[str, np.ndarray], r: dict[str, float], *,
@@ -76,6 +78,29 @@ def neighbours(data: DashboardData, condition: str, voxel: int) -> list[tuple[in
     return [(int(emb[j]), float(d)) for j, d in zip(idx[pos], dist[pos]) if int(j) != pos]
 
 
+def contrast_rows(data: DashboardData, voxel: int) -> html.Table:
+    """The voxel's paired contrasts: Δr with its interval, p, q and the outcome, one row per contrast."""
+    from .filters import outcome_labels
+    test = data.contrast_test
+    ci = f"{100 * float(test.get('ci', 0.95)):g}% interval"
+    body = []
+    for name, c in data.contrasts.items():
+        if not bool(c["valid"][voxel]):
+            cells = ["n/a (a correlation is undefined)", "–", "–", "–"]
+        else:
+            cells = [f"{_fmt(float(c['delta'][voxel]))} [{_fmt(float(c['delta_lo'][voxel]))}, "
+                     f"{_fmt(float(c['delta_hi'][voxel]))}]", _fmt(float(c["p"][voxel]), 4),
+                     _fmt(float(c["q"][voxel]), 4), outcome_labels(name)[int(c["outcome"][voxel])]]
+        body.append(html.Tr([html.Th(CONTRAST_LABELS[name])] + [html.Td(x) for x in cells]))
+    level = f"{float(test.get('level', data.level)):g}"
+    return html.Table([
+        html.Thead(html.Tr([html.Th("contrast"), html.Th(f"Δr [{ci}]"), html.Th("p"), html.Th("q (FDR)"),
+                            html.Th(f"outcome (q ≤ {level})")])),
+        html.Tbody(body)], className="stats contrasts",
+        title="paired test over the same test samples: circular block bootstrap of r_a − r_b "
+              f"(blocks of {test.get('block_length', '?')} samples, {test.get('n_boot', '?')} resamples)")
+
+
 def inspector_children(data: DashboardData, voxel: int | None) -> list:
     """The voxel inspector's contents for ``voxel`` (None = the empty-state hint)."""
     if voxel is None:
@@ -103,13 +128,24 @@ def inspector_children(data: DashboardData, voxel: int | None) -> list:
         rows.append(("CV R² (fold mean)", lambda m: _fmt(float(data.cv[m][v])) if m in data.cv else "–"))
     if data.ceiling:
         rows.append(("noise ceiling", lambda m: _fmt(float(data.ceiling[m][v])) if m in data.ceiling else "–"))
+    if data.r_norm:
+        def r_norm(m):
+            if m not in data.r_norm:
+                return "–"
+            if m in data.ceiling_valid and not data.ceiling_valid[m][v]:
+                return "n/a (ceiling unreliable)"
+            return _fmt(float(data.r_norm[m][v]))
+        rows.append(("r / ceiling", r_norm))
     table = html.Table([
         html.Thead(html.Tr([html.Th("")] + [html.Th(CONDITION_LABELS.get(m, m)) for m in conds])),
         html.Tbody([html.Tr([html.Th(name)] + [html.Td(fn(m)) for m in conds]) for name, fn in rows]),
     ], className="stats")
     off, on = PAIR
-    delta = data.r[on][v] - data.r[off][v]
-    extra = [html.P([html.B(f"Δr ({on} − {off}) "), _fmt(delta)], className="delta")]
+    if data.contrasts:
+        extra = [contrast_rows(data, v)]
+    else:
+        extra = [html.P([html.B(f"Δr ({on} − {off}) "), _fmt(data.r[on][v] - data.r[off][v]),
+                         " (no paired test: this run has no contrasts stage)"], className="delta")]
     if data.jaccard is not None:
         emb, jac = data.jaccard
         where = np.flatnonzero(emb == v)

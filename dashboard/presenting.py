@@ -19,8 +19,9 @@ from dash.exceptions import PreventUpdate
 
 from core._validation import InputError
 from core.vocabulary import CONDITION_LABELS, PAIR
-from dashboard.scenefile import (default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scene_from_url,
-                                 scene_to_url, scenes_writable, validate_scene)
+from dashboard.scenefile import (default_scene, export_scenes, import_scenes, load_scenes, save_scenes, scenes_writable,
+                                 validate_scene)
+from dashboard.scenelink import scene_from_url, scene_to_url
 
 from . import ids
 from .data import DashboardData
@@ -40,8 +41,9 @@ _SCENE_FILTER = {key: ("ns_mode" if key == "ns" else key) for key in CONTROLS}
 
 
 def scene_kwargs(data: DashboardData) -> dict:
-    """What scenes are checked against: this run's voxel count, ROI names and significance rules."""
-    return {"n_voxels": data.n_voxels, "roi_names": list(data.roi_names), "rules": list(data.rules)}
+    """What scenes are checked against: this run's voxel count, ROI names, significance rules and contrasts."""
+    return {"n_voxels": data.n_voxels, "roi_names": list(data.roi_names), "rules": list(data.rules),
+            "contrasts": list(data.contrasts)}
 
 
 def _default(data: DashboardData) -> dict:
@@ -107,7 +109,7 @@ def apply_scene(data: DashboardData, scene: dict) -> dict[str, Any]:
 def scene_from_page_url(data: DashboardData, search: str | None, url_hash: str | None) -> tuple[dict | None, str]:
     """The scene a page URL asks for, and a notice ("" when all of it was used).
 
-    ``?scene=<token>`` gives the scene (see :func:`dashboard.scenefile.scene_from_url`); a ``#voxel=<row>`` hash, the
+    ``?scene=<token>`` gives the scene (see :func:`dashboard.scenelink.scene_from_url`); a ``#voxel=<row>`` hash, the
     older and still supported link form, selects that voxel in it (or in the default scene). A hash
     naming no voxel of this run adds to the notice.
     """

@@ -5,7 +5,9 @@ A *scene* is a plain JSON object::
     {"version": 1, "title": str, "note": str,
      "conditions": ["off", "on"],                     # the conditions shown
      "filters": {"rule": "p" | "q" | "perm", "bins": [int], "rois": [str], "hemis": ["L", "R"],
-                 "threshold": float in [0, 1], "ns_mode": "faint" | "hidden"},
+                 "threshold": float in [0, 1], "ns_mode": "faint" | "hidden",
+                 "colour": "bins" | "contrast", "contrast": "on_off" | "on_uniform" | "uniform_off",
+                 "outcomes": [-1 | 0 | 1], "bin_set": "significant" | "all"},
      "selected": int | null,                           # voxel row
      "selected_set": [int],
      "cameras": {"off": camera | null, "on": camera | null},   # plotly 3-D scene cameras
@@ -16,7 +18,7 @@ run's filter codes (``BinScheme.filter_codes`` of its ``stats.bin_edges``: -2 fo
 edge, then ``0 .. n_bins - 1``; :mod:`core.vocabulary`). A run's scenes live in
 ``RESULTS/<run_id>/scenes/scenes.json`` = ``{"version": 1, "run_id": str, "n_voxels": int, "scenes": [...]}``,
 the only file the dashboard ever writes (atomically). A scene also travels in a page URL as
-``?scene=<token>`` (:func:`scene_to_url`, :func:`scene_from_url`), where bad or stale state falls back to the
+``?scene=<token>`` (:mod:`dashboard.scenelink`), where bad or stale state falls back to the
 defaults field by field with a notice instead of an error.
 
 Every problem with a scene file is one :class:`~core._validation.InputError` line naming the file, the field,
@@ -24,25 +26,21 @@ what was expected, what was found and how to fix it.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import os
-import zlib
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs
 
 from core._io import write_json_atomic
 from core._validation import InputError
-from core.vocabulary import DEFAULT_BINS, PAIR, RULES, BinScheme
+from core.vocabulary import BIN_SETS, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES, PAIR, RULES, BinScheme
 
 __all__ = [
     "SCENE_VERSION", "CONDITIONS", "RULES", "HEMIS", "NS_MODES", "VIEWS", "MAX_SCENES",
     "MAX_TITLE", "MAX_NOTE", "URL_PARAM", "default_scene", "validate_scene", "validate_scenes_file",
     "scenes_path", "load_scenes", "save_scenes", "scenes_writable", "export_scenes", "import_scenes",
-    "scene_to_url", "scene_from_url", "scene_context",
+    "scene_context",
 ]
 
 SCENE_VERSION = 1
@@ -60,7 +58,7 @@ URL_PARAM = "scene"
 
 _SCENE_KEYS = ("version", "title", "note", "conditions", "filters", "selected", "selected_set", "cameras",
                "viewer")
-_FILTER_KEYS = ("rule", "bins", "rois", "hemis", "threshold", "ns_mode")
+_FILTER_KEYS = ("rule", "bins", "rois", "hemis", "threshold", "ns_mode", "colour", "contrast", "outcomes", "bin_set")
 _FILE_KEYS = ("version", "run_id", "n_voxels", "scenes")
 _CAMERA_PARTS = ("eye", "center", "up")
 
@@ -76,7 +74,8 @@ def default_scene(*, rule: str = "p", title: str = "", note: str = "", bin_codes
     """
     return {"version": SCENE_VERSION, "title": title, "note": note, "conditions": list(CONDITIONS),
             "filters": {"rule": rule, "bins": sorted(_bin_codes(bin_codes)), "rois": [], "hemis": list(HEMIS),
-                        "threshold": 0.0, "ns_mode": "faint"},
+                        "threshold": 0.0, "ns_mode": "faint", "colour": "bins", "contrast": "on_off",
+                        "outcomes": sorted(OUTCOME_CODES), "bin_set": "significant"},
             "selected": None, "selected_set": [], "cameras": {m: None for m in CONDITIONS},
             "viewer": {"condition": "off", "view": "flat"}}
 
@@ -85,8 +84,11 @@ def default_scene(*, rule: str = "p", title: str = "", note: str = "", bin_codes
 class _Ctx:
     """What a scene is checked against: the run's voxel count, ROI names, significance rules and bin codes."""
 
-    def __init__(self, n_voxels: int, roi_names, rules, source: str, prefix: str = "", bin_codes=None):
+    def __init__(self, n_voxels: int, roi_names, rules, source: str, prefix: str = "", bin_codes=None,
+                 contrasts=None):
         self.n_voxels = int(n_voxels)
+        # The contrasts the run tested (None: any of the vocabulary's, for scenes checked without a run).
+        self.contrasts = list(CONTRASTS) if contrasts is None else [str(c) for c in contrasts]
         self.roi_names = [str(r) for r in roi_names]
         self.rules = [str(r) for r in rules]
         self.bin_codes = _bin_codes(bin_codes)
@@ -185,6 +187,37 @@ def _check_ns(ctx, value):
     return value
 
 
+def _check_colour(ctx, value):
+    if value not in COLOURINGS:
+        ctx.fail("filters.colour", f"expected one of {_choices(COLOURINGS)}, found {_show(value)}; use one of those")
+    if value == "contrast" and not ctx.contrasts:
+        ctx.fail("filters.colour", "expected 'bins': this run has no contrasts stage to colour by (rerun "
+                                   "precompute.py to add it)")
+    return value
+
+
+def _check_contrast(ctx, value):
+    if value not in CONTRASTS:
+        ctx.fail("filters.contrast", f"expected one of {_choices(CONTRASTS)}, found {_show(value)}; use one of those")
+    if ctx.contrasts and value not in ctx.contrasts:
+        ctx.fail("filters.contrast", f"this run did not test {value!r} (it tested {_choices(ctx.contrasts)}); "
+                                     "use one of those")
+    return value
+
+
+def _check_outcomes(ctx, value):
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    return _subset(ctx, "filters.outcomes", value, sorted(OUTCOME_CODES), "outcome codes (-1 hurts, 0 no detectable "
+                   "difference, 1 helps)", empty_ok=True)
+
+
+def _check_bin_set(ctx, value):
+    if value not in BIN_SETS:
+        ctx.fail("filters.bin_set", f"expected one of {_choices(BIN_SETS)}, found {_show(value)}; use one of those")
+    return value
+
+
 def _voxel(ctx, field, value):
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -257,7 +290,9 @@ def _check_viewer(ctx, value):
 
 
 _FILTER_CHECKS: dict[str, Callable] = {"rule": _check_rule, "bins": _check_bins, "rois": _check_rois,
-                                       "hemis": _check_hemis, "threshold": _check_threshold, "ns_mode": _check_ns}
+                                       "hemis": _check_hemis, "threshold": _check_threshold, "ns_mode": _check_ns,
+                                       "colour": _check_colour, "contrast": _check_contrast,
+                                       "outcomes": _check_outcomes, "bin_set": _check_bin_set}
 _SCENE_CHECKS: dict[str, Callable] = {
     "version": _check_version, "title": lambda c, v: _text(c, "title", v, MAX_TITLE),
     "note": lambda c, v: _text(c, "note", v, MAX_NOTE), "conditions": _check_conditions,
@@ -307,7 +342,7 @@ def _normalise(obj: Any, ctx: _Ctx, default: dict, on_error: Callable[[InputErro
 
 
 def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "scene", field: str = "",
-                   bin_codes=None) -> dict:
+                   bin_codes=None, contrasts=None) -> dict:
     """Check a scene against a run and return it normalised (defaults filled in, lists sorted, floats).
 
     Parameters
@@ -327,6 +362,9 @@ def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "
     bin_codes : sequence of int, optional
         The run's filter codes (``BinScheme.filter_codes``; :func:`scene_context` gives them); default those
         of the default bins.
+    contrasts : sequence of str, optional
+        The contrasts the run tested (``filters.contrast`` must be one; ``filters.colour`` may be
+        ``"contrast"`` only when there is one); default any of :data:`core.vocabulary.CONTRASTS`.
 
     Returns
     -------
@@ -339,13 +377,14 @@ def validate_scene(obj: Any, *, n_voxels: int, roi_names, rules, source: str = "
     InputError
         One line: source, field, expected, found, how to fix it.
     """
-    ctx = _Ctx(n_voxels, roi_names, rules, source, field, bin_codes)
+    ctx = _Ctx(n_voxels, roi_names, rules, source, field, bin_codes, contrasts)
     rule = "p" if "p" in ctx.rules else (ctx.rules[0] if ctx.rules else "p")
     return _normalise(obj, ctx, default_scene(rule=rule, bin_codes=ctx.bin_codes), None)
 
 
 def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: str | None = None,
-                         source: str = "scenes file", bin_codes=None) -> tuple[list[dict], str | None]:
+                         source: str = "scenes file", bin_codes=None,
+                         contrasts=None) -> tuple[list[dict], str | None]:
     """Check a parsed scenes file against a run.
 
     A file written for another run id is accepted when its ``n_voxels`` matches this run's (the voxel rows
@@ -358,7 +397,7 @@ def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: s
     warning : str or None
         Set when the file comes from another run.
     """
-    ctx = _Ctx(n_voxels, roi_names, rules, source, bin_codes=bin_codes)
+    ctx = _Ctx(n_voxels, roi_names, rules, source, bin_codes=bin_codes, contrasts=contrasts)
     if not isinstance(obj, dict):
         ctx.fail("", f"expected a scenes file (a JSON object with {', '.join(_FILE_KEYS)}), found {_show(obj)}; "
                      "export scenes from the dashboard to get one")
@@ -393,7 +432,8 @@ def validate_scenes_file(obj: Any, *, n_voxels: int, roi_names, rules, run_id: s
     if len(scenes) > MAX_SCENES:
         ctx.fail("scenes", f"expected at most {MAX_SCENES} scenes, found {len(scenes)}; split them into files")
     out = [validate_scene(s, n_voxels=n_voxels, roi_names=roi_names, rules=rules, source=source,
-                          field=f"scenes[{i}].", bin_codes=bin_codes) for i, s in enumerate(scenes)]
+                          field=f"scenes[{i}].", bin_codes=bin_codes, contrasts=contrasts)
+           for i, s in enumerate(scenes)]
     return out, warning
 
 
@@ -418,7 +458,7 @@ def _parse(text: str | bytes, source: str) -> Any:
 
 
 def load_scenes(path_or_run_dir: str | Path, *, n_voxels: int, roi_names, rules,
-                run_id: str | None = None, bin_codes=None) -> tuple[list[dict], str | None]:
+                run_id: str | None = None, bin_codes=None, contrasts=None) -> tuple[list[dict], str | None]:
     """Read and check a run's scenes (``[]`` when the run has no scenes file yet).
 
     Parameters
@@ -442,7 +482,7 @@ def load_scenes(path_or_run_dir: str | Path, *, n_voxels: int, roi_names, rules,
     except OSError as exc:
         raise InputError(f"cannot be read ({exc.strerror or exc}); check its permissions", source=str(path)) from None
     return validate_scenes_file(_parse(raw, str(path)), n_voxels=n_voxels, roi_names=roi_names, rules=rules,
-                                run_id=run_id, source=str(path), bin_codes=bin_codes)
+                                run_id=run_id, source=str(path), bin_codes=bin_codes, contrasts=contrasts)
 
 
 def save_scenes(run_dir: str | Path, scenes: list[dict], *, run_id: str, n_voxels: int) -> Path:
@@ -469,160 +509,22 @@ def export_scenes(scenes: list[dict], *, run_id: str, n_voxels: int) -> str:
 
 
 def import_scenes(content: str | bytes, *, n_voxels: int, roi_names, rules, run_id: str | None = None,
-                  source: str = "imported scenes file", bin_codes=None) -> tuple[list[dict], str | None]:
+                  source: str = "imported scenes file", bin_codes=None,
+                  contrasts=None) -> tuple[list[dict], str | None]:
     """Parse and check an uploaded scenes file against this run (see :func:`validate_scenes_file`)."""
     return validate_scenes_file(_parse(content, source), n_voxels=n_voxels, roi_names=roi_names, rules=rules,
-                                run_id=run_id, source=source, bin_codes=bin_codes)
+                                run_id=run_id, source=source, bin_codes=bin_codes, contrasts=contrasts)
 
 
 def scene_context(results) -> dict:
     """The keyword arguments that fit scenes to an opened run: ``n_voxels``, ``roi_names``, ``rules``,
-    ``run_id`` and ``bin_codes`` (its scheme's filter codes) (``results``: :class:`core.outputs.Results`)."""
+    ``run_id``, ``bin_codes`` (its scheme's filter codes) and ``contrasts`` (those it tested)
+    (``results``: :class:`core.outputs.Results`)."""
     # The permutation rule only where the run has permutation p-values for every shown condition.
     rules = [r for r in RULES if r != "perm"]
     if results.has_stage("stats") and all(results.has_array("stats", "p_perm", m) for m in CONDITIONS):
         rules.append("perm")
     roi_names = results.roi_names if results.has_stage("dataset") else []
     return {"n_voxels": int(results.n_voxels), "roi_names": list(roi_names), "rules": rules,
-            "run_id": str(results.run_id), "bin_codes": list(BinScheme.from_config(results.config).filter_codes)}
-
-
-# ---------------------------------------------------------------------------------------------- URLs
-# Short keys keep links short; the set is stored as gaps between sorted rows (small numbers compress well).
-_SHORT = {"version": "v", "title": "t", "note": "n", "conditions": "c", "filters": "f", "selected": "s",
-          "selected_set": "S", "cameras": "k", "viewer": "w"}
-_SHORT_FILTERS = {"rule": "r", "bins": "b", "rois": "o", "hemis": "h", "threshold": "x", "ns_mode": "m"}
-
-
-def _camera_list(cam: dict | None):
-    if cam is None:
-        return None
-    return [round(cam[p][a], 4) for p in _CAMERA_PARTS for a in "xyz"]
-
-
-def _camera_dict(values):
-    if values is None:
-        return None
-    if not isinstance(values, list) or len(values) != 9:
-        return {"eye": values}           # fails validation, field by field
-    return {p: {a: values[3 * i + j] for j, a in enumerate("xyz")} for i, p in enumerate(_CAMERA_PARTS)}
-
-
-def _gaps(rows: list[int]) -> list[int]:
-    return [b - a for a, b in zip([0] + rows[:-1], rows)]
-
-
-def _ungaps(gaps) -> Any:
-    if not isinstance(gaps, list) or not all(_is_int(g) for g in gaps):
-        return gaps
-    out, total = [], 0
-    for g in gaps:
-        total += g
-        out.append(total)
-    return out
-
-
-def scene_to_url(scene: dict) -> str:
-    """A scene as a URL query string ``?scene=<token>`` (compact JSON, zlib, base64url without padding).
-
-    The page's hash (``#voxel=<row>``) is left to the caller: append it after the query.
-    """
-    short = {_SHORT[k]: v for k, v in scene.items() if k not in ("filters", "selected_set", "cameras")}
-    short["f"] = {_SHORT_FILTERS[k]: v for k, v in scene["filters"].items()}
-    short["S"] = _gaps(list(scene["selected_set"]))
-    short["k"] = {m: _camera_list(scene["cameras"].get(m)) for m in CONDITIONS}
-    raw = json.dumps(short, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    token = base64.urlsafe_b64encode(zlib.compress(raw, 9)).rstrip(b"=").decode("ascii")
-    return f"?{URL_PARAM}={token}"
-
-
-def _decode_token(token: str) -> Any:
-    """The short-key JSON in a token; raises ValueError with a reason."""
-    try:
-        packed = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("it is not base64url text") from None
-    try:
-        raw = zlib.decompress(packed)
-    except zlib.error:
-        raise ValueError("it is not a compressed scene (cut short or edited?)") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("it does not hold scene JSON") from None
-
-
-def _expand(short: Any) -> Any:
-    """Short keys back to scene fields (unknown keys kept, so validation names them)."""
-    if not isinstance(short, dict):
-        return short
-    long = {v: k for k, v in _SHORT.items()}
-    lf = {v: k for k, v in _SHORT_FILTERS.items()}
-    out = {long.get(k, k): v for k, v in short.items()}
-    if isinstance(out.get("filters"), dict):
-        out["filters"] = {lf.get(k, k): v for k, v in out["filters"].items()}
-    if "selected_set" in out:
-        out["selected_set"] = _ungaps(out["selected_set"])
-    if isinstance(out.get("cameras"), dict):
-        out["cameras"] = {m: _camera_dict(v) for m, v in out["cameras"].items()}
-    return out
-
-
-def scene_from_url(query_or_hash: str | None, *, n_voxels: int, roi_names, rules,
-                   default: dict | None = None, bin_codes=None) -> tuple[dict | None, str]:
-    """The scene held by a page URL's query (``?scene=...``) or hash (``#scene=...``), never raising.
-
-    Parameters
-    ----------
-    query_or_hash : str or None
-        ``location.search`` or ``location.hash`` (other parameters are ignored), or a bare token.
-    n_voxels, roi_names, rules, bin_codes
-        The run (see :func:`validate_scene`).
-    default : dict, optional
-        The scene whose fields replace bad ones (default: :func:`default_scene` with rule "p" and the run's
-        bin codes).
-
-    Returns
-    -------
-    scene : dict or None
-        None when the URL holds no scene; else a valid scene, each unreadable or stale field (voxel out of
-        range, unknown ROI, ...) replaced by the default's.
-    notice : str
-        "" when everything was used; else one line saying what was ignored and why.
-    """
-    default = default or default_scene(bin_codes=bin_codes)
-    text = (query_or_hash or "").strip()
-    if not text:
-        return None, ""
-    if text[0] in "?#" or "=" in text:
-        values = parse_qs(text.lstrip("?#"), keep_blank_values=True).get(URL_PARAM)
-        if not values:
-            return None, ""
-        token = values[-1]
-    else:
-        token = text
-    lead = "The link's scene could not be fully used"
-    try:
-        short = _decode_token(token.strip())
-    except ValueError as exc:
-        return _copy(default), f"{lead}: its scene state is unreadable ({exc}); showing the default view instead."
-    problems: list[str] = []
-
-    def note(exc: InputError):
-        field = f"{exc.field}: " if exc.field else ""
-        text = str(exc)
-        problems.append(field + (text.split(": ", 1)[1] if exc.field and ": " in text else text))
-
-    ctx = _Ctx(n_voxels, roi_names, rules, "link", bin_codes=bin_codes)
-    try:
-        scene = _normalise(_expand(short), ctx, default, note)
-    except InputError:
-        return _copy(default), f"{lead}: it does not hold a scene object; showing the default view instead."
-    if not problems:
-        return scene, ""
-    shown = "; ".join(p.split("; ")[0] for p in problems[:4]) + ("; ..." if len(problems) > 4 else "")
-    return scene, f"{lead} ({len(problems)} field(s) reset to the defaults): {shown}."
-
-
-def _copy(scene: dict) -> dict:
-    return json.loads(json.dumps(scene))
+            "run_id": str(results.run_id), "bin_codes": list(BinScheme.from_config(results.config).filter_codes),
+            "contrasts": results.contrast_names()}

@@ -16,7 +16,7 @@ import numpy as np
 from flask import Response, abort, request, send_file
 
 from .data import DashboardData, FilterState
-from .flatmaps import flatmap_filter_layer
+from .flatmaps import state_layer
 
 __all__ = ["register_routes", "safe_path", "png_bytes", "suspicious_path"]
 
@@ -96,7 +96,7 @@ def register_routes(server, data: DashboardData) -> None:
     ``/flatmap/<condition>.png``
         The precomputed flatmap image.
     ``/flatmap/<condition>/filtered.png?<filters>``
-        The layer that makes that image show a filter state (see :func:`flatmap_filter_layer`).
+        The layer that makes that image show a filter state (see :func:`dashboard.flatmaps.flatmap_filter_layer`).
     """
     prefix = data.url_prefix
     name = prefix.strip("/").replace("/", "_").replace(".", "_")
@@ -146,8 +146,7 @@ def register_routes(server, data: DashboardData) -> None:
 
     @lru_cache(maxsize=32)
     def layer_png(condition: str, state: FilterState) -> bytes:
-        layer = flatmap_filter_layer(data.flatmap.lookup, data.stored_bins[condition],
-                                     data.bins(condition, state.rule), data.visible(condition, state))
+        layer = state_layer(data, condition, state)
         # Mostly transparent: the fastest zlib level already compresses it well and keeps a filter change quick.
         return png_bytes(layer, compress_level=1)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import Patch, html
+from dash import Input, Output, Patch, html
 
-from core.vocabulary import CONDITION_LABELS, DEFAULT_BINS, NEGATIVE_RGBA, PAIR, BinScheme, rgba_hex
+from core.vocabulary import (CONDITION_LABELS, CONTRAST_LABELS, DEFAULT_BINS, NEGATIVE_RGBA, OUTCOME_RGBA, PAIR,
+                             BinScheme, rgba_hex)
 
 from . import ids
 from .data import DashboardData, FilterState, JaccardMapView
@@ -17,8 +18,9 @@ from .r_scatter import r_scatter_panel
 
 __all__ = [
     "JACCARD_COLORSCALE", "make_bin_counts_figure", "make_roi_means_figure", "make_roi_rdm_figure",
-    "make_agreement_figure", "make_jaccard_figure", "make_jaccard_map_figure", "summary_figures", "summary_panel",
-    "graphs", "voxel_from_jaccard_click", "highlight_patches",
+    "make_agreement_figure", "make_jaccard_figure", "make_jaccard_map_figure", "make_roi_contrast_figure",
+    "bin_counts_figure", "roi_contrast_figure", "summary_figures", "summary_panel", "graphs", "voxel_from_jaccard_click",
+    "highlight_patches", "register",
 ]
 
 #: Colour scale of the neighbourhood-change map (Jaccard 0..1): perceptually uniform, sequential, readable
@@ -27,8 +29,8 @@ JACCARD_COLORSCALE = "Cividis"
 
 
 def make_bin_counts_figure(counts: dict[str, np.ndarray], *, run_id: str, simulated: bool,
-                           scheme: BinScheme = DEFAULT_BINS) -> go.Figure:
-    """Significant voxels per correlation bin and condition (bars in the bin colours, off hatched).
+                           scheme: BinScheme = DEFAULT_BINS, significant: bool = True) -> go.Figure:
+    """Voxels per correlation bin and condition (bars in the bin colours, off hatched).
 
     Parameters
     ----------
@@ -36,8 +38,11 @@ def make_bin_counts_figure(counts: dict[str, np.ndarray], *, run_id: str, simula
         Per condition: counts of the codes ``scheme.filter_codes`` (the negative category, then each bin).
     scheme : BinScheme
         The run's bins (labels and colours).
+    significant : bool
+        Whether the counts are of significant voxels only (else of every voxel with a defined r).
     """
-    labels = [scheme.negative_label, *scheme.labels]
+    negative = scheme.negative_label if significant else f"r<{scheme.edges[0]:g}"
+    labels = [negative, *scheme.labels]
     colours = [rgba_hex(NEGATIVE_RGBA), *scheme.hex]
     bars = [go.Bar(x=labels, y=np.asarray(c, dtype=np.int64), name=CONDITION_LABELS.get(m, m),
                    marker=dict(color=colours, pattern=dict(shape="/" if m == PAIR[0] else ""),
@@ -46,7 +51,8 @@ def make_bin_counts_figure(counts: dict[str, np.ndarray], *, run_id: str, simula
             for m, c in counts.items()]
     return go.Figure(data=bars, layout=dict(
         template=TEMPLATE, height=300, barmode="group", margin=dict(l=50, r=10, t=60, b=40),
-        title=title(f"Significant voxels per correlation bin ({PAIR[0]} hatched)", run_id, simulated),
+        title=title(f"{'Significant voxels' if significant else 'All voxels'} per correlation bin ({PAIR[0]} "
+                    "hatched)", run_id, simulated),
         yaxis=dict(title="voxels", gridcolor="#eee"), legend=dict(orientation="h", y=1.0, x=1, xanchor="right")))
 
 
@@ -226,14 +232,81 @@ def make_jaccard_map_figure(view: JaccardMapView, *, run_id: str, simulated: boo
                                      ticktext=["0 all changed", "0.25", "0.5", "0.75", "1 same"]))))
 
 
+def make_roi_contrast_figure(summaries: dict[str, dict], contrast: str, *, run_id: str, simulated: bool,
+                             overall: dict | None = None) -> go.Figure:
+    """Per ROI, what a contrast's paired test found: the share of voxels where a predicts better (right) and
+    where b does (left), and the median Δr with its interval.
+
+    Parameters
+    ----------
+    summaries : dict of ROI name -> dict
+        The contrasts stage's per-ROI summaries (``meta["contrasts"][c]["rois"]``: ``n_voxels``, ``share_helped``,
+        ``share_hurt``, ``median_delta``, ``median_delta_ci``).
+    contrast : str
+        Its name (``"on_off"``, ...), for the labels.
+    overall : dict, optional
+        The run-wide summary (``meta["contrasts"][c]["all"]``), drawn as the first row "all voxels".
+    """
+    from plotly.subplots import make_subplots
+    from .filters import outcome_labels
+    rows = ([("all voxels", overall)] if overall else []) + [(n, s) for n, s in summaries.items()
+                                                              if n not in ("", "other") and s.get("n_voxels")]
+    names = [n for n, _ in rows]
+    helped = np.array([s.get("share_helped", 0.0) for _, s in rows], dtype=np.float64)
+    hurt = np.array([s.get("share_hurt", 0.0) for _, s in rows], dtype=np.float64)
+    med = np.array([s.get("median_delta", np.nan) for _, s in rows], dtype=np.float64)
+    ci = np.array([s.get("median_delta_ci", [np.nan, np.nan]) for _, s in rows], dtype=np.float64).reshape(-1, 2)
+    n = np.array([s.get("n_voxels", 0) for _, s in rows], dtype=np.int64)
+    words = outcome_labels(contrast)
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04, column_widths=[0.55, 0.45])
+    for share, sign, code in ((helped, 1, 1), (hurt, -1, -1)):
+        fig.add_trace(go.Bar(y=names, x=sign * share, orientation="h", name=words[code],
+                             marker_color=rgba_hex(OUTCOME_RGBA[code]), customdata=np.column_stack([share, n]),
+                             hovertemplate=f"%{{y}}: {words[code]} in %{{customdata[0]:.1%}} of "
+                                           "%{customdata[1]} voxels<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(y=names, x=med, mode="markers", name="median Δr", showlegend=False,
+                             marker=dict(color="#333", size=7),
+                             error_x=dict(type="data", symmetric=False, array=ci[:, 1] - med, arrayminus=med - ci[:, 0],
+                                          color="#333", thickness=1.2),
+                             hovertemplate="%{y}: median Δr %{x:.4f}<extra></extra>"), row=1, col=2)
+    fig.add_vline(x=0, line=dict(color="#888", width=1), row=1, col=2)
+    fig.update_layout(template=TEMPLATE, height=max(320, 22 * len(names) + 120), barmode="relative",
+                      margin=dict(l=80, r=10, t=70, b=40),
+                      title=title(f"Paired test per ROI: {CONTRAST_LABELS[contrast]} (shares at the test's FDR; "
+                                  "median Δr with its interval over test samples)", run_id, simulated),
+                      legend=dict(orientation="h", y=1.0, x=0, yanchor="bottom"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text=f"share of voxels ({words[-1]} ← → {words[1]})", tickformat=".0%", row=1, col=1,
+                     gridcolor="#eee", zeroline=True)
+    fig.update_xaxes(title_text="median Δr", row=1, col=2, gridcolor="#eee")
+    return fig
+
+
+def bin_counts_figure(data: DashboardData, state: FilterState) -> go.Figure:
+    """:func:`make_bin_counts_figure` of a run under a filter state's significance rule and bin set."""
+    scheme = data.bin_scheme
+    counts = {m: np.array([(data.state_bins(m, state) == b).sum() for b in scheme.filter_codes]) for m in PAIR}
+    return make_bin_counts_figure(counts, run_id=data.run_id, simulated=data.simulated, scheme=scheme,
+                                  significant=state.bin_set == "significant")
+
+
+def roi_contrast_figure(data: DashboardData, contrast: str) -> go.Figure:
+    """:func:`make_roi_contrast_figure` of a run's contrast, or a sentence where the run has none."""
+    meta = data.contrast_meta.get(contrast)
+    if meta is None:
+        return empty_figure("No paired on-vs-off test: this run has no contrasts stage (rerun precompute.py).")
+    if not meta.get("rois"):
+        return empty_figure("No ROI summary of the paired test: this run's dataset has no ROI labels.")
+    return make_roi_contrast_figure(meta["rois"], contrast, overall=meta.get("all"), run_id=data.run_id,
+                                    simulated=data.simulated)
+
+
 # ---------------------------------------------------------------------------------------------- the panel
 def summary_figures(data: DashboardData) -> dict[str, go.Figure]:
     """The summary's figures by graph id (bin counts, ROI means, ROI RDMs, agreement, neighbourhood change as a
     histogram and as a map); a sentence where the run lacks what one needs."""
     out = {}
-    scheme = data.bin_scheme
-    counts = {m: np.array([(data.stored_bins[m] == b).sum() for b in scheme.filter_codes]) for m in PAIR}
-    out[ids.BIN_COUNTS] = make_bin_counts_figure(counts, run_id=data.run_id, simulated=data.simulated, scheme=scheme)
+    out[ids.BIN_COUNTS] = bin_counts_figure(data, data.default_filters())
     if data.has_geometry and data.roi_names:
         n_rois = len(data.roi_names)
         means = {}
@@ -255,6 +328,7 @@ def summary_figures(data: DashboardData) -> dict[str, go.Figure]:
     else:
         out[ids.ROI_RDM] = empty_figure("No ROI RDMs: the RSA stage had no ROI labels or too few voxels.")
         out[ids.AGREEMENT] = empty_figure("No RDM agreement: needs both conditions' RDMs.")
+    out[ids.ROI_CONTRAST] = roi_contrast_figure(data, data.default_filters().contrast)
     different_sets = ("the RSA stage embedded different voxel sets per condition (rsa.voxels = 'significant').")
     if data.jaccard is not None:
         out[ids.JACCARD] = make_jaccard_figure(data.jaccard[1], run_id=data.run_id, simulated=data.simulated)
@@ -296,6 +370,7 @@ def summary_panel(data: DashboardData, state: FilterState) -> html.Div:
         html.Div([r_scatter_panel(data, state), graph(ids.BIN_COUNTS, figs[ids.BIN_COUNTS])], className="grid2"),
         html.Div([graph(ids.ROI_MEANS, figs[ids.ROI_MEANS]), graph(ids.JACCARD, figs[ids.JACCARD])],
                  className="grid2"),
+        graph(ids.ROI_CONTRAST, figs[ids.ROI_CONTRAST]),
         graph(ids.JACCARD_MAP, figs[ids.JACCARD_MAP], className="jaccard-map"),
         html.Div([graph(ids.ROI_RDM, figs[ids.ROI_RDM]), graph(ids.AGREEMENT, figs[ids.AGREEMENT])],
                  className="grid2"),
@@ -328,3 +403,17 @@ def highlight_patches(data: DashboardData, voxel: int | None, out: dict[str, Pat
     pos = -1 if voxel is None else int(jm.position[int(voxel)])
     out.setdefault(ids.JACCARD_MAP, Patch())["data"][jm.highlight_trace].update(
         x=[int(jm.coords[pos, 0])] if pos >= 0 else [], y=[int(jm.coords[pos, 1])] if pos >= 0 else [])
+
+
+def register(app, data: DashboardData) -> None:
+    """The ROI summary of the paired test follows the contrast control."""
+    @app.callback(Output(ids.BIN_COUNTS, "figure"), Input(ids.RULE, "value"), Input(ids.BIN_SET, "value"),
+                  prevent_initial_call=True)
+    def on_bins(rule, bin_set):
+        state = FilterState(rule=rule if rule in data.rules else data.default_rule,
+                            bin_set="all" if bin_set == "all" else "significant")
+        return bin_counts_figure(data, state)
+
+    @app.callback(Output(ids.ROI_CONTRAST, "figure"), Input(ids.CONTRAST, "value"), prevent_initial_call=True)
+    def on_contrast(contrast):
+        return roi_contrast_figure(data, contrast if contrast in data.contrasts else data.default_filters().contrast)

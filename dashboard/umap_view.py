@@ -11,7 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import ClientsideFunction, Input, Output, Patch, dcc, html
 
-from core.vocabulary import BIN_COLOURS_RGBA, NEGATIVE_CODE, NEGATIVE_RGBA, NS_CODE, NS_RGBA, PAIR, rgba_css, rgba_hex
+from core.vocabulary import (BIN_COLOURS_RGBA, N_BINS, NEGATIVE_CODE, NEGATIVE_RGBA, NS_CODE, NS_RGBA, OUTCOME_RGBA,
+                             PAIR, rgba_css, rgba_hex)
 
 from . import ids
 from .data import DashboardData, FilterState
@@ -19,16 +20,19 @@ from .plotting import (FIGURE_TRACES, HIGHLIGHT_COLOUR, HIGHLIGHT_TRACE, SET_COL
                        discrete_colorscale, empty_figure, first_point, graph, title, trace_index, typed_array)
 
 __all__ = [
-    "UMAP_CODE", "UMAP_COLOURS", "FOV", "FIT_RADIUS", "EYE_DISTANCE", "umap_colour_codes", "umap_marker_size",
+    "UMAP_CODE", "UMAP_COLOURS", "FOV", "FIT_RADIUS", "EYE_DISTANCE", "umap_colour_codes", "state_colour_codes",
+    "umap_marker_size",
     "scene_fit", "projected_cover", "opening_camera", "shared_camera", "make_umap_figure", "umap_figure",
     "umap_panel", "camera_link_control", "stores", "graphs", "voxel_from_umap_click", "highlight_patches",
     "set_patches", "recolour_patches", "register",
 ]
 
 #: uint8 colour codes of the UMAP points: 0 hidden, 1 faint (n.s. or filtered out), 2 significant negative r,
-#: 3.. the correlation bins of the run's ``BinScheme`` in order.
-UMAP_CODE = {"hidden": 0, "faint": 1, "negative": 2, "bin0": 3}
-UMAP_COLOURS = ["rgba(0,0,0,0)", rgba_css(NS_RGBA), rgba_hex(NEGATIVE_RGBA), *(rgba_hex(c) for c in BIN_COLOURS_RGBA)]
+#: 3.. the correlation bins of the run's ``BinScheme`` in order, then a contrast's outcomes (hurts, no detectable
+#: difference, helps: ``outcome0 + outcome + 1``) when the points are coloured by contrast.
+UMAP_CODE = {"hidden": 0, "faint": 1, "negative": 2, "bin0": 3, "outcome0": 3 + N_BINS}
+UMAP_COLOURS = ["rgba(0,0,0,0)", rgba_css(NS_RGBA), rgba_hex(NEGATIVE_RGBA), *(rgba_hex(c) for c in BIN_COLOURS_RGBA),
+                *(rgba_hex(OUTCOME_RGBA[o]) for o in (-1, 0, 1))]
 
 #: plotly.js's vertical field of view of 3-D scenes (gl-plot3d's default, pi / 4).
 FOV = math.pi / 4
@@ -52,7 +56,8 @@ _VIEW_SAMPLE = 4000
 _TRACE = "umap"
 
 
-def umap_colour_codes(bins: np.ndarray, visible: np.ndarray, ns: str = "faint") -> np.ndarray:
+def umap_colour_codes(bins: np.ndarray, visible: np.ndarray, ns: str = "faint",
+                      outcome: np.ndarray | None = None) -> np.ndarray:
     """uint8 colour code per voxel (see :data:`UMAP_CODE`).
 
     Parameters
@@ -64,14 +69,26 @@ def umap_colour_codes(bins: np.ndarray, visible: np.ndarray, ns: str = "faint") 
         Voxels that pass the filters (and are significant).
     ns : {"faint", "hidden"}
         Code of every other voxel.
+    outcome : int array of shape (n,), optional
+        A contrast's outcome codes (-1, 0, +1): visible voxels take their outcome's code instead of their bin's.
     """
     b = np.asarray(bins, dtype=np.int16)
     codes = np.full(b.shape, UMAP_CODE["faint"] if ns == "faint" else UMAP_CODE["hidden"], dtype=np.uint8)
     vis = np.asarray(visible, dtype=bool) & (b != NS_CODE)
+    if outcome is not None:
+        codes[vis] = (np.asarray(outcome, dtype=np.int16)[vis] + 1 + UMAP_CODE["outcome0"]).astype(np.uint8)
+        return codes
     codes[vis & (b == NEGATIVE_CODE)] = UMAP_CODE["negative"]
     pos = vis & (b >= 0)
     codes[pos] = (b[pos] + UMAP_CODE["bin0"]).astype(np.uint8)
     return codes
+
+
+def state_colour_codes(data: DashboardData, condition: str, state: FilterState,
+                       visible: np.ndarray | None = None) -> np.ndarray:
+    """:func:`umap_colour_codes` of every voxel of a condition under a filter state."""
+    vis = data.visible(condition, state) if visible is None else visible
+    return umap_colour_codes(data.state_bins(condition, state), vis, state.ns, data.outcome(state))
 
 
 def umap_marker_size(n_points: int) -> int:
@@ -253,7 +270,7 @@ def umap_figure(data: DashboardData, condition: str, state: FilterState) -> go.F
     if condition not in data.umap:
         return empty_figure(data.umap_reason[condition], height=430)
     view = data.umap[condition]
-    codes = umap_colour_codes(data.bins(condition, state.rule), data.visible(condition, state), state.ns)
+    codes = state_colour_codes(data, condition, state)
     return make_umap_figure(view.coords, codes[view.voxels], condition=condition, run_id=data.run_id,
                             simulated=data.simulated, camera=shared_camera(data))
 
@@ -336,7 +353,7 @@ def recolour_patches(data: DashboardData, state: FilterState, visible: dict[str,
     """Recolour every UMAP for a filter state (uint8 codes and, with hidden voxels, point sizes), into ``out``."""
     k = trace_index(_TRACE, "voxels")
     for m, view in data.umap.items():
-        codes = umap_colour_codes(data.bins(m, state.rule), visible[m], state.ns)[view.voxels]
+        codes = state_colour_codes(data, m, state, visible[m])[view.voxels]
         p = out.setdefault(ids.umap_graph(m), Patch())
         p["data"][k]["marker"]["color"] = typed_array(codes)
         # A transparent WebGL point can still be picked: hidden points also get size 0, which takes them

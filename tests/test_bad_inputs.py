@@ -231,11 +231,12 @@ def _scene_with(**fields):
 def _url(scene=None, *, filters=None, cut=False, search=None, hash="") -> tuple[str, str]:
     """(location.search, location.hash) of a page URL holding ``scene`` (default scene with changes)."""
     from dashboard import scenefile as S
+    from dashboard.scenelink import scene_to_url
     if search is None:
         s = S.default_scene(title="from a link")
         s.update(scene or {})
         s["filters"].update(filters or {})
-        search = S.scene_to_url(s)
+        search = scene_to_url(s)
         search = search[: len(search) // 2] if cut else search
     return search, hash
 

@@ -27,7 +27,7 @@ from dashboard import scenefile as S
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard.data import DashboardData, FilterState
-from dashboard.umap_view import umap_colour_codes
+from dashboard.umap_view import UMAP_CODE, state_colour_codes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,7 +47,9 @@ def _scenes(results) -> list[dict]:
     second["cameras"]["on"] = {"eye": {"x": 0.3, "y": 2.0, "z": 0.4}, "center": {"x": 0, "y": 0, "z": 0},
                                "up": {"x": 0, "y": 0, "z": 1}}
     second["viewer"] = {"condition": "on", "view": "flat"}
-    return [first, second]
+    third = S.default_scene(title="Where attention helps", note="on - off outcome, all voxels binned")
+    third["filters"].update(colour="contrast", contrast="on_off", outcomes=[0, 1], bin_set="all")
+    return [first, second, third]
 
 
 def _free_port() -> int:
@@ -90,8 +92,9 @@ def bundle(tmp_path_factory):
 
 def _expected_codes(data: DashboardData, scene: dict, m: str) -> list[int]:
     f = scene["filters"]
-    state = FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"])
-    codes = umap_colour_codes(data.bins(m, state.rule), data.visible(m, state), state.ns)
+    state = FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"],
+                                      f["colour"], f["contrast"], f["outcomes"], f["bin_set"])
+    codes = state_colour_codes(data, m, state)
     return codes[data.umap[m].voxels].tolist()
 
 
@@ -123,7 +126,7 @@ def test_bundle_plays_scenes(bundle, browser):
     # Scene 1: title, note, and the filters applied to both UMAPs exactly as the dashboard would.
     assert page.inner_text("#scene-title") == scenes[0]["title"]
     assert page.inner_text("#scene-note") == scenes[0]["note"]
-    assert page.inner_text("#counter") == "1 / 2"
+    assert page.inner_text("#counter") == "1 / 3"
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
         assert plotted["canvas"] and plotted["n"] == data.umap[m].voxels.size
@@ -141,7 +144,7 @@ def test_bundle_plays_scenes(bundle, browser):
     page.keyboard.press("ArrowRight")
     page.wait_for_function("document.getElementById('scene-title').textContent === "
                            + json.dumps(scenes[1]["title"]), timeout=WAIT_MS)
-    assert page.inner_text("#counter") == "2 / 2"
+    assert page.inner_text("#counter") == "2 / 3"
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
         expected = _expected_codes(data, scenes[1], m)
@@ -168,10 +171,24 @@ def test_bundle_plays_scenes(bundle, browser):
 
     # Digit keys jump, and the position survives in the URL hash.
     page.keyboard.press("1")
-    page.wait_for_function("document.getElementById('counter').textContent === '1 / 2'", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('counter').textContent === '1 / 3'", timeout=WAIT_MS)
     assert page.evaluate("window.location.hash") == "#scene=1"
     frame.wait_for_function("window.attnbrainViewer.dataset === 'off' && window.attnbrainViewer.marked === null",
                             timeout=WAIT_MS)
+
+    # Scene 3: coloured by the on - off test's outcome, all voxels binned, "b better" filtered out.
+    page.keyboard.press("3")
+    page.wait_for_function("document.getElementById('counter').textContent === '3 / 3'", timeout=WAIT_MS)
+    helps, none, hurts = (UMAP_CODE["outcome0"] + o + 1 for o in (1, 0, -1))
+    for m in ("off", "on"):
+        plotted = page.evaluate(PLOTTED, m)
+        expected = _expected_codes(data, scenes[2], m)
+        assert plotted["colour"] == expected
+        assert helps in expected and none in expected and hurts not in expected
+        assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][2][m]
+    assert "on - off" in page.inner_text("#legend") and "on better" in page.inner_text("#legend")
+    assert "coloured by on - off" in page.inner_text("#scene-filters")
+    save_screenshot(page, "bundle_scene3.png")
     assert console.errors() == []
     page.close()
 

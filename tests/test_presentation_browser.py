@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from browser import ConsoleLog, launch_chromium, require_chromium, save_screenshot, serve_wsgi
-from dashboard.scenefile import default_scene, save_scenes, scene_to_url, validate_scene
+from dashboard.scenefile import default_scene, save_scenes, validate_scene
+from dashboard.scenelink import scene_to_url
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import ids

@@ -13,7 +13,8 @@ import numpy as np
 import plotly.io.json as pj
 import pytest
 
-from dashboard.scenefile import default_scene, load_scenes, scene_to_url, scenes_path, validate_scene
+from dashboard.scenefile import default_scene, load_scenes, scenes_path, validate_scene
+from dashboard.scenelink import scene_to_url
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
 from dashboard import ids
@@ -48,7 +49,8 @@ def clean_scenes(data):
 
 def _scene(data, **changes):
     s = default_scene(rule=data.default_rule, title="t1", note="n1")
-    s["filters"].update(rule="q", bins=[2, 3], rois=data.roi_names[:2], hemis=["R"], threshold=0.2, ns_mode="hidden")
+    s["filters"].update(rule="q", bins=[2, 3], rois=data.roi_names[:2], hemis=["R"], threshold=0.2, ns_mode="hidden",
+                        colour="contrast", contrast="on_uniform", outcomes=[-1, 1], bin_set="all")
     s.update(selected=11, selected_set=[4, 40, 120], conditions=["off"],
              cameras={m: {"eye": {"x": 0.5, "y": 1.5, "z": 2.0}, "center": {"x": 0, "y": 0, "z": 0},
                           "up": {"x": 0, "y": 0, "z": 1}} for m in ("off", "on")})
@@ -69,7 +71,8 @@ def test_apply_scene_sets_controls_and_moves_highlight_and_set_in_one_patch(data
     scene = _scene(data)
     a = apply_scene(data, scene)
     assert a["filters"] == {"rule": "q", "bins": [2, 3], "rois": sorted(data.roi_names[:2]), "hemis": ["R"],
-                            "threshold": 0.2, "ns": "hidden"}
+                            "threshold": 0.2, "ns": "hidden", "colour": "contrast", "contrast": "on_uniform",
+                            "outcomes": [-1, 1], "bin_set": "all"}
     assert a["selected"] == 11 and a["hash"] == "#voxel=11" and a["selected_set"] == [4, 40, 120]
     assert a["set_message"] == "3 voxels in the selected set" and a["shown"] == ["off"]
     assert a["viewer"] == {"condition": "off", "view": "flat"} and a["caption"] == ("t1", "n1")
@@ -112,7 +115,8 @@ def test_current_scene_from_controls_and_the_url_it_writes(data):
                 "up": {"x": 0, "y": 0, "z": 1}, "projection": {"type": "perspective"}} for m in ("off", "on")}
     scene = current_scene(data, title=" t1 ", note="n1", shown=["off"],
                           filters={"rule": "q", "bins": [3, 2], "rois": data.roi_names[:2], "hemis": ["R"],
-                                   "threshold": 0.2, "ns": "hidden"}, selected=11,
+                                   "threshold": 0.2, "ns": "hidden", "colour": "contrast", "contrast": "on_uniform",
+                            "outcomes": [-1, 1], "bin_set": "all"}, selected=11,
                           selected_set=[120, 4, 40], cameras=cams, viewer=None)
     assert scene == _scene(data)
     assert url_token(data, scene) == scene_to_url(scene)
@@ -202,7 +206,8 @@ def test_callbacks_over_http(app, data, clean_scenes):
     # The URL mirror: the current controls as a ?scene= token.
     values = {f"{ids.RULE}.value": "q", f"{ids.BINS}.value": [2, 3], f"{ids.ROIS}.value": data.roi_names[:2],
               f"{ids.HEMIS}.value": ["R"], f"{ids.THRESHOLD}.value": 0.2, f"{ids.NS_MODE}.value": "hidden",
-              f"{ids.SELECTED}.data": 11, f"{ids.SELECTED_SET}.data": [4, 40, 120],
+              f"{ids.COLOUR}.value": "contrast", f"{ids.CONTRAST}.value": "on_uniform",
+              f"{ids.OUTCOMES}.value": [1, -1], f"{ids.BIN_SET}.value": "all", f"{ids.SELECTED}.data": 11, f"{ids.SELECTED_SET}.data": [4, 40, 120],
               f"{ids.CAMERA_STATE}.data": scene["cameras"], f"{ids.SHOWN}.value": ["off"],
               f"{ids.SCENE_READY}.data": True,
               f"{ids.SCENE_CAPTION}.children": json.loads(pj.to_json_plotly(_caption("t1", "n1")))}

@@ -18,13 +18,12 @@ from dashboard.scenefile import (
     import_scenes,
     load_scenes,
     save_scenes,
-    scene_from_url,
-    scene_to_url,
     scenes_path,
     scenes_writable,
     validate_scene,
     validate_scenes_file,
 )
+from dashboard.scenelink import scene_from_url, scene_to_url
 
 RUN = {"n_voxels": 50, "roi_names": ["V1", "FFA", "PPA"], "rules": ["p", "q"]}
 
@@ -51,7 +50,8 @@ def _token_json(url: str) -> dict:
 def test_a_good_scene_is_normalised():
     s = validate_scene(_scene(), **RUN)
     assert s["filters"] == {"rule": "q", "bins": [1, 3], "rois": ["FFA", "PPA"], "hemis": ["R"], "threshold": 0.15,
-                            "ns_mode": "hidden"}
+                            "ns_mode": "hidden", "colour": "bins", "contrast": "on_off", "outcomes": [-1, 0, 1],
+                            "bin_set": "significant"}
     assert s["selected_set"] == [3, 9] and s["selected"] == 7 and s["conditions"] == ["on"]
     assert s["cameras"]["off"]["eye"] == {"x": 1.0, "y": 2.0, "z": 0.5} and s["cameras"]["on"] is None
     assert list(s) == ["version", "title", "note", "conditions", "filters", "selected", "selected_set", "cameras",
@@ -87,7 +87,17 @@ BAD_SCENES = [
      "f.json, field 'filters.ns_mode': expected one of 'faint', 'hidden', found 'grey'; use one of those"),
     ("filter-typo", {"version": 1, "filters": {"treshold": 0.1}},
      "f.json, field 'filters.treshold': unknown filter 'treshold'; expected only rule, bins, rois, hemis, threshold, "
-     "ns_mode (remove it or check its spelling)"),
+     "ns_mode, colour, contrast, outcomes, bin_set (remove it or check its spelling)"),
+    ("colour", {"version": 1, "filters": {"colour": "rainbow"}},
+     "f.json, field 'filters.colour': expected one of 'bins', 'contrast', found 'rainbow'; use one of those"),
+    ("contrast", {"version": 1, "filters": {"contrast": "off_on"}},
+     "f.json, field 'filters.contrast': expected one of 'on_off', 'on_uniform', 'uniform_off', found 'off_on'; use "
+     "one of those"),
+    ("outcomes", {"version": 1, "filters": {"outcomes": [1, 2]}},
+     "f.json, field 'filters.outcomes': expected outcome codes (-1 hurts, 0 no detectable difference, 1 helps) among "
+     "-1, 0, 1, found 2; remove it or use one of those"),
+    ("bin-set", {"version": 1, "filters": {"bin_set": "some"}},
+     "f.json, field 'filters.bin_set': expected one of 'significant', 'all', found 'some'; use one of those"),
     ("voxel", {"version": 1, "selected": 50},
      "f.json, field 'selected': expected a voxel row from 0 to 49, found 50; this scene was made for another run "
      "or edited by hand: pick a voxel of this run"),
@@ -123,6 +133,26 @@ def test_bad_scenes_give_one_readable_line(obj, message):
     text = str(exc.value)
     assert "\n" not in text
     assert text.startswith(message), text
+
+
+def test_colouring_by_contrast_is_checked_against_the_run_and_survives_files_and_links():
+    scene = {"version": 1, "filters": {"colour": "contrast", "contrast": "on_uniform", "outcomes": [1, -1],
+                                       "bin_set": "all"}}
+    s = validate_scene(scene, **RUN, contrasts=["on_off", "on_uniform"])
+    assert (s["filters"]["colour"], s["filters"]["contrast"], s["filters"]["outcomes"], s["filters"]["bin_set"]) == \
+        ("contrast", "on_uniform", [-1, 1], "all")
+    assert scene_from_url(scene_to_url(s), **RUN, contrasts=["on_off", "on_uniform"]) == (s, "")
+    with pytest.raises(InputError, match="this run did not test 'on_uniform'"):
+        validate_scene(scene, **RUN, contrasts=["on_off"])
+    with pytest.raises(InputError, match="no contrasts stage to colour by"):
+        validate_scene(scene, **RUN, contrasts=[])
+    # In a link, a colouring the run cannot show falls back to the default with a notice.
+    got, notice = scene_from_url(scene_to_url(s), **RUN, contrasts=[])
+    assert got["filters"]["colour"] == "bins" and "filters.colour" in notice
+    # A scene saved before these filters existed still loads, with the default colouring.
+    old = {"version": 1, "filters": {"rule": "q", "bins": [0], "rois": [], "hemis": ["L", "R"], "threshold": 0.0,
+                                     "ns_mode": "faint"}}
+    assert validate_scene(old, **RUN)["filters"]["colour"] == "bins"
 
 
 def test_message_prefix_names_the_scene_in_a_file():

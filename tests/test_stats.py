@@ -13,6 +13,7 @@ from core._validation import InputError
 from core.stats import (
     block_permutation_p,
     correlation_bins,
+    critical_r_t,
     fdr_bh,
     noise_ceiling,
     pearson_r,
@@ -287,3 +288,28 @@ def test_bad_inputs_raise_input_error(rng, call, match):
     b = rng.standard_normal((30, 6))
     with pytest.raises(InputError, match=match):
         call(a, b)
+
+
+@pytest.mark.parametrize("n, alternative", [(200, "two-sided"), (600, "two-sided"), (60, "greater"), (3, "two-sided")])
+def test_critical_r_is_where_the_t_test_p_crosses_the_level(n, alternative):
+    from scipy.stats import pearsonr
+    r = critical_r_t(n, 0.01, alternative)
+    # scipy's pearsonr on data built with exactly that correlation: p equals the level at r_crit (1e-6:
+    # the data's r matches r_crit to float precision), and a little below it the voxel is not significant.
+    def p_of(target):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(n)
+        x = (x - x.mean()) / x.std()
+        e = rng.standard_normal(n)
+        e -= e.mean() + (e @ x) / n * x
+        e /= e.std()
+        y = target * x + np.sqrt(1 - target ** 2) * e
+        return pearsonr(x, y, alternative="greater" if alternative == "greater" else "two-sided").pvalue
+    assert p_of(r) == pytest.approx(0.01, rel=1e-6)
+    assert p_of(r * 0.99) > 0.01
+    if n == 200:
+        assert r == pytest.approx(0.182, abs=5e-4)      # the numbers the docs quote for the demo's test length
+    if n == 600:
+        assert r == pytest.approx(0.105, abs=5e-4)
+    with pytest.raises(InputError, match="at least 3 samples"):
+        critical_r_t(2)

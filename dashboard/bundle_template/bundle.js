@@ -1,9 +1,11 @@
 /* attnbrain offline bundle player: plays the scenes of data/bundle.json (written by dashboard/bundle.py).
  *
  * Each scene's filters are applied here exactly as the dashboard applies them (DashboardData.visible in
- * dashboard/data.py and umap_colour_codes in dashboard/umap_view.py): a voxel is shown when it is significant under the scene's
- * rule, its bin code is among the scene's bins, |r| >= threshold, and it lies in the scene's ROIs and
- * hemispheres; other voxels are faint or hidden. The flatmaps are the run's images with the dashboard's
+ * dashboard/data.py and umap_colour_codes in dashboard/umap_view.py): a voxel is shown when it is binned under
+ * the scene's rule (or has a defined r, with bin set "all"), its bin code is among the scene's bins,
+ * |r| >= threshold, it lies in the scene's ROIs and hemispheres and, coloured by a contrast, its outcome is
+ * among the scene's outcomes; shown voxels take their bin's colour or their outcome's, other voxels are faint
+ * or hidden. The flatmaps are the run's images with the dashboard's
  * filter layer for the scene on top. State for tests: window.attnbrainBundle.
  */
 (function () {
@@ -11,7 +13,7 @@
 
     var TYPES = {int8: Int8Array, uint8: Uint8Array, int16: Int16Array, uint16: Uint16Array, int32: Int32Array,
                  float32: Float32Array, float64: Float64Array};
-    var CODE = {hidden: 0, faint: 1, negative: 2, bin0: 3};
+    var CODE = null;   // dashboard/umap_view.py UMAP_CODE, from bundle.json
     var state = {doc: null, arrays: {}, index: -1, codes: {}, ready: false, viewerLoaded: false, viewerReady: false};
     window.attnbrainBundle = state;
 
@@ -38,9 +40,13 @@
     /* Uint8Array of colour codes (one per voxel row) for one condition under a scene's filters. */
     function colourCodes(m, filters) {
         var a = state.arrays, n = state.doc.n_voxels;
-        var bins = a["bins_" + filters.rule + "_" + m], r = a["r_" + m];
+        var bins = filters.bin_set === "all" ? a["bins_all_" + m] : a["bins_" + filters.rule + "_" + m];
+        var r = a["r_" + m];
         var shownBins = {};
         filters.bins.forEach(function (b) { shownBins[b] = true; });
+        var outcome = filters.colour === "contrast" ? a["outcome_" + filters.contrast] || null : null;
+        var shownOutcomes = {};
+        filters.outcomes.forEach(function (o) { shownOutcomes[o] = true; });
         var rois = null;
         if (filters.rois.length && a.roi) {
             rois = {};
@@ -62,7 +68,10 @@
             if (keep && filters.threshold > 0) keep = Math.abs(r[v]) >= filters.threshold;
             if (keep && rois) keep = rois[a.roi[v]] === true;
             if (keep && hemis) keep = hemis[a.hemi[v]] === true;
-            codes[v] = !keep ? other : (b === -2 ? CODE.negative : b + CODE.bin0);
+            if (keep && outcome) keep = shownOutcomes[outcome[v]] === true;
+            if (!keep) codes[v] = other;
+            else if (outcome) codes[v] = CODE.outcome0 + outcome[v] + 1;
+            else codes[v] = b === -2 ? CODE.negative : b + CODE.bin0;
         }
         return codes;
     }
@@ -179,7 +188,12 @@
         var rule = {p: "p ≤ " + doc.level + " uncorrected", q: "FDR q ≤ " + doc.level,
                     perm: "block-permutation FDR q ≤ " + doc.level}[f.rule];
         var bins = f.bins.map(function (b) { return b === -2 ? "r < 0" : doc.colours.bin_labels[b]; });
-        var parts = [rule, "bins " + (bins.length ? bins.join(", ") : "none")];
+        var parts = [f.bin_set === "all" ? "all voxels binned" : rule, "bins " + (bins.length ? bins.join(", ") : "none")];
+        if (f.colour === "contrast" && doc.contrasts[f.contrast]) {
+            var words = doc.contrasts[f.contrast].outcomes;
+            parts.push("coloured by " + doc.contrasts[f.contrast].label + " (" +
+                       f.outcomes.map(function (o) { return words[String(o)]; }).join(", ") + ")");
+        }
         if (f.rois.length) parts.push("ROIs " + f.rois.join(", "));
         if (f.hemis.length !== 2) parts.push("hemisphere " + (f.hemis.join(", ") || "none"));
         if (f.threshold > 0) parts.push("|r| ≥ " + f.threshold);
@@ -188,8 +202,9 @@
         $("scene-filters").textContent = parts.join(" · ");
     }
 
-    function legend() {
+    function legend(filters) {
         var c = state.doc.colours, el = $("legend");
+        el.textContent = "";
         function item(colour, label, ring) {
             var span = document.createElement("span"), sw = document.createElement("span");
             sw.className = "swatch";
@@ -199,9 +214,15 @@
             span.appendChild(document.createTextNode(label));
             el.appendChild(span);
         }
-        el.appendChild(document.createTextNode("r bins: "));
-        c.bins.forEach(function (hex, i) { item(hex, c.bin_labels[i]); });
-        item(c.negative, "significant r < 0");
+        var contrast = filters.colour === "contrast" ? state.doc.contrasts[filters.contrast] : null;
+        if (contrast) {
+            el.appendChild(document.createTextNode(contrast.label + ": "));
+            ["1", "-1", "0"].forEach(function (o) { item(c.outcomes[o], contrast.outcomes[o]); });
+        } else {
+            el.appendChild(document.createTextNode(filters.bin_set === "all" ? "r bins (all voxels): " : "r bins: "));
+            c.bins.forEach(function (hex, i) { item(hex, c.bin_labels[i]); });
+            item(c.negative, filters.bin_set === "all" ? "r < 0" : "significant r < 0");
+        }
         item(c.ns, "n.s. / filtered out");
         item(c.highlight, "selected voxel");
         item(c.set, "selected set", true);
@@ -219,6 +240,7 @@
         $("counter").textContent = (index + 1) + " / " + scenes.length;
         voxelCaption(scene);
         filterCaption(scene);
+        legend(scene.filters);
         ["off", "on"].forEach(function (m) {
             var col = $("col-" + m);
             col.hidden = scene.conditions.indexOf(m) < 0;
@@ -311,7 +333,7 @@
         $("run").textContent = "run " + doc.run_id;
         $("simulated").hidden = !doc.simulated;
         document.title = "attnbrain scenes · " + doc.run_id;
-        legend();
+        CODE = doc.umap_code;
         $("prev").addEventListener("click", function () { show(state.index - 1); });
         $("next").addEventListener("click", function () { show(state.index + 1); });
         $("fullscreen").addEventListener("click", toggleFullscreen);
