@@ -38,11 +38,13 @@ CONTRAST_LABELS = {name: f"{a} - {b}" for name, (a, b) in CONTRASTS.items()}
 #: Outcome codes of a contrast per voxel (int8): a helps, b helps (a hurts), no detectable difference.
 OUTCOME_CODES = {1: "helps", -1: "hurts", 0: "no detectable difference"}
 
-#: Colour of each outcome code: Okabe-Ito blue where attention (a) helps, reddish purple where it hurts, a
-#: neutral light grey for no detectable difference. Blue and purple differ in lightness and keep apart for
-#: every kind of colour blindness; none of them is a viridis bin colour or the negative-r vermillion.
+#: Colour of each outcome code: Okabe-Ito blue where a predicts better ("helps"), reddish purple where b does,
+#: a dark neutral grey for no detectable difference (darker than the flatmap's curvature and the faint grey of
+#: filtered-out points, so "tested, no difference" never reads as "not shown"). Blue and purple differ in
+#: lightness and keep apart for every kind of colour blindness; none is a viridis bin colour or the negative-r
+#: vermillion.
 OUTCOME_RGBA = {1: np.array([0, 114, 178, 255], dtype=np.uint8), -1: np.array([204, 121, 167, 255], dtype=np.uint8),
-                0: np.array([200, 200, 200, 255], dtype=np.uint8)}
+                0: np.array([50, 50, 50, 255], dtype=np.uint8)}
 for _c in OUTCOME_RGBA.values():
     _c.setflags(write=False)
 

@@ -21,7 +21,7 @@ from dashboard import ids
 from dashboard.app import create_app
 from dashboard.data import FilterState
 from dashboard.r_scatter import set_from_r_selection
-from dashboard.umap_view import umap_colour_codes
+from dashboard.umap_view import UMAP_CODE, state_colour_codes, umap_colour_codes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -234,6 +234,33 @@ def test_filter_change_recolours(page, data):
     assert status == 200
     assert "voxels shown with attention off" in page.locator(f"#{ids.FILTER_MSG}").inner_text()
     save_screenshot(page, "dashboard-filtered.png")
+
+
+def test_colouring_by_contrast_and_binning_all_voxels(page, data):
+    def wait_colours(state):
+        expected = state_colour_codes(data, "on", state)[data.umap["on"].voxels].tolist()
+        _wait(page, f"""JSON.stringify(Array.from(document.querySelector('#umap-on .js-plotly-plot')
+                              ._fullData[0].marker.color)) === '{json.dumps(expected, separators=(",", ":"))}'""")
+        return expected
+    page.locator(f"#{ids.COLOUR} label", has_text="contrast outcome").click()
+    state = FilterState(rule=data.default_rule, ns="hidden", colour="contrast")
+    codes = wait_colours(state)
+    assert set(codes) - {0} and min(set(codes) - {0}) >= UMAP_CODE["outcome0"]      # outcome colours only
+    _wait(page, f"document.querySelector('#{ids.LEGEND}').innerText.includes('on better')")
+    src = page.evaluate("document.querySelector('#flat-on .js-plotly-plot').layout.images[1].source")
+    assert "colour=contrast" in src and page.evaluate(f"fetch('{src}').then(r => r.status)") == 200
+    _wait(page, f"document.querySelector('#{ids.ROI_CONTRAST} .js-plotly-plot') && document.querySelector("
+                f"'#{ids.ROI_CONTRAST} .js-plotly-plot').layout.title.text.includes('on - off')")
+    save_screenshot(page, "dashboard-contrast.png")
+    page.locator(f"#{ids.COLOUR} label", has_text="r bins").click()
+    page.locator(f"#{ids.BIN_SET} label", has_text="all voxels").click()
+    wait_colours(FilterState(rule=data.default_rule, ns="hidden", bin_set="all"))
+    _wait(page, f"document.querySelector('#{ids.LEGEND}').innerText.includes('all voxels')")
+    _wait(page, f"document.querySelector('#{ids.BIN_COUNTS} .js-plotly-plot').layout.title.text"
+                ".startsWith('All voxels')")
+    page.locator(f"#{ids.BIN_SET} label", has_text="significant voxels").click()
+    wait_colours(FilterState(rule=data.default_rule, ns="hidden"))
+    assert "needs r ≥" in page.locator(f"#{ids.LEGEND}").inner_text()
 
 
 def test_cameras_follow_each_other_while_linked(page):
