@@ -21,7 +21,7 @@ from core._validation import InputError
 
 __all__ = [
     "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "OUTCOME_RGBA",
-    "COLOURINGS", "BIN_SETS", "RULES",
+    "CEILING_EDGES", "CEILING_LABELS", "CEILING_RGBA", "COLOURINGS", "BIN_SETS", "RULES",
     "RULE_LABELS", "NEGATIVE_CODE", "NS_CODE", "N_BINS",
     "BIN_COLOURS_RGBA", "NS_RGBA", "NEGATIVE_RGBA", "BinScheme", "DEFAULT_BINS", "rgba_hex", "rgba_css",
 ]
@@ -48,8 +48,17 @@ OUTCOME_RGBA = {1: np.array([0, 114, 178, 255], dtype=np.uint8), -1: np.array([2
 for _c in OUTCOME_RGBA.values():
     _c.setflags(write=False)
 
-#: How the views colour voxels: by their correlation bin (the study's Fig. 3) or by a contrast's outcome.
-COLOURINGS = {"bins": "r bins", "contrast": "contrast outcome"}
+#: Steps of r / noise ceiling (``r_norm``) when the views colour by it: lower edges, labels and plasma colours
+#: (at 0.1 / 0.3 / 0.5 / 0.7 / 0.9, matplotlib): lightness rises with the step, as the bins' viridis does.
+CEILING_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8)
+CEILING_LABELS = ("<0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", ">=0.8")
+CEILING_RGBA = np.array([[65, 4, 157, 255], [143, 13, 164, 255], [204, 71, 120, 255], [242, 132, 75, 255],
+                         [252, 206, 37, 255]], dtype=np.uint8)
+CEILING_RGBA.setflags(write=False)
+
+#: How the views colour voxels: by their correlation bin (the study's Fig. 3), by a contrast's outcome, or by
+#: r / noise ceiling (voxels with a reliable ceiling only).
+COLOURINGS = {"bins": "r bins", "contrast": "contrast outcome", "ceiling": "r / noise ceiling"}
 #: Which voxels get a bin: significant ones only (the study's figures), or every voxel with a defined r.
 BIN_SETS = {"significant": "significant voxels", "all": "all voxels"}
 

@@ -10,7 +10,8 @@
     OUT/data/arrays.bin                     little-endian arrays: per condition the UMAP's voxel rows and
                                             quantised coordinates, r, the bin codes under every
                                             significance rule and of all voxels; each contrast's outcome
-                                            codes; the voxels' ROI and hemisphere
+                                            codes; the steps of r / noise ceiling (-1 where
+                                            unreliable); the voxels' ROI and hemisphere
     OUT/flatmaps/                           the run's flatmap PNGs and, per scene, the layer that shows its
                                             filters (the dashboard's filter layer)
     OUT/viewer/                             the run's pycortex static viewer, copied
@@ -35,7 +36,7 @@ import numpy as np
 
 from core._io import json_default
 from core._validation import InputError
-from core.vocabulary import CONTRAST_LABELS, OUTCOME_RGBA, PAIR, BinScheme, rgba_hex
+from core.vocabulary import CEILING_LABELS, CEILING_RGBA, CONTRAST_LABELS, OUTCOME_RGBA, PAIR, BinScheme, rgba_hex
 
 __all__ = ["TEMPLATE_DIR", "BUNDLE_VERSION", "build_bundle", "write_bundle", "bundle_size", "main"]
 
@@ -177,6 +178,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         for rule in data.rules:
             arrays.add(f"bins_{rule}_{m}", data.bins(m, rule).astype(np.int8))
         arrays.add(f"bins_all_{m}", data.bins(m, data.default_rule, "all").astype(np.int8))
+        arrays.add(f"ceiling_{m}", data.ceiling_bins(m))
     for c in data.contrasts:
         arrays.add(f"outcome_{c}", data.outcome(FilterState(colour="contrast", contrast=c)).astype(np.int8))
     if data.has_geometry:
@@ -221,6 +223,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         "colours": {"umap": UMAP_COLOURS, "bins": scheme["colours"], "bin_labels": scheme["labels"],
                     "negative": scheme["negative"]["colour"], "ns": scheme["ns"]["colour"],
                     "outcomes": {str(o): rgba_hex(c) for o, c in OUTCOME_RGBA.items()},
+                    "ceiling": [rgba_hex(c) for c in CEILING_RGBA], "ceiling_labels": list(CEILING_LABELS),
                     "highlight": HIGHLIGHT_COLOUR, "set": SET_COLOUR},
         "umap_code": UMAP_CODE,
         "contrasts": {c: {"label": CONTRAST_LABELS[c], "outcomes": {str(o): w for o, w in outcome_labels(c).items()}}

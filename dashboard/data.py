@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.vocabulary import BIN_SETS, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES, OUTCOME_RGBA, PAIR, BinScheme
+from core.vocabulary import (BIN_SETS, CEILING_EDGES, CEILING_RGBA, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES,
+                             OUTCOME_RGBA, PAIR, BinScheme)
 
 from .plotting import quantise_coords, quantise_xy
 
@@ -40,8 +41,9 @@ class FilterState:
         Minimum |r| in the condition shown.
     ns : {"faint", "hidden"}
         How voxels that are not significant or are filtered out are drawn.
-    colour : {"bins", "contrast"}
-        Colour the shown voxels by their r bin, or by the outcome of ``contrast``.
+    colour : {"bins", "contrast", "ceiling"}
+        Colour the shown voxels by their r bin, by the outcome of ``contrast``, or by r / noise ceiling (then
+        only voxels with a reliable ceiling are shown).
     contrast : str
         The contrast (:data:`core.vocabulary.CONTRASTS`) whose outcome colours and filters the voxels.
     outcomes : tuple of int
@@ -69,7 +71,7 @@ class FilterState:
         return cls(rule=str(rule or "p"), bins=tuple(sorted(int(b) for b in (bins or ()))),
                    rois=tuple(sorted(str(r) for r in (rois or ()))), hemis=tuple(sorted(str(h) for h in (hemis or ()))),
                    threshold=float(threshold or 0.0), ns="hidden" if ns == "hidden" else "faint",
-                   colour="contrast" if colour == "contrast" else "bins",
+                   colour=str(colour) if colour in COLOURINGS else "bins",
                    contrast=str(contrast) if contrast in CONTRASTS else "on_off",
                    outcomes=(-1, 0, 1) if outcomes is None else tuple(sorted(int(o) for o in outcomes)),
                    bin_set="all" if bin_set == "all" else "significant")
@@ -469,6 +471,17 @@ class DashboardData:
         c = self.contrasts[state.contrast]
         return np.where(c["valid"], c["outcome"], 0).astype(np.int8)
 
+    def ceiling_bins(self, condition: str) -> np.ndarray:
+        """Step of r / noise ceiling per voxel (int8, :data:`core.vocabulary.CEILING_EDGES`; below the first edge
+        counts as the first step), -1 where the ceiling is unreliable or the run has none (no test repeats)."""
+        if condition not in self.r_norm:
+            return np.full(self.n_voxels, -1, dtype=np.int8)
+        x = np.asarray(self.r_norm[condition], dtype=np.float64)
+        ok = np.isfinite(x) & self.ceiling_valid.get(condition, np.isfinite(x))
+        steps = np.clip(np.searchsorted(CEILING_EDGES, np.where(ok, x, 0.0), side="right") - 1, 0,
+                        len(CEILING_EDGES) - 1)
+        return np.where(ok, steps, -1).astype(np.int8)
+
     def visible(self, condition: str, state: FilterState) -> np.ndarray:
         """Bool array of shape (n_voxels,): binned under ``state`` (significant, unless its bin set is all) and
         passing every filter, the contrast outcome's included when the views colour by contrast."""
@@ -479,6 +492,8 @@ class DashboardData:
         outcome = self.outcome(state)
         if outcome is not None:
             keep &= np.isin(outcome, np.asarray(state.outcomes, dtype=np.int8))
+        if state.colour == "ceiling":
+            keep &= self.ceiling_bins(condition) >= 0
         if self.has_geometry:
             if state.rois:
                 wanted = [self.roi_names.index(n) for n in state.rois if n in self.roi_names]
@@ -489,7 +504,10 @@ class DashboardData:
 
     def voxel_rgba(self, condition: str, state: FilterState) -> np.ndarray:
         """uint8 array of shape (n_voxels, 4): each voxel's colour under ``state`` where it is shown (its bin's,
-        or its contrast outcome's); what filtered-out voxels look like is each view's business."""
+        its contrast outcome's or its r / ceiling step's); what filtered-out voxels look like is each view's
+        business."""
+        if state.colour == "ceiling":
+            return CEILING_RGBA[np.maximum(self.ceiling_bins(condition), 0)]
         outcome = self.outcome(state)
         if outcome is None:
             return self.bin_scheme.to_rgba(self.state_bins(condition, state))

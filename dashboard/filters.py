@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dash import Input, Output, Patch, dcc, html
 
-from core.vocabulary import (BIN_SETS, COLOURINGS, CONDITION_LABELS, CONTRAST_LABELS, NEGATIVE_CODE, NEGATIVE_RGBA,
-                             NS_RGBA, OUTCOME_RGBA, PAIR, rgba_css, rgba_hex)
+from core.vocabulary import (BIN_SETS, CEILING_LABELS, CEILING_RGBA, COLOURINGS, CONDITION_LABELS, CONTRAST_LABELS,
+                             NEGATIVE_CODE, NEGATIVE_RGBA, NS_RGBA, OUTCOME_RGBA, PAIR, rgba_css, rgba_hex)
 
 from . import flatmaps, ids, r_scatter, umap_view
 from .data import DashboardData, FilterState
@@ -70,8 +70,10 @@ def filter_controls(data: DashboardData) -> list:
                   dcc.RadioItems(id=ids.BIN_SET, options=[{"label": lab, "value": v} for v, lab in BIN_SETS.items()],
                                  value=state.bin_set, inline=True, className="radio")], className="control"),
         html.Div([html.Label("Colour by"),
-                  dcc.RadioItems(id=ids.COLOUR, options=[{"label": lab, "value": v, "disabled": v == "contrast"
-                                                          and not data.contrasts} for v, lab in COLOURINGS.items()],
+                  dcc.RadioItems(id=ids.COLOUR, options=[{"label": lab, "value": v,
+                                                          "disabled": (v == "contrast" and not data.contrasts)
+                                                          or (v == "ceiling" and not data.r_norm)}
+                                                         for v, lab in COLOURINGS.items()],
                                  value=state.colour, inline=True, className="radio")], className="control"),
         html.Div([html.Label("Contrast"),
                   dcc.Dropdown(id=ids.CONTRAST, options=[{"label": CONTRAST_LABELS[c], "value": c}
@@ -107,6 +109,14 @@ def legend_items(data: DashboardData, state: FilterState) -> list:
     scheme = data.bin_scheme
     markers = [item(rgba_css(NS_RGBA), "n.s. / filtered out"), item(HIGHLIGHT_COLOUR, "selected voxel"),
                item(SET_COLOUR, "selected set", ring=True)]
+    if state.colour == "ceiling":
+        min_ev = data.results.config.get("stats", {}).get("ceiling_min_ev", 0.1)
+        items = [item(rgba_hex(c), lab) for c, lab in zip(CEILING_RGBA, CEILING_LABELS)]
+        note = ("r / noise ceiling (r_norm) of voxels whose ceiling is reliable (explainable variance ≥ "
+                f"{min_ev:g}, stats.ceiling_min_ev); the others are drawn as filtered out." if data.r_norm else
+                "This run has no noise ceiling (its test set has no repeats): no voxel can be shown.")
+        return [html.Span("r / noise ceiling:", className="legend-title"), *items, *markers,
+                html.Span(note, className="legend-note")]
     if data.outcome(state) is not None:
         test = data.contrast_test
         head = f"{CONTRAST_LABELS[state.contrast]} (paired test, FDR q ≤ {test.get('level', data.level):g}):"
@@ -172,6 +182,8 @@ def filter_patches(data: DashboardData, state: FilterState) -> tuple[dict[str, P
     head = rule_label(data, state.rule) if state.bin_set == "significant" else "all voxels with a defined r"
     if data.outcome(state) is not None:
         head += f", coloured by {CONTRAST_LABELS[state.contrast]}"
+    elif state.colour == "ceiling":
+        head += ", coloured by r / noise ceiling (reliable ceilings only)"
     message = f"{head}: " + " · ".join(
         f"{int(visible[m].sum()):,} voxels shown with {CONDITION_LABELS[m]}" for m in PAIR)
     return out, message

@@ -6,7 +6,7 @@ A *scene* is a plain JSON object::
      "conditions": ["off", "on"],                     # the conditions shown
      "filters": {"rule": "p" | "q" | "perm", "bins": [int], "rois": [str], "hemis": ["L", "R"],
                  "threshold": float in [0, 1], "ns_mode": "faint" | "hidden",
-                 "colour": "bins" | "contrast", "contrast": "on_off" | "on_uniform" | "uniform_off",
+                 "colour": "bins" | "contrast" | "ceiling", "contrast": "on_off" | "on_uniform" | "uniform_off",
                  "outcomes": [-1 | 0 | 1], "bin_set": "significant" | "all"},
      "selected": int | null,                           # voxel row
      "selected_set": [int],

@@ -49,7 +49,9 @@ def _scenes(results) -> list[dict]:
     second["viewer"] = {"condition": "on", "view": "flat"}
     third = S.default_scene(title="Where attention helps", note="on - off outcome, all voxels binned")
     third["filters"].update(colour="contrast", contrast="on_off", outcomes=[0, 1], bin_set="all")
-    return [first, second, third]
+    fourth = S.default_scene(title="Against the noise ceiling", note="r / ceiling, reliable ceilings only")
+    fourth["filters"].update(colour="ceiling", bin_set="all")
+    return [first, second, third, fourth]
 
 
 def _free_port() -> int:
@@ -126,7 +128,7 @@ def test_bundle_plays_scenes(bundle, browser):
     # Scene 1: title, note, and the filters applied to both UMAPs exactly as the dashboard would.
     assert page.inner_text("#scene-title") == scenes[0]["title"]
     assert page.inner_text("#scene-note") == scenes[0]["note"]
-    assert page.inner_text("#counter") == "1 / 3"
+    assert page.inner_text("#counter") == "1 / 4"
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
         assert plotted["canvas"] and plotted["n"] == data.umap[m].voxels.size
@@ -144,7 +146,7 @@ def test_bundle_plays_scenes(bundle, browser):
     page.keyboard.press("ArrowRight")
     page.wait_for_function("document.getElementById('scene-title').textContent === "
                            + json.dumps(scenes[1]["title"]), timeout=WAIT_MS)
-    assert page.inner_text("#counter") == "2 / 3"
+    assert page.inner_text("#counter") == "2 / 4"
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
         expected = _expected_codes(data, scenes[1], m)
@@ -171,14 +173,14 @@ def test_bundle_plays_scenes(bundle, browser):
 
     # Digit keys jump, and the position survives in the URL hash.
     page.keyboard.press("1")
-    page.wait_for_function("document.getElementById('counter').textContent === '1 / 3'", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('counter').textContent === '1 / 4'", timeout=WAIT_MS)
     assert page.evaluate("window.location.hash") == "#scene=1"
     frame.wait_for_function("window.attnbrainViewer.dataset === 'off' && window.attnbrainViewer.marked === null",
                             timeout=WAIT_MS)
 
     # Scene 3: coloured by the on - off test's outcome, all voxels binned, "b better" filtered out.
     page.keyboard.press("3")
-    page.wait_for_function("document.getElementById('counter').textContent === '3 / 3'", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('counter').textContent === '3 / 4'", timeout=WAIT_MS)
     helps, none = (UMAP_CODE["outcome0"] + o + 1 for o in (1, 0))
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
@@ -190,6 +192,16 @@ def test_bundle_plays_scenes(bundle, browser):
     assert "on - off" in page.inner_text("#legend") and "on better" in page.inner_text("#legend")
     assert "coloured by on - off" in page.inner_text("#scene-filters")
     save_screenshot(page, "bundle_scene3.png")
+
+    # Scene 4: r / noise ceiling; voxels without a reliable ceiling are drawn as filtered out.
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.getElementById('counter').textContent === '4 / 4'", timeout=WAIT_MS)
+    for m in ("off", "on"):
+        expected = _expected_codes(data, scenes[3], m)
+        assert page.evaluate(PLOTTED, m)["colour"] == expected
+        assert any(c >= UMAP_CODE["ceiling0"] for c in expected) and UMAP_CODE["faint"] in expected
+        assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][3][m]
+    assert "noise ceiling" in page.inner_text("#legend")
     assert console.errors() == []
     page.close()
 

@@ -18,7 +18,7 @@ from scipy.stats import t as t_dist
 
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
-from core.vocabulary import OUTCOME_RGBA, PAIR
+from core.vocabulary import CEILING_EDGES, CEILING_LABELS, CEILING_RGBA, OUTCOME_RGBA, PAIR
 from dashboard import ids
 from dashboard.app import create_app
 from dashboard.data import FilterState
@@ -93,6 +93,32 @@ def test_colouring_by_contrast_codes_and_filters_by_outcome(data, table, outcome
         np.testing.assert_array_equal(_decode(op["params"]["value"], "u1"), expected[voxels])
         assert f"{int(shown.sum()):,} voxels shown with attention {m}" in message
     assert "coloured by on - off" in message
+
+
+def test_colouring_by_ceiling_shows_reliable_ceilings_only_in_their_step(app, data, table):
+    from PIL import Image
+    state = FilterState(rule="p", colour="ceiling", bin_set="all")
+    patches, message = filter_patches(data, state)
+    client = app.server.test_client()
+    lookup = np.asarray(data.flatmap.lookup)
+    for m in PAIR:
+        x = table[f"r_norm_{m}"].to_numpy()            # NaN where the ceiling is unreliable
+        reliable = np.isfinite(x)
+        assert 10 <= reliable.sum() < x.size            # both kinds present, or the test proves nothing
+        step = np.clip(np.searchsorted(CEILING_EDGES, np.nan_to_num(x), side="right") - 1, 0, len(CEILING_EDGES) - 1)
+        shown = reliable & np.isfinite(table[f"r_{m}"].to_numpy())
+        expected = np.where(shown, UMAP_CODE["ceiling0"] + step, UMAP_CODE["faint"])
+        voxels, _ = data.results.umap(m)
+        op = _ops(patches[ids.umap_graph(m)])[0]
+        np.testing.assert_array_equal(_decode(op["params"]["value"], "u1"), expected[voxels])
+        layer = np.asarray(Image.open(io.BytesIO(client.get(data.flatmap_layer_url(m, state)).data)).convert("RGBA"))
+        rows, cols = np.nonzero(lookup >= 0)
+        vox = lookup[rows, cols]
+        hit = shown[vox]
+        assert hit.any() and (layer[rows, cols][hit] == CEILING_RGBA[step[vox][hit]]).all()
+        assert f"{int(shown.sum()):,} voxels shown with attention {m}" in message
+    text = _text(legend_items(data, state))
+    assert all(lab in text for lab in CEILING_LABELS) and "ceiling_min_ev" in text
 
 
 def test_the_flatmap_layer_paints_every_shown_voxel_in_its_outcome_colour(app, data, table):

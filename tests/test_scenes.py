@@ -89,7 +89,8 @@ BAD_SCENES = [
      "f.json, field 'filters.treshold': unknown filter 'treshold'; expected only rule, bins, rois, hemis, threshold, "
      "ns_mode, colour, contrast, outcomes, bin_set (remove it or check its spelling)"),
     ("colour", {"version": 1, "filters": {"colour": "rainbow"}},
-     "f.json, field 'filters.colour': expected one of 'bins', 'contrast', found 'rainbow'; use one of those"),
+     "f.json, field 'filters.colour': expected one of 'bins', 'contrast', 'ceiling', found 'rainbow'; use one "
+     "of those"),
     ("contrast", {"version": 1, "filters": {"contrast": "off_on"}},
      "f.json, field 'filters.contrast': expected one of 'on_off', 'on_uniform', 'uniform_off', found 'off_on'; use "
      "one of those"),

@@ -4,8 +4,8 @@
  * dashboard/data.py and umap_colour_codes in dashboard/umap_view.py): a voxel is shown when it is binned under
  * the scene's rule (or has a defined r, with bin set "all"), its bin code is among the scene's bins,
  * |r| >= threshold, it lies in the scene's ROIs and hemispheres and, coloured by a contrast, its outcome is
- * among the scene's outcomes; shown voxels take their bin's colour or their outcome's, other voxels are faint
- * or hidden. The flatmaps are the run's images with the dashboard's
+ * among the scene's outcomes (coloured by r / noise ceiling, its ceiling is reliable); shown voxels take their
+ * bin's colour, their outcome's or their ceiling step's, other voxels are faint or hidden. The flatmaps are the run's images with the dashboard's
  * filter layer for the scene on top. State for tests: window.attnbrainBundle.
  */
 (function () {
@@ -45,6 +45,7 @@
         var shownBins = {};
         filters.bins.forEach(function (b) { shownBins[b] = true; });
         var outcome = filters.colour === "contrast" ? a["outcome_" + filters.contrast] || null : null;
+        var ceiling = filters.colour === "ceiling" ? a["ceiling_" + m] : null;
         var shownOutcomes = {};
         filters.outcomes.forEach(function (o) { shownOutcomes[o] = true; });
         var rois = null;
@@ -69,7 +70,9 @@
             if (keep && rois) keep = rois[a.roi[v]] === true;
             if (keep && hemis) keep = hemis[a.hemi[v]] === true;
             if (keep && outcome) keep = shownOutcomes[outcome[v]] === true;
+            if (keep && ceiling) keep = ceiling[v] >= 0;
             if (!keep) codes[v] = other;
+            else if (ceiling) codes[v] = CODE.ceiling0 + ceiling[v];
             else if (outcome) codes[v] = CODE.outcome0 + outcome[v] + 1;
             else codes[v] = b === -2 ? CODE.negative : b + CODE.bin0;
         }
@@ -189,6 +192,7 @@
                     perm: "block-permutation FDR q ≤ " + doc.level}[f.rule];
         var bins = f.bins.map(function (b) { return b === -2 ? "r < 0" : doc.colours.bin_labels[b]; });
         var parts = [f.bin_set === "all" ? "all voxels binned" : rule, "bins " + (bins.length ? bins.join(", ") : "none")];
+        if (f.colour === "ceiling") parts.push("coloured by r / noise ceiling");
         if (f.colour === "contrast" && doc.contrasts[f.contrast]) {
             var words = doc.contrasts[f.contrast].outcomes;
             parts.push("coloured by " + doc.contrasts[f.contrast].label + " (" +
@@ -215,7 +219,10 @@
             el.appendChild(span);
         }
         var contrast = filters.colour === "contrast" ? state.doc.contrasts[filters.contrast] : null;
-        if (contrast) {
+        if (filters.colour === "ceiling") {
+            el.appendChild(document.createTextNode("r / noise ceiling (reliable ceilings only): "));
+            c.ceiling.forEach(function (hex, i) { item(hex, c.ceiling_labels[i]); });
+        } else if (contrast) {
             el.appendChild(document.createTextNode(contrast.label + ": "));
             ["1", "-1", "0"].forEach(function (o) { item(c.outcomes[o], contrast.outcomes[o]); });
         } else {
