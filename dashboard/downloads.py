@@ -1,5 +1,5 @@
-"""Downloads from the dashboard: the voxel table and the selected voxel's series as CSV, NIfTI maps, flatmap
-PNGs (Flask routes that build each file on the fly from :mod:`core.outputs.export`, never writing into the results
+"""Downloads from the dashboard: the voxel table and the selected voxel's series as CSV, NIfTI maps (per
+condition and per contrast), flatmap PNGs (Flask routes that build each file on the fly from :mod:`core.outputs.export`, never writing into the results
 folder), and the PNG/SVG switch of the 2-D figures' camera button (:func:`dashboard.plotting.figure_config`).
 
 The panel's component ids live here, beside the only code that uses them.
@@ -13,14 +13,14 @@ from dash import Input, Output, Patch, dcc, html
 from flask import Response, abort
 
 from core.outputs import export
-from core.vocabulary import CONDITION_LABELS
+from core.vocabulary import CONDITION_LABELS, CONTRAST_LABELS
 
 from . import flatmaps, ids
 from .data import DashboardData
 from .plotting import FIGURE_FORMATS, figure_config, figure_outputs
 
-__all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "two_d_graphs", "export_urls", "series_url", "series_link",
-           "figure_configs", "format_patch", "downloads_panel", "register", "register_routes"]
+__all__ = ["DOWNLOADS", "FIGURE_FORMAT", "SERIES_LINK", "two_d_graphs", "nifti_files", "export_urls", "series_url",
+           "series_link", "figure_configs", "format_patch", "downloads_panel", "register", "register_routes"]
 
 DOWNLOADS = "downloads"
 #: RadioItems choosing what the camera button of every 2-D figure saves: "png" or "svg".
@@ -41,13 +41,32 @@ def _stem(data: DashboardData) -> str:
     return "attnbrain_" + (_SAFE.sub("_", data.run_id) or "run")
 
 
+def nifti_files(data: DashboardData) -> dict[str, tuple[str, str, str]]:
+    """Every NIfTI download of the run by file name: ``{filename: (kind, name, field)}``.
+
+    ``kind`` is ``"nifti"`` (``name`` a condition, fields :data:`core.outputs.export.NIFTI_FIELDS`; file
+    ``<stem>_<field>_<condition>.nii.gz``) or ``"nifti_contrast"`` (``name`` one of the run's contrasts, fields
+    :data:`core.outputs.export.CONTRAST_NIFTI_FIELDS`; file ``<stem>_<field>_<contrast>.nii.gz``). The route
+    looks names up here rather than parsing them, since contrasts (``on_off``) and fields (``delta_lo``) hold
+    underscores; no two downloads share a name.
+    """
+    stem = _stem(data)
+    entries = [("nifti", m, f) for m in data.conditions for f in export.NIFTI_FIELDS]
+    entries += [("nifti_contrast", c, f) for c in data.results.contrast_names() for f in export.CONTRAST_NIFTI_FIELDS]
+    files = {f"{stem}_{f}_{name}.nii.gz": (kind, name, f) for kind, name, f in entries}
+    if len(files) != len(entries):          # cannot happen with the vocabulary's names; guard the lookup
+        raise RuntimeError("two NIfTI downloads share a file name")
+    return files
+
+
 def export_urls(data: DashboardData) -> dict[str, str]:
-    """URL of every fixed download: ``table``, ``nifti:<condition>:<field>``, ``flatmap:<condition>``."""
+    """URL of every fixed download: ``table``, ``nifti:<condition>:<field>``, ``nifti_contrast:<contrast>:<field>``
+    (each contrast of the run), ``flatmap:<condition>``."""
     base = f"{data.url_prefix}/export"
     urls = {"table": f"{base}/{_stem(data)}_voxels.csv"}
+    for filename, (kind, name, f) in nifti_files(data).items():
+        urls[f"{kind}:{name}:{f}"] = f"{base}/nifti/{filename}"
     for m in data.conditions:
-        for f in export.NIFTI_FIELDS:
-            urls[f"nifti:{m}:{f}"] = f"{base}/nifti/{_stem(data)}_{f}_{m}.nii.gz"
         urls[f"flatmap:{m}"] = f"{base}/flatmap/{_stem(data)}_flatmap_{m}.png"
     return urls
 
@@ -73,6 +92,10 @@ def downloads_panel(data: DashboardData) -> html.Details:
             rows.append(html.P([f"NIfTI, {CONDITION_LABELS.get(m, m)}: "]
                                + [x for f in export.NIFTI_FIELDS
                                   for x in (link(f, urls[f"nifti:{m}:{f}"]), " ")]))
+        for c in data.results.contrast_names():
+            rows.append(html.P([f"NIfTI, contrast {CONTRAST_LABELS.get(c, c)}: "]
+                               + [x for f in export.CONTRAST_NIFTI_FIELDS
+                                  for x in (link(f, urls[f"nifti_contrast:{c}:{f}"]), " ")]))
     if data.flatmap is not None:
         rows.append(html.P(["flatmap PNG: "] + [x for m in data.conditions if m in data.flatmap.images
                                                  for x in (link(CONDITION_LABELS.get(m, m), urls[f"flatmap:{m}"]),
@@ -133,13 +156,14 @@ def register_routes(server, data: DashboardData) -> None:
 
     Files are made in memory per request (the NIfTI maps and the table cached per process); the run's
     folder is only read. Unknown names answer 404, a run without cortex mapping answers 404 with the reason.
+    NIfTI file names are looked up in :func:`nifti_files` (per-condition and per-contrast maps share the route).
     """
     from .server import safe_path
 
     prefix = f"{data.url_prefix}/export"
     name = data.url_prefix.strip("/").replace("/", "_").replace(".", "_")
     stem = _stem(data)
-    nifti_re = re.compile(rf"^{re.escape(stem)}_({'|'.join(export.NIFTI_FIELDS)})_([A-Za-z]+)\.nii\.gz$")
+    nifti_names = nifti_files(data)
     flat_re = re.compile(rf"^{re.escape(stem)}_flatmap_([A-Za-z]+)\.png$")
     series_re = re.compile(rf"^{re.escape(stem)}_voxel(\d+)_series\.csv$")
 
@@ -148,8 +172,9 @@ def register_routes(server, data: DashboardData) -> None:
         return export.table_csv(data.results).encode()
 
     @lru_cache(maxsize=16)
-    def nifti(condition: str, field: str) -> bytes:
-        return export.nifti_bytes(export.nifti_map(data.results, condition, field))
+    def nifti(kind: str, name: str, field: str) -> bytes:
+        make = export.nifti_contrast_map if kind == "nifti_contrast" else export.nifti_map
+        return export.nifti_bytes(make(data.results, name, field))
 
     def table(filename: str):
         if filename != f"{stem}_voxels.csv":
@@ -157,13 +182,13 @@ def register_routes(server, data: DashboardData) -> None:
         return _download(table_bytes(), "text/csv", filename)
 
     def nifti_map(filename: str):
-        match = nifti_re.match(filename)
-        if not match or match.group(2) not in data.conditions:
+        entry = nifti_names.get(filename)
+        if entry is None:
             abort(404)
         reason = export.nifti_unavailable_reason(data.results)
         if reason:
             abort(Response(reason, status=404, mimetype="text/plain"))
-        return _download(nifti(match.group(2), match.group(1)), "application/gzip", filename)
+        return _download(nifti(*entry), "application/gzip", filename)
 
     def flatmap(filename: str):
         match = flat_re.match(filename)

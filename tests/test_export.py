@@ -21,7 +21,7 @@ from core.outputs import export
 from core._validation import InputError
 from core.outputs.reader import open_results
 from core.testing.synthetic import make_synthetic_results
-from core.vocabulary import CONTRASTS
+from core.vocabulary import CONTRAST_LABELS, CONTRASTS
 
 SUBJECT, TRANSFORM, MASK = "S1", "fullhead", "thick"
 
@@ -158,6 +158,112 @@ def test_nifti_bad_inputs(s1_run, s1_mask, synthetic_dir, tmp_path):
         export.voxel_volume(np.zeros(1), [[100, 0, 0]], (100, 100, 31), fill=0, dtype=np.float32)
 
 
+# ------------------------------------------------------------------------------------------------ contrast NIfTI
+def _stage_file(run_dir, stage: str, name: str):
+    info = json.loads((run_dir / "run.json").read_text())
+    return run_dir.parent / "cache" / "stages" / f"{stage}-{info['stages'][stage]}" / f"{name}.npy"
+
+
+@pytest.fixture(scope="module")
+def s1_contrast_run(synthetic_dir, s1_run, tmp_path_factory):
+    """``(results, invalid)``: the S1 run with planted contrast outcomes (-1, 0, +1) and undefined voxels
+    ``invalid`` in on_off (the small synthetic run itself has neither)."""
+    ijk = np.asarray(s1_run[0].array("dataset", "ijk"))
+    out = _retarget(synthetic_dir, tmp_path_factory.mktemp("s1c") / "results", subject=SUBJECT, ijk=ijk)
+    (run_dir,) = [p.parent for p in out.glob("*/run.json")]
+    rng = np.random.default_rng(11)
+    invalid = np.sort(rng.choice(300, 25, replace=False))
+    valid = np.ones(300, bool)
+    valid[invalid] = False
+    outcome = rng.choice(np.array([-1, 0, 1], np.int8), 300)
+    outcome[invalid] = 0
+    delta = np.load(_stage_file(run_dir, "contrasts", "delta_on_off"))
+    delta[invalid] = 0.5                          # a finite value the map must not show
+    np.save(_stage_file(run_dir, "contrasts", "valid_on_off"), valid)
+    np.save(_stage_file(run_dir, "contrasts", "outcome_on_off"), outcome)
+    np.save(_stage_file(run_dir, "contrasts", "delta_on_off"), delta)
+    return open_results(out), invalid
+
+
+@pytest.mark.parametrize("field", ["delta", "delta_lo", "delta_hi", "p", "q"])
+@pytest.mark.parametrize("contrast", list(CONTRASTS))
+def test_contrast_map_holds_the_stored_arrays(s1_contrast_run, s1_mask, contrast, field, tmp_path):
+    import nibabel as nib
+    results, invalid = s1_contrast_run
+    arrays = results.contrast(contrast)
+    stored, valid = np.asarray(arrays[field]), np.asarray(arrays["valid"])
+    if contrast == "on_off":
+        assert not valid[invalid].any() and valid.sum() == 275
+    path = tmp_path / "c.nii.gz"
+    path.write_bytes(export.nifti_bytes(export.nifti_contrast_map(results, contrast, field)))
+    img = nib.load(path)
+    data = np.asarray(img.dataobj)
+    assert img.get_data_dtype() == np.float32 and data.shape == (100, 100, 31)
+    ijk = np.asarray(results.array("dataset", "ijk"))
+    # Voxel by voxel (a seeded sample and every undefined voxel): the value at its (i, j, k).
+    sample = np.union1d(np.random.default_rng(1).choice(300, 60, replace=False), np.flatnonzero(~valid))
+    for v in sample:
+        i, j, k = ijk[v]
+        if valid[v]:
+            assert data[i, j, k] == np.float32(stored[v]), (v, field)
+        else:
+            assert np.isnan(data[i, j, k]), (v, field)
+    # NaN everywhere but at the valid voxels of the run.
+    finite = np.zeros(data.shape, bool)
+    finite[tuple(ijk[valid].T)] = True
+    assert np.array_equal(np.isfinite(data), finite)
+    # Same grid and affine as the per-condition maps.
+    per_condition = export.nifti_map(results, "on", "r")
+    assert np.array_equal(img.affine, per_condition.affine) and img.shape == per_condition.shape
+    assert int(img.header["sform_code"]) == 2 and int(img.header["qform_code"]) == 2
+    assert img.header["descrip"].item().decode() == f"attnbrain {results.run_id} {field}_{contrast}"
+
+
+def test_contrast_outcome_map_codes(s1_contrast_run, s1_mask):
+    results, invalid = s1_contrast_run
+    img = export.nifti_contrast_map(results, "on_off", "outcome")
+    data = np.asarray(img.dataobj)
+    assert data.dtype == np.int16 and img.get_data_dtype() == np.int16
+    outcome = np.asarray(results.contrast("on_off")["outcome"])
+    assert set(np.unique(outcome)) == {-1, 0, 1}
+    ijk = np.asarray(results.array("dataset", "ijk"))
+    for v in range(300):
+        assert data[tuple(ijk[v])] == outcome[v], v
+    assert (data[tuple(ijk[invalid].T)] == 0).all()                # undefined: stored 0
+    outside = np.ones(data.shape, bool)
+    outside[tuple(ijk.T)] = False
+    assert (data[outside] == export.OUTCOME_FILL).all() and export.OUTCOME_FILL not in (-1, 0, 1)
+    assert img.header["intent_name"].item() == b"outcome codes"
+    assert np.array_equal(img.affine, export.nifti_map(results, "off", "bin").affine)
+
+
+def test_contrast_nifti_bad_inputs(s1_contrast_run, synthetic_dir, tmp_path):
+    results, _ = s1_contrast_run
+    with pytest.raises(InputError, match="'contrast': expected one of the run's contrasts on_off, on_uniform, "
+                                         "uniform_off, found 'on_of'"):
+        export.nifti_contrast_map(results, "on_of", "delta")
+    with pytest.raises(InputError, match="'field': expected one of delta, delta_lo, delta_hi, p, q, outcome, "
+                                         "found 'r'"):
+        export.nifti_contrast_map(results, "on_off", "r")
+    with pytest.raises(InputError, match="'field'"):
+        export.nifti_contrast_map(results, "on_off", "valid")
+    # A run without the contrasts stage.
+    out = _retarget(synthetic_dir, tmp_path / "nocontrasts", subject=SUBJECT,
+                    ijk=np.asarray(results.array("dataset", "ijk")))
+    (run_json,) = list(out.glob("*/run.json"))
+    info = json.loads(run_json.read_text())
+    del info["stages"]["contrasts"]
+    run_json.write_text(json.dumps(info))
+    bare = open_results(out)
+    assert bare.contrast_names() == []
+    with pytest.raises(InputError, match="'contrasts': this run has no contrasts stage.*rerun precompute.py"):
+        export.nifti_contrast_map(bare, "on_off", "delta")
+    # No cortex mapping: the same reason as the per-condition maps.
+    no_subject = open_results(_retarget(synthetic_dir, tmp_path / "none", subject="", ijk=None))
+    with pytest.raises(InputError, match="NIfTI export needs a cortex mapping"):
+        export.nifti_contrast_map(no_subject, "on_off", "delta")
+
+
 # ------------------------------------------------------------------------------------------------ CSV
 def test_table_csv_holds_the_stored_arrays(s1_run):
     results, _ = s1_run
@@ -258,6 +364,50 @@ def test_download_routes(s1_run):
         assert client.get(bad).status_code == 404, bad
     for method in ("post", "put", "delete"):
         assert getattr(client, method)(urls["table"]).status_code == 405
+    assert _snapshot(results.out) == before, "a download wrote into the results folder"
+
+
+def test_contrast_download_routes(s1_contrast_run):
+    """One link line per contrast; each file name resolves to its own map although contrasts (on_off) and
+    fields (delta_lo) hold underscores; names of no map answer 404."""
+    import nibabel as nib
+
+    from dashboard.app import create_app
+    from dashboard.downloads import export_urls, nifti_files
+    results, _ = s1_contrast_run
+    before = _snapshot(results.out)
+    app = create_app(results)
+    data = app.attnbrain_data
+    client = app.server.test_client()
+    urls = export_urls(data)
+    assert sorted(k for k in urls if k.startswith("nifti_contrast:")) == sorted(
+        f"nifti_contrast:{c}:{f}" for c in CONTRASTS for f in export.CONTRAST_NIFTI_FIELDS)
+    assert len(nifti_files(data)) == 3 * 4 + 3 * 6
+    for c in CONTRASTS:
+        for f in export.CONTRAST_NIFTI_FIELDS:
+            url = urls[f"nifti_contrast:{c}:{f}"]
+            assert url.endswith(f"_{f}_{c}.nii.gz")
+            resp = client.get(url)
+            assert resp.status_code == 200 and resp.mimetype == "application/gzip", url
+            assert resp.data[:2] == b"\x1f\x8b"                        # gzip
+            img = nib.Nifti1Image.from_bytes(gzip.decompress(resp.data))
+            assert img.header["descrip"].item().decode() == f"attnbrain {results.run_id} {f}_{c}"
+            expected = np.asarray(export.nifti_contrast_map(results, c, f).dataobj)
+            assert np.array_equal(np.asarray(img.dataobj), expected, equal_nan=True)
+    # p of a condition and p of a contrast that starts with it are different files.
+    cond = nib.Nifti1Image.from_bytes(gzip.decompress(client.get(urls["nifti:on:p"]).data))
+    assert cond.header["descrip"].item().decode().endswith(" p_on")
+    # The panel has one line per contrast with its six links.
+    layout = json.dumps(app.layout.to_plotly_json(), default=str)
+    for c in CONTRASTS:
+        assert f"NIfTI, contrast {CONTRAST_LABELS[c]}: " in layout
+        assert all(urls[f"nifti_contrast:{c}:{f}"] in layout for f in export.CONTRAST_NIFTI_FIELDS)
+    base = urls["nifti_contrast:on_off:delta"]
+    for bad in (base.replace("_on_off.", "_on_of."), base.replace("_delta_on_off", "_bin_on_off"),
+                base.replace("_delta_on_off", "_valid_on_off"), base.replace("_delta_on_off", "_outcome_on"),
+                base.replace("_delta_on_off", "_delta_lo_hi_on_off"), base.replace("_delta_on_off", "_delta_off_on"),
+                base.replace("_delta_on_off", "_delta_on_off_on"), base.replace("/attnbrain_", "/")):
+        assert client.get(bad).status_code == 404, bad
     assert _snapshot(results.out) == before, "a download wrote into the results folder"
 
 

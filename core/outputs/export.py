@@ -4,8 +4,11 @@ results folder.
 
 NIfTI maps are volumes in the subject's functional space: the reference image of the run's pycortex
 transform (its shape and affine), with every voxel of the run at its ``(i, j, k)`` index (NIfTI order,
-i = x fastest-varying in the reference, the reverse of pycortex's ``(z, y, x)`` masks). Voxels outside the
-run are NaN in the float maps (r, p, q) and :data:`BIN_FILL` in the int16 bin map.
+i = x fastest-varying in the reference, the reverse of pycortex's ``(z, y, x)`` masks). There are two kinds:
+per-condition maps (:func:`nifti_map`, fields :data:`NIFTI_FIELDS`) and per-contrast maps of the contrasts
+stage (:func:`nifti_contrast_map`, fields :data:`CONTRAST_NIFTI_FIELDS`), both on the same grid and affine.
+Voxels outside the run are NaN in the float maps and :data:`BIN_FILL` / :data:`OUTCOME_FILL` in the int16
+bin and outcome maps.
 """
 from __future__ import annotations
 
@@ -17,14 +20,19 @@ import numpy as np
 from core._validation import InputError
 from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, BinScheme
 
-__all__ = ["NIFTI_FIELDS", "BIN_FILL", "TABLE_COLUMNS", "table_columns", "bin_codes_text", "cortex_reference",
-           "nifti_unavailable_reason", "voxel_volume", "nifti_map", "nifti_bytes", "table_csv", "series_csv",
-           "flatmap_png"]
+__all__ = ["NIFTI_FIELDS", "BIN_FILL", "CONTRAST_NIFTI_FIELDS", "OUTCOME_FILL", "TABLE_COLUMNS", "table_columns",
+           "bin_codes_text", "cortex_reference", "nifti_unavailable_reason", "voxel_volume", "nifti_map",
+           "nifti_contrast_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png"]
 
 #: The per-voxel maps a NIfTI export can hold (``bin`` = the run's stored correlation-bin codes).
 NIFTI_FIELDS = ("r", "p", "q", "bin")
 #: Fill of the int16 bin map outside the run's voxels (its codes are those of :func:`bin_codes_text`).
 BIN_FILL = -99
+#: The per-voxel maps of one contrast a NIfTI export can hold (the contrasts stage's fields; ``outcome`` = its
+#: codes +1 a predicts better, -1 b does, 0 no detectable difference, :data:`core.vocabulary.OUTCOME_CODES`).
+CONTRAST_NIFTI_FIELDS = ("delta", "delta_lo", "delta_hi", "p", "q", "outcome")
+#: Fill of the int16 outcome map outside the run's voxels (not an outcome code; the same value as :data:`BIN_FILL`).
+OUTCOME_FILL = BIN_FILL
 
 
 def bin_codes_text(scheme: BinScheme) -> str:
@@ -185,6 +193,38 @@ def _field_values(results, condition: str, field: str) -> np.ndarray:
     return np.asarray(results.array("stats", field, condition))
 
 
+def _volume_image(results, values: np.ndarray, descrip: str, *, integer: bool, fill, intent: str = ""):
+    """Per-voxel ``values`` of a run as a NIfTI image on its pycortex reference grid (the checks and the
+    header that :func:`nifti_map` and :func:`nifti_contrast_map` share).
+
+    ``integer``: an int16 volume with ``fill`` outside the run's voxels; else float32 with NaN there.
+    """
+    import nibabel as nib
+    reason = nifti_unavailable_reason(results)
+    if reason:
+        _fail(reason, "data.subject", source=str(results.run_dir))
+    subject, transform, mask_name = _cortex_spec(results)
+    mask_zyx, affine = cortex_reference(subject, transform, mask_name)
+    ijk = np.asarray(results.array("dataset", "ijk"), dtype=np.int64)
+    if ijk.shape[0] != values.shape[0]:
+        _fail(f"{ijk.shape[0]} voxel indices but {values.shape[0]} values", "ijk", source=str(results.run_dir))
+    inside = mask_zyx.transpose(2, 1, 0)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] if ijk.size else np.ones(0, bool)
+    if not inside.all():
+        _fail(f"{int((~inside).sum())} voxel(s) of the run lie outside mask {subject}/{transform}/{mask_name}; "
+              "the run was computed for another mask", "ijk", source=str(results.run_dir))
+    if integer:
+        vol = voxel_volume(values, ijk, mask_zyx.shape[::-1], fill=fill, dtype=np.int16)
+    else:
+        vol = voxel_volume(values, ijk, mask_zyx.shape[::-1], fill=np.nan, dtype=np.float32)
+    img = nib.Nifti1Image(vol, affine)
+    img.set_qform(affine, code=2)
+    img.set_sform(affine, code=2)
+    img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    if intent:
+        img.header["intent_name"] = intent.encode("ascii", "replace")[:15]
+    return img
+
+
 def nifti_map(results, condition: str, field: str):
     """One condition's per-voxel map as a NIfTI image in the subject's functional space.
 
@@ -201,7 +241,7 @@ def nifti_map(results, condition: str, field: str):
     -------
     nibabel.Nifti1Image
         Shape and affine of the pycortex transform's reference image (qform and sform set, code 2 = aligned
-        to that anatomy); ``descrip`` names the run, condition and field.
+        to that anatomy); ``descrip`` is ``attnbrain <run> <field>_<condition>``.
 
     Raises
     ------
@@ -209,33 +249,62 @@ def nifti_map(results, condition: str, field: str):
         When the run has no cortex mapping (see :func:`nifti_unavailable_reason`), an unknown condition or
         field, or a run whose voxels do not lie in the pycortex mask.
     """
-    import nibabel as nib
     _check_condition(results, condition)
     values = _field_values(results, condition, field)
-    reason = nifti_unavailable_reason(results)
-    if reason:
-        _fail(reason, "data.subject", source=str(results.run_dir))
-    subject, transform, mask_name = _cortex_spec(results)
-    mask_zyx, affine = cortex_reference(subject, transform, mask_name)
-    ijk = np.asarray(results.array("dataset", "ijk"), dtype=np.int64)
-    if ijk.shape[0] != values.shape[0]:
-        _fail(f"{ijk.shape[0]} voxel indices but {values.shape[0]} values", "ijk", source=str(results.run_dir))
-    inside = mask_zyx.transpose(2, 1, 0)[ijk[:, 0], ijk[:, 1], ijk[:, 2]] if ijk.size else np.ones(0, bool)
-    if not inside.all():
-        _fail(f"{int((~inside).sum())} voxel(s) of the run lie outside mask {subject}/{transform}/{mask_name}; "
-              "the run was computed for another mask", "ijk", source=str(results.run_dir))
-    if field == "bin":
-        vol = voxel_volume(values, ijk, mask_zyx.shape[::-1], fill=BIN_FILL, dtype=np.int16)
-    else:
-        vol = voxel_volume(values, ijk, mask_zyx.shape[::-1], fill=np.nan, dtype=np.float32)
-    img = nib.Nifti1Image(vol, affine)
-    img.set_qform(affine, code=2)
-    img.set_sform(affine, code=2)
-    descrip = f"attnbrain {results.run_id} {field}_{condition}"
-    img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
-    if field == "bin":
-        img.header["intent_name"] = b"bin codes"
-    return img
+    return _volume_image(results, values, f"attnbrain {results.run_id} {field}_{condition}",
+                         integer=field == "bin", fill=BIN_FILL, intent="bin codes" if field == "bin" else "")
+
+
+def _contrast_values(results, contrast: str, field: str) -> np.ndarray:
+    if field not in CONTRAST_NIFTI_FIELDS:
+        _fail(f"expected one of {', '.join(CONTRAST_NIFTI_FIELDS)}, found {field!r}", "field")
+    names = results.contrast_names()
+    if not names:
+        _fail("this run has no contrasts stage (delta, p, q, outcome per contrast); rerun precompute.py to "
+              "finish it", "contrasts")
+    if contrast not in names:
+        _fail(f"expected one of the run's contrasts {', '.join(names)}, found {contrast!r}", "contrast")
+    arrays = results.contrast(contrast)
+    values = np.asarray(arrays[field])
+    if field == "outcome":
+        return values
+    return np.where(np.asarray(arrays["valid"], dtype=bool), values.astype(np.float32), np.float32(np.nan))
+
+
+def nifti_contrast_map(results, contrast: str, field: str):
+    """One contrast's per-voxel map (the contrasts stage) as a NIfTI image in the subject's functional space,
+    on the same grid and affine as :func:`nifti_map`.
+
+    Parameters
+    ----------
+    results : core.outputs.Results
+    contrast : str
+        One of ``results.contrast_names()`` (``"on_off"``, ``"on_uniform"``, ``"uniform_off"``:
+        :data:`core.vocabulary.CONTRASTS`, r of the first condition minus r of the second).
+    field : {"delta", "delta_lo", "delta_hi", "p", "q", "outcome"}
+        ``delta`` (r_a - r_b), ``delta_lo`` / ``delta_hi`` (its interval), ``p``, ``q``: float32, NaN
+        outside the run's voxels and at voxels where the contrast is undefined (``valid`` False).
+        ``outcome``: int16 codes as stored (+1 a predicts better, -1 b does, 0 no detectable difference;
+        undefined voxels hold 0), :data:`OUTCOME_FILL` outside the run's voxels.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        Shape and affine of the pycortex transform's reference image (qform and sform code 2);
+        ``descrip`` is ``attnbrain <run> <field>_<contrast>``; the outcome map's ``intent_name`` is
+        ``outcome codes``.
+
+    Raises
+    ------
+    InputError
+        When the run has no cortex mapping (see :func:`nifti_unavailable_reason`) or no contrasts stage, an
+        unknown contrast (the message lists the run's) or field, or a run whose voxels do not lie in the
+        pycortex mask.
+    """
+    values = _contrast_values(results, contrast, field)
+    return _volume_image(results, values, f"attnbrain {results.run_id} {field}_{contrast}",
+                         integer=field == "outcome", fill=OUTCOME_FILL,
+                         intent="outcome codes" if field == "outcome" else "")
 
 
 def nifti_bytes(image) -> bytes:
