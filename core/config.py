@@ -117,6 +117,16 @@ class ContrastsConfig:
 
 
 @dataclass(frozen=True)
+class JointConfig:
+    """The joint model over the attention-on and attention-off features (banded ridge, core.encoding.banded) and
+    the partition of its test R^2 into unique-on, unique-off and shared variance."""
+    enabled: bool = True
+    # Band weights of the on features in steps of 1 / n_steps (0, 0.25, .., 1 with 4): the vertices are the
+    # single-feature models of the encoding stage (reused), each inner weight costs one ridge fit of both bands.
+    n_steps: int = 4
+
+
+@dataclass(frozen=True)
 class UMAPConfig:
     n_neighbors: int = 15
     min_dist: float = 0.1
@@ -134,6 +144,7 @@ class RunConfig:
     stats: StatsConfig = field(default_factory=StatsConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)
     contrasts: ContrastsConfig = field(default_factory=ContrastsConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
     umap: UMAPConfig = field(default_factory=UMAPConfig)
 
 
@@ -143,8 +154,6 @@ _PAPER = RunConfig(encoding=EncodingConfig(alpha_search="refine"), rsa=RSAConfig
 #: FIR delays of the simulated presets, in samples: 2-8 s at the simulation's TR of 2 s, around the
 #: haemodynamic response's 5 s peak.
 SIM_DELAYS = (1, 2, 3, 4)
-# The demo must finish cold in ~5 minutes on 2 CPU cores: the ABN costs ~19 GFLOP per 224-px image for
-# three modes, a quarter of that at 112 px, so 1,200 stimuli at 112 px take ~1-2 minutes.
 # The demo must finish cold in ~5 minutes on 2 CPU cores: the ABN costs ~19 GFLOP per 224-px image for
 # three modes, a quarter of that at 112 px, so 1,200 stimuli at 112 px take ~1-2 minutes.
 _DEMO = RunConfig(
@@ -272,6 +281,8 @@ def _check(cfg: RunConfig) -> RunConfig:
     for name in ("level", "ci"):
         if not 0 < getattr(c, name) < 1:
             bad(f"contrasts.{name}", "a value strictly between 0 and 1", getattr(c, name))
+    if isinstance(cfg.joint.n_steps, bool) or not 1 <= cfg.joint.n_steps <= 20:
+        bad("joint.n_steps", "an integer from 1 (the single models only) to 20", cfg.joint.n_steps)
     if cfg.umap.n_neighbors > cfg.rsa.k:
         bad("umap.n_neighbors", f"at most rsa.k = {cfg.rsa.k} (UMAP reads the precomputed kNN graph)",
             cfg.umap.n_neighbors)

@@ -177,10 +177,12 @@ def test_every_array_of_the_synthetic_run_is_declared_and_readable(synthetic):
             spec, condition = SCHEMA.parse(stage, array)
             assert synthetic.array(stage, spec.field, condition) is arr
             seen.add((stage, spec.field))
-    # The synthetic run holds every declared array but those of the pipeline's own simulation and permutations.
+    # The synthetic run holds every declared array but those of the pipeline's own simulation and permutations,
+    # and the joint stage (no view reads it yet; the real tiny run below checks its arrays).
     declared = {(stage, spec.field) for stage, st in SCHEMA.stages.items() for spec in st.arrays}
+    joint = {("joint", spec.field) for spec in SCHEMA.stages["joint"].arrays}
     assert declared - seen == {("dataset", "truth_labels_train"), ("dataset", "truth_labels_test"),
-                               ("stats", "p_perm"), ("stats", "q_perm")}
+                               ("stats", "p_perm"), ("stats", "q_perm")} | joint
 
 
 def test_results_accessors_on_the_synthetic_run(synthetic):
@@ -201,7 +203,8 @@ def test_results_accessors_on_the_synthetic_run(synthetic):
 
 @pytest.mark.slow
 def test_every_array_of_a_real_tiny_run_is_declared(tmp_path, s1_geometry, cortex_cache_dir):
-    """The tiny simulated run of tests/test_pipeline.py up to UMAP, the thumbnails and the contrasts (the cortex
+    """The tiny simulated run of tests/test_pipeline.py up to UMAP, the thumbnails, the contrasts and the joint
+    model (the cortex
     stage, ~50 s more, is left out): each commit was checked as it was made; here the entries are checked
     together."""
     import shutil
@@ -216,8 +219,11 @@ def test_every_array_of_a_real_tiny_run_is_declared(tmp_path, s1_geometry, corte
     (out / "cache" / "cortex").mkdir(parents=True)
     for f in Path(cortex_cache_dir).glob("geometry_*.npz"):
         shutil.copy(f, out / "cache" / "cortex" / f.name)
-    entries = Pipeline(cfg, out, device="cpu", progress=False).run(["umap", "thumbnails", "contrasts"], parallel=1)
-    assert "contrasts" in entries
+    entries = Pipeline(cfg, out, device="cpu", progress=False).run(["umap", "thumbnails", "contrasts", "joint"],
+                                                                   parallel=1)
+    assert "contrasts" in entries and "joint" in entries
+    assert {SCHEMA.parse("joint", a)[0].field for a in entries["joint"].arrays} == \
+        {spec.field for spec in SCHEMA.stages["joint"].arrays}
     SCHEMA.check_entries(entries, conditions=tuple(cfg.features.modes), dims={"k": cfg.rsa.k})
     for stage, entry in entries.items():
         assert all(SCHEMA.parse(stage, a) is not None for a in entry.arrays), stage

@@ -20,7 +20,7 @@ import numpy as np
 from core._validation import InputError
 from core.encoding.ridge import DEFAULT_ALPHAS, VoxelRidgeCV, _as_2d, _check_all_finite
 
-__all__ = ["band_weight_grid", "BandedRidgeCV"]
+__all__ = ["band_weight_grid", "BandedRidgeCV", "r2_per_voxel", "partition_variance"]
 
 
 def band_weight_grid(n_bands: int, n_steps: int) -> np.ndarray:
@@ -120,7 +120,7 @@ class BandedRidgeCV:
                  for X, m, s, g in zip(bands, self._mean, self._scale, gamma) if g > 0]
         return np.concatenate(parts, axis=1)
 
-    def fit(self, Xs, Y, X_test=None, test_run_onsets=None) -> "BandedRidgeCV":
+    def fit(self, Xs, Y, X_test=None, test_run_onsets=None, known=None) -> "BandedRidgeCV":
         """Score every band weight and alpha, keep each voxel's best, refit and (with ``X_test``) predict.
 
         Parameters
@@ -133,6 +133,11 @@ class BandedRidgeCV:
             model (kept while the search runs, so no fitted model is stored).
         test_run_onsets : array, optional
             Start of each test run, for delays.
+        known : dict of int -> (cv_scores, best_alphas, predictions), optional
+            Band weights (rows of the grid) already fitted elsewhere with the same folds, alphas and
+            standardisation, e.g. the vertices as the single-band models of the encoding stage: their mean
+            validation R^2 and alpha per voxel, and their test predictions (n_test, n_voxels) when ``X_test``
+            is given. They are not refitted.
         """
         bands = self._bands(Xs, "X")
         gammas = self._check_gammas(len(bands))
@@ -151,23 +156,69 @@ class BandedRidgeCV:
         self.cv_by_gamma_ = np.zeros((gammas.shape[0], n_voxels), dtype=np.float32)
         self.predictions_ = None if tests is None else np.zeros((tests[0].shape[0], n_voxels), dtype=np.float32)
         self.seconds_ = []
+        known = dict(known or {})
+        self.folds_ = None
         for i, gamma in enumerate(gammas):
             t0 = time.perf_counter()
-            model = VoxelRidgeCV(alphas=self.alphas, standardize_X=False, **self.ridge_kwargs)
-            model.fit(self._weighted(bands, gamma), Y)
-            cv = np.asarray(model.cv_scores_, dtype=np.float64)
+            if i in known:
+                cv, alphas, pred = known[i]
+                cv = np.asarray(cv, dtype=np.float64)
+                alphas = np.asarray(alphas, dtype=np.float64)
+                if cv.shape != (n_voxels,) or alphas.shape != (n_voxels,):
+                    raise InputError(f"known fit of band weight {i}: expected {n_voxels} CV scores and alphas, "
+                                     f"found {cv.shape} and {alphas.shape}", source="BandedRidgeCV", field="known")
+                model = None
+            else:
+                model = VoxelRidgeCV(alphas=self.alphas, standardize_X=False, **self.ridge_kwargs)
+                model.fit(self._weighted(bands, gamma), Y)
+                cv, alphas = np.asarray(model.cv_scores_, dtype=np.float64), model.best_alphas_
+                self.folds_ = model.folds_
             self.cv_by_gamma_[i] = cv
             better = cv > best                       # strict: the first band weight of the grid keeps ties
             best[better] = cv[better]
             self.best_gamma_index_[better] = i
-            self.best_alphas_[better] = model.best_alphas_[better]
+            self.best_alphas_[better] = alphas[better]
             if tests is not None and better.any():
-                pred = model.predict(self._weighted(tests, gamma), run_onsets=test_run_onsets)
+                if model is None:
+                    pred = np.asarray(pred)
+                else:
+                    pred = model.predict(self._weighted(tests, gamma), run_onsets=test_run_onsets)
                 self.predictions_[:, better] = pred[:, better]
-            self.folds_ = model.folds_
             self.seconds_.append(time.perf_counter() - t0)
             del model
         self.cv_scores_ = best
         self.gammas_ = gammas
         self.best_gammas_ = gammas[self.best_gamma_index_]
         return self
+
+
+def r2_per_voxel(pred, Y) -> np.ndarray:
+    """Test-set R^2 of each voxel, ``1 - SSE / SST`` with SST about the test mean (himalaya's ``r2_score``);
+    NaN for a constant test series.
+
+    Parameters
+    ----------
+    pred, Y : arrays of shape (n_samples, n_voxels)
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if pred.shape != Y.shape:
+        raise InputError(f"predictions of shape {pred.shape} for responses of shape {Y.shape}",
+                         source="r2_per_voxel", field="pred")
+    sst = ((Y - Y.mean(0)) ** 2).sum(0)
+    sse = ((Y - pred) ** 2).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.nan)
+
+
+def partition_variance(r2_joint, r2_a, r2_b) -> dict[str, np.ndarray]:
+    """Unique and shared explained variance of two feature spaces from the test R^2 of the joint model and of
+    each alone (Lescroart et al. 2015): ``unique_a = R2_joint - R2_b``, ``unique_b = R2_joint - R2_a``,
+    ``shared = R2_a + R2_b - R2_joint``.
+
+    The estimates are returned as they are, negative values included: noise (and a joint model that generalises
+    worse than one band alone) makes them negative, and clipping them at 0 would bias every summary of them
+    upwards. Views that need a non-negative quantity clip for display and say so.
+    """
+    j, a, b = (np.asarray(x, dtype=np.float64) for x in (r2_joint, r2_a, r2_b))
+    return {"unique_a": j - b, "unique_b": j - a, "shared": a + b - j}

@@ -47,6 +47,7 @@ _PERM = "with permutations (stats.n_permutations > 0)"
 _REPEATS = "with test repeats (the noise ceiling)"
 _GRAPH = "for a condition with more voxels than k (else too few for a kNN graph)"
 _ROI_RDM = "with a cortex mapping, for a condition with a kNN graph"
+_JOINT = "with joint.enabled and both the on and off conditions"
 _JACCARD = "with one voxel set for both graphs (rsa.voxels not 'significant') and both graphs built"
 
 
@@ -221,6 +222,20 @@ _STAGES: dict[str, StageSchema] = {
           description="+1 a predicts better (q <= contrasts.level), -1 b does, 0 no detectable difference"),
         A("valid", "bool", _N, per_condition=True, description="both correlations are defined"),
     ), conditions=tuple(CONTRASTS)),
+    # The joint on+off model (joint.enabled, both conditions run); its test R^2 beside the single models'.
+    "joint": StageSchema((
+        A("pred", "float32", ("n_voxels", "n_test"), only=_JOINT, description="joint model's predicted test series"),
+        A("gamma_on", "float32", _N, only=_JOINT,
+          description="band weight of the on features chosen by cross-validation (off: 1 - gamma_on)"),
+        A("alpha", "float32", _N, only=_JOINT, description="penalty chosen with it (per band: alpha / weight)"),
+        A("cv", "float32", _N, only=_JOINT, description="mean validation R^2 at that choice"),
+        A("r2_joint", "float32", _N, only=_JOINT, description="test R^2 of the joint model (NaN: constant series)"),
+        A("r2_on", "float32", _N, only=_JOINT, description="test R^2 of the on model alone"),
+        A("r2_off", "float32", _N, only=_JOINT, description="test R^2 of the off model alone"),
+        A("unique_on", "float32", _N, only=_JOINT, description="r2_joint - r2_off (negative values kept)"),
+        A("unique_off", "float32", _N, only=_JOINT, description="r2_joint - r2_on (negative values kept)"),
+        A("shared", "float32", _N, only=_JOINT, description="r2_on + r2_off - r2_joint"),
+    ), conditions=()),
     "umap": StageSchema((
         A("umap", "float32", ("n_embedded_{condition}", 3), per_condition=True, only="for a condition with a kNN graph",
           description="3-D UMAP coordinates of the graph's voxels (rows of voxels_<m>)"),

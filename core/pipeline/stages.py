@@ -224,6 +224,52 @@ def stage_contrasts(ctx: Context):
     return arrays, meta
 
 
+def stage_joint(ctx: Context):
+    """Banded ridge over the on and off features per voxel (band weight and alpha by cross-validation, the same
+    folds, runs and delays as the encoding stage, whose single models are the grid's vertices), and the
+    partition of the test R^2 into unique-on, unique-off and shared variance."""
+    import torch
+
+    from core.encoding.banded import BandedRidgeCV, band_weight_grid, partition_variance, r2_per_voxel
+    cfg = ctx.cfg
+    if not cfg.joint.enabled or not {"on", "off"} <= set(cfg.features.modes):
+        return {}, {"skipped": "joint.enabled is false" if not cfg.joint.enabled else
+                    "the joint model needs both the on and off conditions (features.modes)"}
+    r = load_dataset(cfg, ctx.cache_dir, verify=False).responses
+    n_train = ctx["features"].meta["n_train"]
+    X = {m: np.asarray(ctx.array("features", "X", m)) for m in ("on", "off")}
+    gammas = band_weight_grid(2, cfg.joint.n_steps)
+    pred = {m: np.asarray(ctx.array("encoding", "pred", m)).T for m in ("on", "off")}
+    # The vertices (on alone, off alone) are the encoding stage's models: same folds, alphas, standardisation.
+    known = {0: (ctx.array("encoding", "cv", "on"), ctx.array("encoding", "alpha", "on"), pred["on"]),
+             len(gammas) - 1: (ctx.array("encoding", "cv", "off"), ctx.array("encoding", "alpha", "off"), pred["off"])}
+    model = BandedRidgeCV(gammas=gammas, alphas=_alphas(cfg), n_folds=cfg.encoding.n_folds, run_onsets=r.run_onsets,
+                          delays=list(cfg.encoding.delays) or None, device=ctx.device,
+                          dtype=torch.float64 if cfg.encoding.dtype == "float64" else torch.float32,
+                          progress=ctx.progress, alpha_search=cfg.encoding.alpha_search)
+    t0 = time.perf_counter()
+    model.fit([X["on"][:n_train], X["off"][:n_train]], r.Y_train,
+              X_test=[X["on"][n_train:], X["off"][n_train:]], known=known)
+    seconds = time.perf_counter() - t0
+    Y_test = r.Y_test
+    r2 = {"joint": r2_per_voxel(model.predictions_, Y_test), "on": r2_per_voxel(pred["on"], Y_test),
+          "off": r2_per_voxel(pred["off"], Y_test)}
+    part = partition_variance(r2["joint"], r2["on"], r2["off"])
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    arrays = {schema.name("joint", "pred"): np.ascontiguousarray(model.predictions_.T),
+              schema.name("joint", "gamma_on"): f32(model.best_gammas_[:, 0]),
+              schema.name("joint", "alpha"): f32(model.best_alphas_), schema.name("joint", "cv"): f32(model.cv_scores_),
+              **{schema.name("joint", f"r2_{k}"): f32(v) for k, v in r2.items()},
+              schema.name("joint", "unique_on"): f32(part["unique_a"]),
+              schema.name("joint", "unique_off"): f32(part["unique_b"]), schema.name("joint", "shared"): f32(part["shared"])}
+    share = np.bincount(model.best_gamma_index_, minlength=len(gammas)) / max(1, model.best_gamma_index_.size)
+    meta = {"gammas_on": gammas[:, 0].tolist(), "share_by_gamma": share.tolist(), "seconds": round(seconds, 3),
+            "seconds_by_gamma": [round(x, 3) for x in model.seconds_], "reused": sorted(known),
+            "negative_estimates": "kept: unique and shared variance are differences of test R^2 and go below 0 "
+                                  "with noise"}
+    return arrays, meta
+
+
 def _significant(ctx: Context, modes) -> dict[str, np.ndarray]:
     """The voxels significant with r > 0 (core.stats.voxel_stats); with ``rsa.include_negative`` (the study's
     voxel set: every two-sided p <= 0.01) also those significant with r < 0."""
@@ -360,6 +406,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
     Stage("contrasts", stage_contrasts, ("dataset", "encoding"), ("contrasts",),
           "paired test of r_on - r_off (and uniform) per voxel"),
+    Stage("joint", stage_joint, ("dataset", "features", "encoding"), ("encoding", "joint"),
+          "banded ridge over on + off, unique / shared variance"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
     Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition",
           prewarm=_prewarm_umap),

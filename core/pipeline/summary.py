@@ -13,7 +13,34 @@ from core.config import RunConfig, config_to_dict
 from core.outputs.reader import StageArrays
 from core.vocabulary import NEGATIVE_CODE, PAIR, BinScheme
 
-__all__ = ["condition_summary", "stats_summary", "truth_summary", "build_summary", "write_json_atomic"]
+__all__ = ["condition_summary", "stats_summary", "truth_summary", "joint_summary", "build_summary", "write_json_atomic"]
+
+
+
+def joint_summary(meta: dict, run) -> dict:
+    """The joint model's band-weight choices, the medians of its variance partition and, on simulated data,
+    how well it recovers the planted unique variance (Spearman over the voxels with signal)."""
+    from scipy.stats import spearmanr
+    part = {k: np.asarray(run.array("joint", k), dtype=np.float64) for k in ("unique_on", "unique_off", "shared")}
+    out: dict[str, Any] = {"gammas_on": meta.get("gammas_on"), "share_by_gamma": meta.get("share_by_gamma"),
+                           "seconds": meta.get("seconds"),
+                           **{f"median_{k}": float(np.nanmedian(v)) for k, v in part.items()}}
+    truth = run.truth()
+    if "truth_unique_on" in truth and "truth_null" in truth:
+        # The voxels truth_summary scores too: planted with signal and significant (r > 0) in on or off.
+        considered = ~np.asarray(truth["truth_null"], bool)
+        if run.has_array("stats", "significant", "on") and run.has_array("stats", "significant", "off"):
+            considered &= np.asarray(run.array("stats", "significant", "on")) | \
+                np.asarray(run.array("stats", "significant", "off"))
+        planted = {k: np.asarray(truth[f"truth_{k}"], np.float64) for k in ("unique_on", "unique_off", "shared")}
+        pairs = {**{k: (planted[k], part[k]) for k in planted},
+                 # Identically r2_on - r2_off: the joint model cancels out of the difference of the unique parts.
+                 "unique_diff": (planted["unique_on"] - planted["unique_off"], part["unique_on"] - part["unique_off"])}
+        for k, (a, b) in pairs.items():
+            ok = considered & np.isfinite(b)
+            out[f"truth_{k}_spearman"] = float(spearmanr(a[ok], b[ok]).statistic) if ok.sum() > 2 else None
+        out["truth_voxels"] = int(considered.sum())
+    return out
 
 
 def condition_summary(r: np.ndarray, significant: np.ndarray, bins: np.ndarray, scheme: BinScheme,
@@ -137,6 +164,8 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
             "test": cm.get("test"), "block_length": cm.get("block_length"), "n_boot": cm.get("n_boot"),
             "ci": cm.get("ci"), "level": cm.get("level"),
             **{k: {"label": v["label"], **v["all"]} for k, v in cm.get("contrasts", {}).items()}}
+    if "joint" in results and run.has_array("joint", "unique_on"):
+        summary["joint"] = joint_summary(results["joint"].meta, run)
     if "rsa" in results:
         rs = results["rsa"]
         summary["rsa"] = {k: v for k, v in rs.meta.items() if k in ("conditions", "agreement")}
