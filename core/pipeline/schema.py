@@ -235,6 +235,11 @@ _STAGES: dict[str, StageSchema] = {
         A("unique_on", "float32", _N, only=_JOINT, description="r2_joint - r2_off (negative values kept)"),
         A("unique_off", "float32", _N, only=_JOINT, description="r2_joint - r2_on (negative values kept)"),
         A("shared", "float32", _N, only=_JOINT, description="r2_on + r2_off - r2_joint"),
+        A("p_unique_on", "float64", _N, only=_JOINT,
+          description="one-sided block-bootstrap p of unique_on > 0 (1 where the joint model is the off model)"),
+        A("p_unique_off", "float64", _N, only=_JOINT, description="the same for unique_off > 0"),
+        A("q_unique_on", "float64", _N, only=_JOINT, description="BH q of p_unique_on over the valid voxels"),
+        A("q_unique_off", "float64", _N, only=_JOINT, description="BH q of p_unique_off"),
     ), conditions=()),
     "umap": StageSchema((
         A("umap", "float32", ("n_embedded_{condition}", 3), per_condition=True, only="for a condition with a kNN graph",

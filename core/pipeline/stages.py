@@ -255,18 +255,30 @@ def stage_joint(ctx: Context):
     r2 = {"joint": r2_per_voxel(model.predictions_, Y_test), "on": r2_per_voxel(pred["on"], Y_test),
           "off": r2_per_voxel(pred["off"], Y_test)}
     part = partition_variance(r2["joint"], r2["on"], r2["off"])
+    from core.partition import unique_variance_test
+    c = cfg.contrasts                 # the paired tests' bootstrap settings: resamples, blocks, FDR level, seed
+    test = unique_variance_test(np.asarray(ctx.array("encoding", "measured")), model.predictions_.T,
+                                pred["on"].T, pred["off"].T, n_boot=c.n_boot, block_length=c.block_length,
+                                level=c.level, seed=c.seed)
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     arrays = {schema.name("joint", "pred"): np.ascontiguousarray(model.predictions_.T),
               schema.name("joint", "gamma_on"): f32(model.best_gammas_[:, 0]),
               schema.name("joint", "alpha"): f32(model.best_alphas_), schema.name("joint", "cv"): f32(model.cv_scores_),
               **{schema.name("joint", f"r2_{k}"): f32(v) for k, v in r2.items()},
               schema.name("joint", "unique_on"): f32(part["unique_a"]),
-              schema.name("joint", "unique_off"): f32(part["unique_b"]), schema.name("joint", "shared"): f32(part["shared"])}
+              schema.name("joint", "unique_off"): f32(part["unique_b"]), schema.name("joint", "shared"): f32(part["shared"]),
+              **{schema.name("joint", f"{k}_unique_{m}"): np.asarray(test[f"{k}_{x}"], dtype=np.float64)
+                 for k in ("p", "q") for m, x in (("on", "a"), ("off", "b"))}}
     share = np.bincount(model.best_gamma_index_, minlength=len(gammas)) / max(1, model.best_gamma_index_.size)
     meta = {"gammas_on": gammas[:, 0].tolist(), "share_by_gamma": share.tolist(), "seconds": round(seconds, 3),
             "seconds_by_gamma": [round(x, 3) for x in model.seconds_], "reused": sorted(known),
             "negative_estimates": "kept: unique and shared variance are differences of test R^2 and go below 0 "
-                                  "with noise"}
+                                  "with noise",
+            "test": {"what": "one-sided circular block bootstrap of unique variance > 0 over test samples; "
+                             "conservative where the joint model is one of the single models",
+                     **{k: test[k] for k in ("block_length", "block_length_auto", "df", "n_boot", "level")},
+                     "n_significant_on": int(test["significant_a"].sum()),
+                     "n_significant_off": int(test["significant_b"].sum())}}
     return arrays, meta
 
 
@@ -406,7 +418,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("stats", stage_stats, ("dataset", "encoding"), ("stats",), "r, p, q, bins, noise ceiling"),
     Stage("contrasts", stage_contrasts, ("dataset", "encoding"), ("contrasts",),
           "paired test of r_on - r_off (and uniform) per voxel"),
-    Stage("joint", stage_joint, ("dataset", "features", "encoding"), ("encoding", "joint"),
+    Stage("joint", stage_joint, ("dataset", "features", "encoding"), ("encoding", "joint", "contrasts"),
           "banded ridge over on + off, unique / shared variance"),
     Stage("rsa", stage_rsa, ("dataset", "encoding", "stats"), ("rsa",), "kNN RDM graph, summaries"),
     Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition",

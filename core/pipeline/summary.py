@@ -23,7 +23,7 @@ def joint_summary(meta: dict, run) -> dict:
     from scipy.stats import spearmanr
     part = {k: np.asarray(run.array("joint", k), dtype=np.float64) for k in ("unique_on", "unique_off", "shared")}
     out: dict[str, Any] = {"gammas_on": meta.get("gammas_on"), "share_by_gamma": meta.get("share_by_gamma"),
-                           "seconds": meta.get("seconds"),
+                           "seconds": meta.get("seconds"), "test": meta.get("test"),
                            **{f"median_{k}": float(np.nanmedian(v)) for k, v in part.items()}}
     truth = run.truth()
     if "truth_unique_on" in truth and "truth_null" in truth:
