@@ -21,7 +21,7 @@ from core._validation import InputError
 
 __all__ = [
     "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "OUTCOME_RGBA",
-    "CEILING_EDGES", "CEILING_LABELS", "CEILING_RGBA", "COLOURINGS", "BIN_SETS", "RULES",
+    "CEILING_EDGES", "CEILING_LABELS", "CEILING_RGBA", "ADDS_CODES", "ADDS_RGBA", "COLOURINGS", "BIN_SETS", "RULES",
     "RULE_LABELS", "NEGATIVE_CODE", "NS_CODE", "N_BINS",
     "BIN_COLOURS_RGBA", "NS_RGBA", "NEGATIVE_RGBA", "BinScheme", "DEFAULT_BINS", "rgba_hex", "rgba_css",
 ]
@@ -56,9 +56,19 @@ CEILING_RGBA = np.array([[65, 4, 157, 255], [143, 13, 164, 255], [204, 71, 120, 
                          [252, 206, 37, 255]], dtype=np.uint8)
 CEILING_RGBA.setflags(write=False)
 
-#: How the views colour voxels: by their correlation bin (the study's Fig. 3), by a contrast's outcome, or by
-#: r / noise ceiling (voxels with a reliable ceiling only).
-COLOURINGS = {"bins": "r bins", "contrast": "contrast outcome", "ceiling": "r / noise ceiling"}
+#: What the joint on+off model finds per voxel (the joint stage's unique-variance tests at BH q <= level):
+#: 1 the on features add variance the off features do not explain, 2 the off features add variance beyond on,
+#: 3 both, 0 neither (what is explained is shared). Colours: on blue and off reddish purple as in the on - off
+#: contrast, both Okabe-Ito yellow, neither the dark grey of "no detectable difference".
+ADDS_CODES = {1: "on adds", 2: "off adds", 3: "both add", 0: "neither: shared only"}
+ADDS_RGBA = np.array([[50, 50, 50, 255], [0, 114, 178, 255], [204, 121, 167, 255], [240, 228, 66, 255]],
+                     dtype=np.uint8)
+ADDS_RGBA.setflags(write=False)
+
+#: How the views colour voxels: by their correlation bin (the study's Fig. 3), by a contrast's outcome, by
+#: r / noise ceiling (voxels with a reliable ceiling only), or by what the joint model finds attention adds.
+COLOURINGS = {"bins": "r bins", "contrast": "contrast outcome", "ceiling": "r / noise ceiling",
+              "adds": "what attention adds"}
 #: Which voxels get a bin: significant ones only (the study's figures), or every voxel with a defined r.
 BIN_SETS = {"significant": "significant voxels", "all": "all voxels"}
 

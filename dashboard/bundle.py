@@ -11,7 +11,8 @@
                                             quantised coordinates, r, the bin codes under every
                                             significance rule and of all voxels; each contrast's outcome
                                             codes; the steps of r / noise ceiling (-1 where
-                                            unreliable); the voxels' ROI and hemisphere
+                                            unreliable); what attention adds (joint
+                                            model); the voxels' ROI and hemisphere
     OUT/flatmaps/                           the run's flatmap PNGs and, per scene, the layer that shows its
                                             filters (the dashboard's filter layer)
     OUT/viewer/                             the run's pycortex static viewer, copied
@@ -36,7 +37,7 @@ import numpy as np
 
 from core._io import json_default
 from core._validation import InputError
-from core.vocabulary import CEILING_LABELS, CEILING_RGBA, CONTRAST_LABELS, OUTCOME_RGBA, PAIR, BinScheme, rgba_hex
+from core.vocabulary import ADDS_CODES, ADDS_RGBA, CEILING_LABELS, CEILING_RGBA, CONTRAST_LABELS, OUTCOME_RGBA, PAIR, BinScheme, rgba_hex
 
 __all__ = ["TEMPLATE_DIR", "BUNDLE_VERSION", "build_bundle", "write_bundle", "bundle_size", "main"]
 
@@ -120,7 +121,7 @@ def _filter_state(scene: dict):
     from .data import FilterState
     f = scene["filters"]
     return FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"],
-                                     f["colour"], f["contrast"], f["outcomes"], f["bin_set"])
+                                     f["colour"], f["contrast"], f["outcomes"], f["bin_set"], f["adds"])
 
 
 def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
@@ -179,6 +180,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
             arrays.add(f"bins_{rule}_{m}", data.bins(m, rule).astype(np.int8))
         arrays.add(f"bins_all_{m}", data.bins(m, data.default_rule, "all").astype(np.int8))
         arrays.add(f"ceiling_{m}", data.ceiling_bins(m))
+    arrays.add("adds", data.adds_codes())
     for c in data.contrasts:
         arrays.add(f"outcome_{c}", data.outcome(FilterState(colour="contrast", contrast=c)).astype(np.int8))
     if data.has_geometry:
@@ -224,6 +226,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
                     "negative": scheme["negative"]["colour"], "ns": scheme["ns"]["colour"],
                     "outcomes": {str(o): rgba_hex(c) for o, c in OUTCOME_RGBA.items()},
                     "ceiling": [rgba_hex(c) for c in CEILING_RGBA], "ceiling_labels": list(CEILING_LABELS),
+                    "adds": [rgba_hex(c) for c in ADDS_RGBA], "adds_labels": [ADDS_CODES[a] for a in range(4)],
                     "highlight": HIGHLIGHT_COLOUR, "set": SET_COLOUR},
         "umap_code": UMAP_CODE,
         "contrasts": {c: {"label": CONTRAST_LABELS[c], "outcomes": {str(o): w for o, w in outcome_labels(c).items()}}

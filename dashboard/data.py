@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.vocabulary import (BIN_SETS, CEILING_EDGES, CEILING_RGBA, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES,
-                             OUTCOME_RGBA, PAIR, BinScheme)
+from core.vocabulary import (ADDS_CODES, ADDS_RGBA, BIN_SETS, CEILING_EDGES, CEILING_RGBA, COLOURINGS, CONTRASTS,
+                             DEFAULT_BINS, OUTCOME_CODES, OUTCOME_RGBA, PAIR, BinScheme)
 
 from .plotting import quantise_coords, quantise_xy
 
@@ -41,9 +41,9 @@ class FilterState:
         Minimum |r| in the condition shown.
     ns : {"faint", "hidden"}
         How voxels that are not significant or are filtered out are drawn.
-    colour : {"bins", "contrast", "ceiling"}
-        Colour the shown voxels by their r bin, by the outcome of ``contrast``, or by r / noise ceiling (then
-        only voxels with a reliable ceiling are shown).
+    colour : {"bins", "contrast", "ceiling", "adds"}
+        Colour the shown voxels by their r bin, by the outcome of ``contrast``, by r / noise ceiling (then
+        only voxels with a reliable ceiling are shown), or by what the joint model finds attention adds.
     contrast : str
         The contrast (:data:`core.vocabulary.CONTRASTS`) whose outcome colours and filters the voxels.
     outcomes : tuple of int
@@ -52,6 +52,8 @@ class FilterState:
     bin_set : {"significant", "all"}
         Bin only voxels significant under ``rule`` (the views' default), or every voxel with a defined r (the
         study's Fig. 3 bins, whose lowest one no significant voxel can reach at short test lengths).
+    adds : tuple of int
+        Codes of :data:`core.vocabulary.ADDS_CODES` shown; a filter only while ``colour == "adds"``.
     """
     rule: str = "p"
     bins: tuple[int, ...] = DEFAULT_BINS.filter_codes
@@ -63,10 +65,11 @@ class FilterState:
     contrast: str = "on_off"
     outcomes: tuple[int, ...] = (-1, 0, 1)
     bin_set: str = "significant"
+    adds: tuple[int, ...] = (0, 1, 2, 3)
 
     @classmethod
     def from_controls(cls, rule, bins, rois, hemis, threshold, ns, colour=None, contrast=None, outcomes=None,
-                      bin_set=None) -> "FilterState":
+                      bin_set=None, adds=None) -> "FilterState":
         """Build from the raw values of the filter controls (``None`` for an untouched control)."""
         return cls(rule=str(rule or "p"), bins=tuple(sorted(int(b) for b in (bins or ()))),
                    rois=tuple(sorted(str(r) for r in (rois or ()))), hemis=tuple(sorted(str(h) for h in (hemis or ()))),
@@ -74,7 +77,8 @@ class FilterState:
                    colour=str(colour) if colour in COLOURINGS else "bins",
                    contrast=str(contrast) if contrast in CONTRASTS else "on_off",
                    outcomes=(-1, 0, 1) if outcomes is None else tuple(sorted(int(o) for o in outcomes)),
-                   bin_set="all" if bin_set == "all" else "significant")
+                   bin_set="all" if bin_set == "all" else "significant",
+                   adds=(0, 1, 2, 3) if adds is None else tuple(sorted(int(a) for a in adds)))
 
     def to_query(self) -> str:
         """URL query string of this state (for the flatmap filter-layer image route)."""
@@ -82,7 +86,8 @@ class FilterState:
         return urlencode({"rule": self.rule, "bins": ",".join(map(str, self.bins)), "rois": ",".join(self.rois),
                           "hemis": ",".join(self.hemis), "thr": f"{self.threshold:g}", "ns": self.ns,
                           "colour": self.colour, "contrast": self.contrast,
-                          "outcomes": ",".join(map(str, self.outcomes)), "set": self.bin_set})
+                          "outcomes": ",".join(map(str, self.outcomes)), "set": self.bin_set,
+                          "adds": ",".join(map(str, self.adds))})
 
     @classmethod
     def from_query(cls, args) -> "FilterState":
@@ -110,7 +115,10 @@ class FilterState:
         outcomes = tuple(int(o) for o in items("outcomes")) if "outcomes" in args else (-1, 0, 1)
         if any(o not in OUTCOME_CODES for o in outcomes):
             raise ValueError(f"outcomes must be among -1, 0, 1, not {outcomes}")
-        return cls(rule=rule, bins=bins, rois=tuple(items("rois")), hemis=hemis, threshold=thr, ns=ns,
+        adds = tuple(int(a) for a in items("adds")) if "adds" in args else (0, 1, 2, 3)
+        if any(a not in ADDS_CODES for a in adds):
+            raise ValueError(f"adds must be among 0, 1, 2, 3, not {adds}")
+        return cls(rule=rule, bins=bins, rois=tuple(items("rois")), hemis=hemis, threshold=thr, ns=ns, adds=adds,
                    colour=choice("colour", tuple(COLOURINGS), "bins"), contrast=choice("contrast", tuple(CONTRASTS),
                                                                                        "on_off"),
                    outcomes=outcomes, bin_set=choice("set", tuple(BIN_SETS), "significant"))
@@ -339,6 +347,14 @@ class DashboardData:
         self.contrast_meta: dict[str, dict] = dict(cmeta.get("contrasts", {}))
         self.contrast_test = {k: cmeta[k] for k in ("block_length", "block_length_auto", "n_boot", "ci", "level",
                                                      "test") if k in cmeta}
+        # The joint on+off model (joint stage): test R^2, the partition, the unique-variance tests.
+        self.joint: dict[str, np.ndarray] = {}
+        self.joint_test: dict = {}
+        if results.has_stage("joint") and results.has_array("joint", "unique_on"):
+            from core.pipeline.schema import SCHEMA
+            self.joint = {spec.field: np.asarray(results.array("joint", spec.field))
+                          for spec in SCHEMA.stages["joint"].arrays if spec.field != "pred"}
+            self.joint_test = dict(results.stage("joint").meta.get("test", {}))
 
         self.roi_names = results.roi_names
         geometry = results.geometry()
@@ -482,6 +498,17 @@ class DashboardData:
                         len(CEILING_EDGES) - 1)
         return np.where(ok, steps, -1).astype(np.int8)
 
+    def adds_codes(self) -> np.ndarray:
+        """:data:`core.vocabulary.ADDS_CODES` per voxel (int8) from the joint stage's unique-variance tests at
+        their level; -1 where the joint model's test R^2 is undefined or the run has no joint stage."""
+        if not self.joint:
+            return np.full(self.n_voxels, -1, dtype=np.int8)
+        level = float(self.joint_test.get("level", 0.05))
+        on = (self.joint["q_unique_on"] <= level) & (self.joint["unique_on"] > 0)
+        off = (self.joint["q_unique_off"] <= level) & (self.joint["unique_off"] > 0)
+        code = on.astype(np.int8) + 2 * off.astype(np.int8)
+        return np.where(np.isfinite(self.joint["r2_joint"]), code, -1).astype(np.int8)
+
     def visible(self, condition: str, state: FilterState) -> np.ndarray:
         """Bool array of shape (n_voxels,): binned under ``state`` (significant, unless its bin set is all) and
         passing every filter, the contrast outcome's included when the views colour by contrast."""
@@ -494,6 +521,8 @@ class DashboardData:
             keep &= np.isin(outcome, np.asarray(state.outcomes, dtype=np.int8))
         if state.colour == "ceiling":
             keep &= self.ceiling_bins(condition) >= 0
+        if state.colour == "adds":
+            keep &= np.isin(self.adds_codes(), np.asarray(state.adds, dtype=np.int8))
         if self.has_geometry:
             if state.rois:
                 wanted = [self.roi_names.index(n) for n in state.rois if n in self.roi_names]
@@ -508,6 +537,8 @@ class DashboardData:
         business."""
         if state.colour == "ceiling":
             return CEILING_RGBA[np.maximum(self.ceiling_bins(condition), 0)]
+        if state.colour == "adds":
+            return ADDS_RGBA[np.maximum(self.adds_codes(), 0)]
         outcome = self.outcome(state)
         if outcome is None:
             return self.bin_scheme.to_rgba(self.state_bins(condition, state))

@@ -33,8 +33,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 def two_d_graphs(data: DashboardData) -> list[str]:
     """Ids of the layout's 2-D figures (the ones the format switch acts on)."""
-    return [ids.R_SCATTER, ids.BIN_COUNTS, ids.ROI_MEANS, ids.JACCARD, ids.JACCARD_MAP, ids.ROI_RDM,
-            ids.AGREEMENT] + flatmaps.graphs(data)
+    return [ids.R_SCATTER, ids.BIN_COUNTS, ids.ROI_MEANS, ids.ROI_CONTRAST, ids.ROI_PARTITION, ids.JACCARD,
+            ids.JACCARD_MAP, ids.ROI_RDM, ids.AGREEMENT] + flatmaps.graphs(data)
 
 
 def _stem(data: DashboardData) -> str:

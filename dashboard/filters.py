@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dash import Input, Output, Patch, dcc, html
 
-from core.vocabulary import (BIN_SETS, CEILING_LABELS, CEILING_RGBA, COLOURINGS, CONDITION_LABELS, CONTRAST_LABELS,
+from core.vocabulary import (ADDS_CODES, ADDS_RGBA, BIN_SETS, CEILING_LABELS, CEILING_RGBA, COLOURINGS, CONDITION_LABELS, CONTRAST_LABELS,
                              NEGATIVE_CODE, NEGATIVE_RGBA, NS_RGBA, OUTCOME_RGBA, PAIR, rgba_css, rgba_hex)
 
 from . import flatmaps, ids, r_scatter, umap_view
@@ -20,7 +20,7 @@ __all__ = ["CONTROLS", "control_deps", "rule_label", "outcome_labels", "filter_c
 #: The filter controls, keyed by the :meth:`FilterState.from_controls` argument each one gives.
 CONTROLS = {"rule": ids.RULE, "bins": ids.BINS, "rois": ids.ROIS, "hemis": ids.HEMIS, "threshold": ids.THRESHOLD,
             "ns": ids.NS_MODE, "colour": ids.COLOUR, "contrast": ids.CONTRAST, "outcomes": ids.OUTCOMES,
-            "bin_set": ids.BIN_SET}
+            "bin_set": ids.BIN_SET, "adds": ids.ADDS}
 _HEMIS = {"L": "left", "R": "right"}
 
 
@@ -72,7 +72,8 @@ def filter_controls(data: DashboardData) -> list:
         html.Div([html.Label("Colour by"),
                   dcc.RadioItems(id=ids.COLOUR, options=[{"label": lab, "value": v,
                                                           "disabled": (v == "contrast" and not data.contrasts)
-                                                          or (v == "ceiling" and not data.r_norm)}
+                                                          or (v == "ceiling" and not data.r_norm)
+                                                          or (v == "adds" and not data.joint)}
                                                          for v, lab in COLOURINGS.items()],
                                  value=state.colour, inline=True, className="radio")], className="control"),
         html.Div([html.Label("Contrast"),
@@ -84,6 +85,9 @@ def filter_controls(data: DashboardData) -> list:
                   dcc.Checklist(id=ids.OUTCOMES, options=[{"label": lab, "value": o}
                                                           for o, lab in outcome_labels(state.contrast).items()],
                                 value=list(state.outcomes), inline=True, className="check")], className="control"),
+        html.Div([html.Label("Attention adds: shown"),
+                  dcc.Checklist(id=ids.ADDS, options=[{"label": lab, "value": a} for a, lab in ADDS_CODES.items()],
+                                value=list(state.adds), inline=True, className="check")], className="control"),
     ]
 
 
@@ -109,6 +113,15 @@ def legend_items(data: DashboardData, state: FilterState) -> list:
     scheme = data.bin_scheme
     markers = [item(rgba_css(NS_RGBA), "n.s. / filtered out"), item(HIGHLIGHT_COLOUR, "selected voxel"),
                item(SET_COLOUR, "selected set", ring=True)]
+    if state.colour == "adds":
+        test = data.joint_test
+        items = [item(rgba_hex(ADDS_RGBA[a]), lab) for a, lab in ADDS_CODES.items()]
+        note = (f"Joint on+off model: unique variance of each feature set above 0 at FDR q ≤ {test.get('level', 0.05):g} "
+                f"(one-sided block bootstrap over test samples, blocks of {test.get('block_length', '?')}; "
+                "conservative where the joint model is one of the single models)." if data.joint else
+                "This run has no joint stage: rerun precompute.py.")
+        return [html.Span("what attention adds:", className="legend-title"), *items, *markers,
+                html.Span(note, className="legend-note")]
     if state.colour == "ceiling":
         min_ev = data.results.config.get("stats", {}).get("ceiling_min_ev", 0.1)
         items = [item(rgba_hex(c), lab) for c, lab in zip(CEILING_RGBA, CEILING_LABELS)]
@@ -184,6 +197,8 @@ def filter_patches(data: DashboardData, state: FilterState) -> tuple[dict[str, P
         head += f", coloured by {CONTRAST_LABELS[state.contrast]}"
     elif state.colour == "ceiling":
         head += ", coloured by r / noise ceiling (reliable ceilings only)"
+    elif state.colour == "adds":
+        head += ", coloured by what attention adds (joint model)"
     message = f"{head}: " + " · ".join(
         f"{int(visible[m].sum()):,} voxels shown with {CONDITION_LABELS[m]}" for m in PAIR)
     return out, message

@@ -76,7 +76,7 @@ def flatmap_filter_layer(lookup: np.ndarray, base_bins: np.ndarray, bins: np.nda
 
 def state_layer(data: DashboardData, condition: str, state: FilterState) -> np.ndarray:
     """:func:`flatmap_filter_layer` of a condition's flatmap under a filter state."""
-    recoloured = data.outcome(state) is not None or state.colour == "ceiling"
+    recoloured = data.outcome(state) is not None or state.colour in ("ceiling", "adds")
     colours = data.voxel_rgba(condition, state) if recoloured else None
     return flatmap_filter_layer(data.flatmap.lookup, data.stored_bins[condition], data.state_bins(condition, state),
                                 data.visible(condition, state), data.bin_scheme, colours)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "INFERENCE_WARNING", "umap_graph", "flat_graph", "flat_click", "flat_set", "HEADER", "SEARCH", "SEARCH_GO", "SEARCH_MSG",
-    "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "COLOUR", "CONTRAST", "OUTCOMES", "BIN_SET", "LEGEND", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
+    "RULE", "BINS", "ROIS", "HEMIS", "THRESHOLD", "NS_MODE", "COLOUR", "CONTRAST", "OUTCOMES", "BIN_SET", "ADDS", "ROI_PARTITION", "LEGEND", "CAMERA_LINK", "FILTER_MSG", "SELECTED",
     "SELECTED_SET", "CLEAR_SET", "SET_MSG", "R_SCATTER", "R_SCATTER_SET", "BIN_COUNTS", "ROI_MEANS",
     "ROI_RDM", "ROI_CONTRAST", "AGREEMENT", "JACCARD", "JACCARD_MAP", "INSPECTOR", "SERIES", "URL", "voxel_href", "TABLE",
     "VIEWER_FRAME", "VIEWER_LOAD", "VIEWER_COND", "VIEWER_VIEW", "VIEWER_PICK", "VIEWER_STATUS", "VIEWER_SINK",
@@ -56,6 +56,10 @@ COLOUR = "filter-colour"
 CONTRAST = "filter-contrast"
 OUTCOMES = "filter-outcomes"
 BIN_SET = "filter-bin-set"
+#: What the joint model finds attention adds: the codes shown (core.vocabulary.ADDS_CODES).
+ADDS = "filter-adds"
+#: The ROI summary of the joint model's variance partition.
+ROI_PARTITION = "roi-partition"
 #: The colour legend (it follows the colouring and the bin set).
 LEGEND = "legend"
 CAMERA_LINK = "camera-link"

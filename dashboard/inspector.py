@@ -14,8 +14,8 @@ from . import ids
 from .data import DashboardData
 from .plotting import CONDITION_COLOURS, TEMPLATE, title
 
-__all__ = ["make_series_figure", "top_stimuli", "neighbours", "contrast_rows", "inspector_children", "inspector_panel",
-           "register"]
+__all__ = ["make_series_figure", "top_stimuli", "neighbours", "contrast_rows", "partition_rows", "inspector_children",
+           "inspector_panel", "register"]
 
 
 def make_series_figure(measured: np.ndarray, predicted: dict[str, np.ndarray], r: dict[str, float], *,
@@ -101,6 +101,31 @@ def contrast_rows(data: DashboardData, voxel: int) -> html.Table:
               f"(blocks of {test.get('block_length', '?')} samples, {test.get('n_boot', '?')} resamples)")
 
 
+def partition_rows(data: DashboardData, voxel: int) -> html.Table:
+    """The voxel's joint on+off model: test R^2 of the joint and single models, unique-on / unique-off (with the
+    one-sided p and q of their test) and shared variance, and the on-band weight cross-validation chose."""
+    j, v = data.joint, int(voxel)
+    level = f"{float(data.joint_test.get('level', 0.05)):g}"
+
+    def val(name):
+        return _fmt(float(j[name][v]), 4)
+    rows = [("test R², joint / on / off", f"{val('r2_joint')} / {val('r2_on')} / {val('r2_off')}", "", ""),
+            ("unique on (joint − off)", val("unique_on"), _fmt(float(j["p_unique_on"][v]), 4),
+             _fmt(float(j["q_unique_on"][v]), 4)),
+            ("unique off (joint − on)", val("unique_off"), _fmt(float(j["p_unique_off"][v]), 4),
+             _fmt(float(j["q_unique_off"][v]), 4)),
+            ("shared (on + off − joint)", val("shared"), "", ""),
+            ("on-band weight (CV)", _fmt(float(j["gamma_on"][v]), 2), "", "")]
+    return html.Table([
+        html.Thead(html.Tr([html.Th("joint on+off model"), html.Th("value"), html.Th("p (one-sided)"),
+                            html.Th(f"q (FDR, ≤ {level} adds)")])),
+        html.Tbody([html.Tr([html.Th(a)] + [html.Td(x) for x in rest]) for a, *rest in rows])],
+        className="stats joint",
+        title="banded ridge over the on and off features; unique and shared variance are differences of test R² "
+              "(negative estimates kept); the test resamples test samples in blocks and is conservative where "
+              "the joint model is one of the single models")
+
+
 def inspector_children(data: DashboardData, voxel: int | None) -> list:
     """The voxel inspector's contents for ``voxel`` (None = the empty-state hint)."""
     if voxel is None:
@@ -146,6 +171,8 @@ def inspector_children(data: DashboardData, voxel: int | None) -> list:
     else:
         extra = [html.P([html.B(f"Δr ({on} − {off}) "), _fmt(data.r[on][v] - data.r[off][v]),
                          " (no paired test: this run has no contrasts stage)"], className="delta")]
+    if data.joint:
+        extra.append(partition_rows(data, v))
     if data.jaccard is not None:
         emb, jac = data.jaccard
         where = np.flatnonzero(emb == v)

@@ -6,8 +6,9 @@ A *scene* is a plain JSON object::
      "conditions": ["off", "on"],                     # the conditions shown
      "filters": {"rule": "p" | "q" | "perm", "bins": [int], "rois": [str], "hemis": ["L", "R"],
                  "threshold": float in [0, 1], "ns_mode": "faint" | "hidden",
-                 "colour": "bins" | "contrast" | "ceiling", "contrast": "on_off" | "on_uniform" | "uniform_off",
-                 "outcomes": [-1 | 0 | 1], "bin_set": "significant" | "all"},
+                 "colour": "bins" | "contrast" | "ceiling" | "adds",
+                 "contrast": "on_off" | "on_uniform" | "uniform_off",
+                 "outcomes": [-1 | 0 | 1], "bin_set": "significant" | "all", "adds": [0 | 1 | 2 | 3]},
      "selected": int | null,                           # voxel row
      "selected_set": [int],
      "cameras": {"off": camera | null, "on": camera | null},   # plotly 3-D scene cameras
@@ -34,7 +35,7 @@ from typing import Any, Callable
 
 from core._io import write_json_atomic
 from core._validation import InputError
-from core.vocabulary import BIN_SETS, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES, PAIR, RULES, BinScheme
+from core.vocabulary import ADDS_CODES, BIN_SETS, COLOURINGS, CONTRASTS, DEFAULT_BINS, OUTCOME_CODES, PAIR, RULES, BinScheme
 
 __all__ = [
     "SCENE_VERSION", "CONDITIONS", "RULES", "HEMIS", "NS_MODES", "VIEWS", "MAX_SCENES",
@@ -58,7 +59,8 @@ URL_PARAM = "scene"
 
 _SCENE_KEYS = ("version", "title", "note", "conditions", "filters", "selected", "selected_set", "cameras",
                "viewer")
-_FILTER_KEYS = ("rule", "bins", "rois", "hemis", "threshold", "ns_mode", "colour", "contrast", "outcomes", "bin_set")
+_FILTER_KEYS = ("rule", "bins", "rois", "hemis", "threshold", "ns_mode", "colour", "contrast", "outcomes", "bin_set",
+                "adds")
 _FILE_KEYS = ("version", "run_id", "n_voxels", "scenes")
 _CAMERA_PARTS = ("eye", "center", "up")
 
@@ -75,7 +77,7 @@ def default_scene(*, rule: str = "p", title: str = "", note: str = "", bin_codes
     return {"version": SCENE_VERSION, "title": title, "note": note, "conditions": list(CONDITIONS),
             "filters": {"rule": rule, "bins": sorted(_bin_codes(bin_codes)), "rois": [], "hemis": list(HEMIS),
                         "threshold": 0.0, "ns_mode": "faint", "colour": "bins", "contrast": "on_off",
-                        "outcomes": sorted(OUTCOME_CODES), "bin_set": "significant"},
+                        "outcomes": sorted(OUTCOME_CODES), "bin_set": "significant", "adds": sorted(ADDS_CODES)},
             "selected": None, "selected_set": [], "cameras": {m: None for m in CONDITIONS},
             "viewer": {"condition": "off", "view": "flat"}}
 
@@ -212,6 +214,13 @@ def _check_outcomes(ctx, value):
                    "difference, 1 helps)", empty_ok=True)
 
 
+def _check_adds(ctx, value):
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+    return _subset(ctx, "filters.adds", value, sorted(ADDS_CODES), "codes of what attention adds (0 neither, 1 on, "
+                   "2 off, 3 both)", empty_ok=True)
+
+
 def _check_bin_set(ctx, value):
     if value not in BIN_SETS:
         ctx.fail("filters.bin_set", f"expected one of {_choices(BIN_SETS)}, found {_show(value)}; use one of those")
@@ -292,7 +301,7 @@ def _check_viewer(ctx, value):
 _FILTER_CHECKS: dict[str, Callable] = {"rule": _check_rule, "bins": _check_bins, "rois": _check_rois,
                                        "hemis": _check_hemis, "threshold": _check_threshold, "ns_mode": _check_ns,
                                        "colour": _check_colour, "contrast": _check_contrast,
-                                       "outcomes": _check_outcomes, "bin_set": _check_bin_set}
+                                       "outcomes": _check_outcomes, "bin_set": _check_bin_set, "adds": _check_adds}
 _SCENE_CHECKS: dict[str, Callable] = {
     "version": _check_version, "title": lambda c, v: _text(c, "title", v, MAX_TITLE),
     "note": lambda c, v: _text(c, "note", v, MAX_NOTE), "conditions": _check_conditions,

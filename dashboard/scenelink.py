@@ -22,7 +22,7 @@ __all__ = ["scene_to_url", "scene_from_url"]
 _SHORT = {"version": "v", "title": "t", "note": "n", "conditions": "c", "filters": "f", "selected": "s",
           "selected_set": "S", "cameras": "k", "viewer": "w"}
 _SHORT_FILTERS = {"rule": "r", "bins": "b", "rois": "o", "hemis": "h", "threshold": "x", "ns_mode": "m",
-                  "colour": "l", "contrast": "d", "outcomes": "u", "bin_set": "a"}
+                  "colour": "l", "contrast": "d", "outcomes": "u", "bin_set": "a", "adds": "j"}
 
 
 def _camera_list(cam: dict | None):

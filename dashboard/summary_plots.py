@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Input, Output, Patch, html
 
-from core.vocabulary import (CONDITION_LABELS, CONTRAST_LABELS, DEFAULT_BINS, NEGATIVE_RGBA, OUTCOME_RGBA, PAIR,
+from core.vocabulary import (ADDS_RGBA, CONDITION_LABELS, CONTRAST_LABELS, DEFAULT_BINS, NEGATIVE_RGBA, OUTCOME_RGBA, PAIR,
                              BinScheme, rgba_hex)
 
 from . import ids
@@ -19,7 +19,8 @@ from .r_scatter import r_scatter_panel
 __all__ = [
     "JACCARD_COLORSCALE", "make_bin_counts_figure", "make_roi_means_figure", "make_roi_rdm_figure",
     "make_agreement_figure", "make_jaccard_figure", "make_jaccard_map_figure", "make_roi_contrast_figure",
-    "bin_counts_figure", "roi_contrast_figure", "summary_figures", "summary_panel", "graphs", "voxel_from_jaccard_click",
+    "bin_counts_figure", "roi_contrast_figure", "make_roi_partition_figure", "roi_partition_figure",
+    "summary_figures", "summary_panel", "graphs", "voxel_from_jaccard_click",
     "highlight_patches", "register",
 ]
 
@@ -282,6 +283,51 @@ def make_roi_contrast_figure(summaries: dict[str, dict], contrast: str, *, run_i
     return fig
 
 
+def make_roi_partition_figure(roi_names: list[str], parts: dict[str, np.ndarray], counts: np.ndarray, *,
+                              run_id: str, simulated: bool) -> go.Figure:
+    """Per ROI, the mean unique-on, unique-off and shared test R^2 of the joint model (stacked bars).
+
+    Parameters
+    ----------
+    parts : dict of "unique_on", "unique_off", "shared" -> float array of shape (n_rois,)
+        Means over the ROI's voxels of each part, negative estimates counted as 0 (a stacked bar cannot show
+        a negative share; the voxel values keep their sign).
+    counts : int array of shape (n_rois,)
+        Voxels averaged per ROI (in the hover).
+    """
+    colours = {"unique_on": rgba_hex(ADDS_RGBA[1]), "unique_off": rgba_hex(ADDS_RGBA[2]), "shared": "#9a9a9a"}
+    labels = {"unique_on": "unique on", "unique_off": "unique off", "shared": "shared"}
+    bars = [go.Bar(y=roi_names, x=np.asarray(parts[k], dtype=np.float64), orientation="h", name=labels[k],
+                   marker_color=colours[k], customdata=np.asarray(counts, dtype=np.int64),
+                   hovertemplate=f"%{{y}}: {labels[k]} %{{x:.4f}} (mean test R², %{{customdata}} voxels)<extra></extra>")
+            for k in ("unique_on", "shared", "unique_off")]
+    return go.Figure(data=bars, layout=dict(
+        template=TEMPLATE, height=max(300, 22 * len(roi_names) + 110), barmode="stack",
+        margin=dict(l=70, r=10, t=70, b=40),
+        title=title("What the joint on+off model explains per ROI (mean test R², voxels with joint R² > 0; "
+                    "negative parts as 0)", run_id, simulated),
+        xaxis=dict(title="mean test R²", gridcolor="#eee"), yaxis=dict(autorange="reversed"),
+        legend=dict(orientation="h", y=1.0, x=0, yanchor="bottom")))
+
+
+def roi_partition_figure(data: DashboardData) -> go.Figure:
+    """:func:`make_roi_partition_figure` of a run, or a sentence where it has no joint stage or no ROIs."""
+    if not data.joint:
+        return empty_figure("No joint on+off model: this run has no joint stage (rerun precompute.py).")
+    if not (data.has_geometry and data.roi_names):
+        return empty_figure("No ROI summary of the joint model: this run's dataset has no ROI labels.")
+    use = np.isfinite(data.joint["r2_joint"]) & (data.joint["r2_joint"] > 0)
+    n_rois = len(data.roi_names)
+    cnt = np.bincount(data.roi[use], minlength=n_rois)
+    parts = {}
+    for k in ("unique_on", "unique_off", "shared"):
+        tot = np.bincount(data.roi[use], weights=np.maximum(data.joint[k][use], 0.0), minlength=n_rois)
+        parts[k] = np.where(cnt > 0, tot / np.maximum(cnt, 1), 0.0)
+    keep = [i for i, n in enumerate(data.roi_names) if n not in ("", "other")]
+    return make_roi_partition_figure([data.roi_names[i] for i in keep], {k: v[keep] for k, v in parts.items()},
+                                     cnt[keep], run_id=data.run_id, simulated=data.simulated)
+
+
 def bin_counts_figure(data: DashboardData, state: FilterState) -> go.Figure:
     """:func:`make_bin_counts_figure` of a run under a filter state's significance rule and bin set."""
     scheme = data.bin_scheme
@@ -329,6 +375,7 @@ def summary_figures(data: DashboardData) -> dict[str, go.Figure]:
         out[ids.ROI_RDM] = empty_figure("No ROI RDMs: the RSA stage had no ROI labels or too few voxels.")
         out[ids.AGREEMENT] = empty_figure("No RDM agreement: needs both conditions' RDMs.")
     out[ids.ROI_CONTRAST] = roi_contrast_figure(data, data.default_filters().contrast)
+    out[ids.ROI_PARTITION] = roi_partition_figure(data)
     different_sets = ("the RSA stage embedded different voxel sets per condition (rsa.voxels = 'significant').")
     if data.jaccard is not None:
         out[ids.JACCARD] = make_jaccard_figure(data.jaccard[1], run_id=data.run_id, simulated=data.simulated)
@@ -370,7 +417,8 @@ def summary_panel(data: DashboardData, state: FilterState) -> html.Div:
         html.Div([r_scatter_panel(data, state), graph(ids.BIN_COUNTS, figs[ids.BIN_COUNTS])], className="grid2"),
         html.Div([graph(ids.ROI_MEANS, figs[ids.ROI_MEANS]), graph(ids.JACCARD, figs[ids.JACCARD])],
                  className="grid2"),
-        graph(ids.ROI_CONTRAST, figs[ids.ROI_CONTRAST]),
+        html.Div([graph(ids.ROI_CONTRAST, figs[ids.ROI_CONTRAST]), graph(ids.ROI_PARTITION, figs[ids.ROI_PARTITION])],
+                 className="grid2"),
         graph(ids.JACCARD_MAP, figs[ids.JACCARD_MAP], className="jaccard-map"),
         html.Div([graph(ids.ROI_RDM, figs[ids.ROI_RDM]), graph(ids.AGREEMENT, figs[ids.AGREEMENT])],
                  className="grid2"),

@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import ClientsideFunction, Input, Output, Patch, dcc, html
 
-from core.vocabulary import (BIN_COLOURS_RGBA, CEILING_RGBA, N_BINS, NEGATIVE_CODE, NEGATIVE_RGBA, NS_CODE, NS_RGBA,
+from core.vocabulary import (ADDS_RGBA, BIN_COLOURS_RGBA, CEILING_RGBA, N_BINS, NEGATIVE_CODE, NEGATIVE_RGBA, NS_CODE, NS_RGBA,
                              OUTCOME_RGBA, PAIR, rgba_css, rgba_hex)
 
 from . import ids
@@ -30,10 +30,13 @@ __all__ = [
 #: uint8 colour codes of the UMAP points: 0 hidden, 1 faint (n.s. or filtered out), 2 significant negative r,
 #: 3.. the correlation bins of the run's ``BinScheme`` in order, then a contrast's outcomes (hurts, no detectable
 #: difference, helps: ``outcome0 + outcome + 1``) when the points are coloured by contrast, then the steps of
-#: r / noise ceiling (``ceiling0 + step``) when they are coloured by it.
-UMAP_CODE = {"hidden": 0, "faint": 1, "negative": 2, "bin0": 3, "outcome0": 3 + N_BINS, "ceiling0": 6 + N_BINS}
+#: r / noise ceiling (``ceiling0 + step``) when they are coloured by it, then what attention adds
+#: (``adds0 + code``, :data:`core.vocabulary.ADDS_CODES`).
+UMAP_CODE = {"hidden": 0, "faint": 1, "negative": 2, "bin0": 3, "outcome0": 3 + N_BINS, "ceiling0": 6 + N_BINS,
+             "adds0": 6 + N_BINS + len(CEILING_RGBA)}
 UMAP_COLOURS = ["rgba(0,0,0,0)", rgba_css(NS_RGBA), rgba_hex(NEGATIVE_RGBA), *(rgba_hex(c) for c in BIN_COLOURS_RGBA),
-                *(rgba_hex(OUTCOME_RGBA[o]) for o in (-1, 0, 1)), *(rgba_hex(c) for c in CEILING_RGBA)]
+                *(rgba_hex(OUTCOME_RGBA[o]) for o in (-1, 0, 1)), *(rgba_hex(c) for c in CEILING_RGBA),
+                *(rgba_hex(c) for c in ADDS_RGBA)]
 
 #: plotly.js's vertical field of view of 3-D scenes (gl-plot3d's default, pi / 4).
 FOV = math.pi / 4
@@ -58,7 +61,8 @@ _TRACE = "umap"
 
 
 def umap_colour_codes(bins: np.ndarray, visible: np.ndarray, ns: str = "faint",
-                      outcome: np.ndarray | None = None, ceiling: np.ndarray | None = None) -> np.ndarray:
+                      outcome: np.ndarray | None = None, ceiling: np.ndarray | None = None,
+                      first: int = UMAP_CODE["ceiling0"]) -> np.ndarray:
     """uint8 colour code per voxel (see :data:`UMAP_CODE`).
 
     Parameters
@@ -73,15 +77,17 @@ def umap_colour_codes(bins: np.ndarray, visible: np.ndarray, ns: str = "faint",
     outcome : int array of shape (n,), optional
         A contrast's outcome codes (-1, 0, +1): visible voxels take their outcome's code instead of their bin's.
     ceiling : int array of shape (n,), optional
-        Steps of r / noise ceiling (``DashboardData.ceiling_bins``): visible voxels take their step's code (a
-        voxel without a reliable ceiling must not be visible).
+        Steps of r / noise ceiling (``DashboardData.ceiling_bins``) or what attention adds
+        (``DashboardData.adds_codes``): visible voxels take code ``first + step`` (a voxel at -1 is not shown).
+    first : int
+        Code of step 0: ``UMAP_CODE["ceiling0"]`` or ``UMAP_CODE["adds0"]``.
     """
     b = np.asarray(bins, dtype=np.int16)
     codes = np.full(b.shape, UMAP_CODE["faint"] if ns == "faint" else UMAP_CODE["hidden"], dtype=np.uint8)
     vis = np.asarray(visible, dtype=bool) & (b != NS_CODE)
     if ceiling is not None:
         vis &= np.asarray(ceiling) >= 0
-        codes[vis] = (np.asarray(ceiling, dtype=np.int16)[vis] + UMAP_CODE["ceiling0"]).astype(np.uint8)
+        codes[vis] = (np.asarray(ceiling, dtype=np.int16)[vis] + first).astype(np.uint8)
         return codes
     if outcome is not None:
         codes[vis] = (np.asarray(outcome, dtype=np.int16)[vis] + 1 + UMAP_CODE["outcome0"]).astype(np.uint8)
@@ -96,8 +102,11 @@ def state_colour_codes(data: DashboardData, condition: str, state: FilterState,
                        visible: np.ndarray | None = None) -> np.ndarray:
     """:func:`umap_colour_codes` of every voxel of a condition under a filter state."""
     vis = data.visible(condition, state) if visible is None else visible
-    ceiling = data.ceiling_bins(condition) if state.colour == "ceiling" else None
-    return umap_colour_codes(data.state_bins(condition, state), vis, state.ns, data.outcome(state), ceiling)
+    if state.colour in ("ceiling", "adds"):
+        steps = data.ceiling_bins(condition) if state.colour == "ceiling" else data.adds_codes()
+        return umap_colour_codes(data.state_bins(condition, state), vis, state.ns, ceiling=steps,
+                                 first=UMAP_CODE[f"{state.colour}0"])
+    return umap_colour_codes(data.state_bins(condition, state), vis, state.ns, data.outcome(state))
 
 
 def umap_marker_size(n_points: int) -> int:

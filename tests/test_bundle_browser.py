@@ -51,7 +51,9 @@ def _scenes(results) -> list[dict]:
     third["filters"].update(colour="contrast", contrast="on_off", outcomes=[0, 1], bin_set="all")
     fourth = S.default_scene(title="Against the noise ceiling", note="r / ceiling, reliable ceilings only")
     fourth["filters"].update(colour="ceiling", bin_set="all")
-    return [first, second, third, fourth]
+    fifth = S.default_scene(title="What attention adds", note="joint on+off model, on adds or both")
+    fifth["filters"].update(colour="adds", adds=[1, 3], bin_set="all")
+    return [first, second, third, fourth, fifth]
 
 
 def _free_port() -> int:
@@ -95,7 +97,7 @@ def bundle(tmp_path_factory):
 def _expected_codes(data: DashboardData, scene: dict, m: str) -> list[int]:
     f = scene["filters"]
     state = FilterState.from_controls(f["rule"], f["bins"], f["rois"], f["hemis"], f["threshold"], f["ns_mode"],
-                                      f["colour"], f["contrast"], f["outcomes"], f["bin_set"])
+                                      f["colour"], f["contrast"], f["outcomes"], f["bin_set"], f["adds"])
     codes = state_colour_codes(data, m, state)
     return codes[data.umap[m].voxels].tolist()
 
@@ -128,7 +130,7 @@ def test_bundle_plays_scenes(bundle, browser):
     # Scene 1: title, note, and the filters applied to both UMAPs exactly as the dashboard would.
     assert page.inner_text("#scene-title") == scenes[0]["title"]
     assert page.inner_text("#scene-note") == scenes[0]["note"]
-    assert page.inner_text("#counter") == "1 / 4"
+    assert page.inner_text("#counter") == "1 / 5"
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
         assert plotted["canvas"] and plotted["n"] == data.umap[m].voxels.size
@@ -146,7 +148,7 @@ def test_bundle_plays_scenes(bundle, browser):
     page.keyboard.press("ArrowRight")
     page.wait_for_function("document.getElementById('scene-title').textContent === "
                            + json.dumps(scenes[1]["title"]), timeout=WAIT_MS)
-    assert page.inner_text("#counter") == "2 / 4"
+    assert page.inner_text("#counter") == "2 / 5"
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
         expected = _expected_codes(data, scenes[1], m)
@@ -173,14 +175,14 @@ def test_bundle_plays_scenes(bundle, browser):
 
     # Digit keys jump, and the position survives in the URL hash.
     page.keyboard.press("1")
-    page.wait_for_function("document.getElementById('counter').textContent === '1 / 4'", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('counter').textContent === '1 / 5'", timeout=WAIT_MS)
     assert page.evaluate("window.location.hash") == "#scene=1"
     frame.wait_for_function("window.attnbrainViewer.dataset === 'off' && window.attnbrainViewer.marked === null",
                             timeout=WAIT_MS)
 
     # Scene 3: coloured by the on - off test's outcome, all voxels binned, "b better" filtered out.
     page.keyboard.press("3")
-    page.wait_for_function("document.getElementById('counter').textContent === '3 / 4'", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('counter').textContent === '3 / 5'", timeout=WAIT_MS)
     helps, none = (UMAP_CODE["outcome0"] + o + 1 for o in (1, 0))
     for m in ("off", "on"):
         plotted = page.evaluate(PLOTTED, m)
@@ -195,13 +197,23 @@ def test_bundle_plays_scenes(bundle, browser):
 
     # Scene 4: r / noise ceiling; voxels without a reliable ceiling are drawn as filtered out.
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("document.getElementById('counter').textContent === '4 / 4'", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('counter').textContent === '4 / 5'", timeout=WAIT_MS)
     for m in ("off", "on"):
         expected = _expected_codes(data, scenes[3], m)
         assert page.evaluate(PLOTTED, m)["colour"] == expected
         assert any(c >= UMAP_CODE["ceiling0"] for c in expected) and UMAP_CODE["faint"] in expected
         assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][3][m]
     assert "noise ceiling" in page.inner_text("#legend")
+
+    # Scene 5: what the joint model finds attention adds; only "on adds" and "both" drawn.
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.getElementById('counter').textContent === '5 / 5'", timeout=WAIT_MS)
+    for m in ("off", "on"):
+        expected = _expected_codes(data, scenes[4], m)
+        assert page.evaluate(PLOTTED, m)["colour"] == expected
+        assert set(expected) <= {UMAP_CODE["faint"], UMAP_CODE["adds0"] + 1, UMAP_CODE["adds0"] + 3}
+        assert page.get_attribute(f"#flat-{m} img.layer", "src") == doc["flatmap"]["layers"][4][m]
+    assert "what attention adds" in page.inner_text("#legend")
     assert console.errors() == []
     page.close()
 

@@ -252,6 +252,10 @@ def test_colouring_by_contrast_and_binning_all_voxels(page, data):
     _wait(page, f"document.querySelector('#{ids.ROI_CONTRAST} .js-plotly-plot') && document.querySelector("
                 f"'#{ids.ROI_CONTRAST} .js-plotly-plot').layout.title.text.includes('on - off')")
     save_screenshot(page, "dashboard-contrast.png")
+    page.locator(f"#{ids.COLOUR} label", has_text="what attention adds").click()
+    codes = wait_colours(FilterState(rule=data.default_rule, ns="hidden", colour="adds"))
+    assert set(codes) - {0} and min(set(codes) - {0}) >= UMAP_CODE["adds0"]
+    _wait(page, f"document.querySelector('#{ids.LEGEND}').innerText.includes('shared only')")
     page.locator(f"#{ids.COLOUR} label", has_text="r bins").click()
     page.locator(f"#{ids.BIN_SET} label", has_text="all voxels").click()
     wait_colours(FilterState(rule=data.default_rule, ns="hidden", bin_set="all"))

@@ -13,7 +13,7 @@ import pytest
 from core._validation import InputError
 from core.outputs.reader import open_results
 from core.testing.synthetic import SYNTHETIC_ROI_NAMES, make_synthetic_results
-from core.vocabulary import BIN_COLOURS_RGBA, CEILING_RGBA, NEGATIVE_RGBA, NS_RGBA, OUTCOME_RGBA, rgba_css, rgba_hex
+from core.vocabulary import ADDS_RGBA, BIN_COLOURS_RGBA, CEILING_RGBA, NEGATIVE_RGBA, NS_RGBA, OUTCOME_RGBA, rgba_css, rgba_hex
 from dashboard.data import DashboardData, FilterState, jaccard_map_view
 from dashboard.flatmaps import VEIL_RGBA, flatmap_filter_layer, make_flatmap_figure
 from dashboard.inspector import make_series_figure
@@ -102,7 +102,13 @@ def test_umap_colour_codes_match_the_palette_voxel_by_voxel(rng):
     for b, v, k, c in zip(bins, visible, ceiling, codes):
         expected = rgba_hex(CEILING_RGBA[k]) if v and b != -1 and k >= 0 else "rgba(0,0,0,0)"
         assert UMAP_COLOURS[c] == expected
-    assert UMAP_CODE["ceiling0"] + len(CEILING_RGBA) == len(UMAP_COLOURS)
+    assert UMAP_CODE["ceiling0"] + len(CEILING_RGBA) == UMAP_CODE["adds0"]
+    # Coloured by what attention adds: the same path with its own first code.
+    adds = rng.integers(-1, 4, 400).astype(np.int8)
+    codes = umap_colour_codes(bins, visible, "hidden", ceiling=adds, first=UMAP_CODE["adds0"])
+    for b, v, k, c in zip(bins, visible, adds, codes):
+        assert UMAP_COLOURS[c] == (rgba_hex(ADDS_RGBA[k]) if v and b != -1 and k >= 0 else "rgba(0,0,0,0)")
+    assert UMAP_CODE["adds0"] + len(ADDS_RGBA) == len(UMAP_COLOURS)
 
 
 def test_r_scatter_codes_brute_force(rng):

@@ -72,7 +72,7 @@ def test_apply_scene_sets_controls_and_moves_highlight_and_set_in_one_patch(data
     a = apply_scene(data, scene)
     assert a["filters"] == {"rule": "q", "bins": [2, 3], "rois": sorted(data.roi_names[:2]), "hemis": ["R"],
                             "threshold": 0.2, "ns": "hidden", "colour": "contrast", "contrast": "on_uniform",
-                            "outcomes": [-1, 1], "bin_set": "all"}
+                            "outcomes": [-1, 1], "bin_set": "all", "adds": [0, 1, 2, 3]}
     assert a["selected"] == 11 and a["hash"] == "#voxel=11" and a["selected_set"] == [4, 40, 120]
     assert a["set_message"] == "3 voxels in the selected set" and a["shown"] == ["off"]
     assert a["viewer"] == {"condition": "off", "view": "flat"} and a["caption"] == ("t1", "n1")
@@ -116,7 +116,7 @@ def test_current_scene_from_controls_and_the_url_it_writes(data):
     scene = current_scene(data, title=" t1 ", note="n1", shown=["off"],
                           filters={"rule": "q", "bins": [3, 2], "rois": data.roi_names[:2], "hemis": ["R"],
                                    "threshold": 0.2, "ns": "hidden", "colour": "contrast", "contrast": "on_uniform",
-                            "outcomes": [-1, 1], "bin_set": "all"}, selected=11,
+                            "outcomes": [-1, 1], "bin_set": "all", "adds": [0, 1, 2, 3]}, selected=11,
                           selected_set=[120, 4, 40], cameras=cams, viewer=None)
     assert scene == _scene(data)
     assert url_token(data, scene) == scene_to_url(scene)
@@ -207,7 +207,8 @@ def test_callbacks_over_http(app, data, clean_scenes):
     values = {f"{ids.RULE}.value": "q", f"{ids.BINS}.value": [2, 3], f"{ids.ROIS}.value": data.roi_names[:2],
               f"{ids.HEMIS}.value": ["R"], f"{ids.THRESHOLD}.value": 0.2, f"{ids.NS_MODE}.value": "hidden",
               f"{ids.COLOUR}.value": "contrast", f"{ids.CONTRAST}.value": "on_uniform",
-              f"{ids.OUTCOMES}.value": [1, -1], f"{ids.BIN_SET}.value": "all", f"{ids.SELECTED}.data": 11, f"{ids.SELECTED_SET}.data": [4, 40, 120],
+              f"{ids.OUTCOMES}.value": [1, -1], f"{ids.BIN_SET}.value": "all", f"{ids.SELECTED}.data": 11,
+              f"{ids.SELECTED_SET}.data": [4, 40, 120],
               f"{ids.CAMERA_STATE}.data": scene["cameras"], f"{ids.SHOWN}.value": ["off"],
               f"{ids.SCENE_READY}.data": True,
               f"{ids.SCENE_CAPTION}.children": json.loads(pj.to_json_plotly(_caption("t1", "n1")))}

@@ -51,7 +51,7 @@ def test_a_good_scene_is_normalised():
     s = validate_scene(_scene(), **RUN)
     assert s["filters"] == {"rule": "q", "bins": [1, 3], "rois": ["FFA", "PPA"], "hemis": ["R"], "threshold": 0.15,
                             "ns_mode": "hidden", "colour": "bins", "contrast": "on_off", "outcomes": [-1, 0, 1],
-                            "bin_set": "significant"}
+                            "bin_set": "significant", "adds": [0, 1, 2, 3]}
     assert s["selected_set"] == [3, 9] and s["selected"] == 7 and s["conditions"] == ["on"]
     assert s["cameras"]["off"]["eye"] == {"x": 1.0, "y": 2.0, "z": 0.5} and s["cameras"]["on"] is None
     assert list(s) == ["version", "title", "note", "conditions", "filters", "selected", "selected_set", "cameras",
@@ -87,10 +87,10 @@ BAD_SCENES = [
      "f.json, field 'filters.ns_mode': expected one of 'faint', 'hidden', found 'grey'; use one of those"),
     ("filter-typo", {"version": 1, "filters": {"treshold": 0.1}},
      "f.json, field 'filters.treshold': unknown filter 'treshold'; expected only rule, bins, rois, hemis, threshold, "
-     "ns_mode, colour, contrast, outcomes, bin_set (remove it or check its spelling)"),
+     "ns_mode, colour, contrast, outcomes, bin_set, adds (remove it or check its spelling)"),
     ("colour", {"version": 1, "filters": {"colour": "rainbow"}},
-     "f.json, field 'filters.colour': expected one of 'bins', 'contrast', 'ceiling', found 'rainbow'; use one "
-     "of those"),
+     "f.json, field 'filters.colour': expected one of 'bins', 'contrast', 'ceiling', 'adds', found 'rainbow'; use "
+     "one of those"),
     ("contrast", {"version": 1, "filters": {"contrast": "off_on"}},
      "f.json, field 'filters.contrast': expected one of 'on_off', 'on_uniform', 'uniform_off', found 'off_on'; use "
      "one of those"),

@@ -177,12 +177,10 @@ def test_every_array_of_the_synthetic_run_is_declared_and_readable(synthetic):
             spec, condition = SCHEMA.parse(stage, array)
             assert synthetic.array(stage, spec.field, condition) is arr
             seen.add((stage, spec.field))
-    # The synthetic run holds every declared array but those of the pipeline's own simulation and permutations,
-    # and the joint stage (no view reads it yet; the real tiny run below checks its arrays).
+    # The synthetic run holds every declared array but those of the pipeline's own simulation and permutations.
     declared = {(stage, spec.field) for stage, st in SCHEMA.stages.items() for spec in st.arrays}
-    joint = {("joint", spec.field) for spec in SCHEMA.stages["joint"].arrays}
     assert declared - seen == {("dataset", "truth_labels_train"), ("dataset", "truth_labels_test"),
-                               ("stats", "p_perm"), ("stats", "q_perm")} | joint
+                               ("stats", "p_perm"), ("stats", "q_perm")}
 
 
 def test_results_accessors_on_the_synthetic_run(synthetic):

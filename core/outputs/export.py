@@ -80,6 +80,12 @@ _COLUMNS_AFTER_BIN = {
     "p_delta_{c}": "two-sided p of r_a - r_b = 0 (block bootstrap SE, t reference)",
     "q_delta_{c}": "Benjamini-Hochberg q of that p",
     "outcome_{c}": "+1 a predicts better, -1 b does (q <= contrasts.level), 0 no detectable difference",
+    "r2_joint, r2_on, r2_off": "test R^2 of the joint on+off model and of each alone (runs with the joint stage)",
+    "unique_on, unique_off, shared": "r2_joint - r2_off, r2_joint - r2_on, r2_on + r2_off - r2_joint (negative "
+                                     "estimates kept)",
+    "p_unique_on, q_unique_on, p_unique_off, q_unique_off": "one-sided block-bootstrap p of unique variance > 0 and "
+                                                            "its BH q",
+    "joint_gamma_on": "the joint model's on-band weight chosen by cross-validation",
 }
 #: :func:`table_columns` for the default bins (a run with other ``stats.bin_edges``: ``table_columns(results)``).
 TABLE_COLUMNS = table_columns(DEFAULT_BINS)

@@ -269,6 +269,10 @@ class Results(StageArrays):
                 for field, col in (("delta", "delta_{c}"), ("delta_lo", "delta_lo_{c}"), ("delta_hi", "delta_hi_{c}"),
                                    ("p", "p_delta_{c}"), ("q", "q_delta_{c}"), ("outcome", "outcome_{c}")):
                     cols[col.format(c=c)] = np.asarray(a[field])
+            if self.has_stage("joint") and self.has_array("joint", "unique_on"):
+                for field in ("r2_joint", "r2_on", "r2_off", "unique_on", "unique_off", "shared", "p_unique_on",
+                              "q_unique_on", "p_unique_off", "q_unique_off", "gamma_on"):
+                    cols["joint_gamma_on" if field == "gamma_on" else field] = np.asarray(self.array("joint", field))
             self._table = pd.DataFrame(cols)
         return self._table
 

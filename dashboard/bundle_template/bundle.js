@@ -46,6 +46,9 @@
         filters.bins.forEach(function (b) { shownBins[b] = true; });
         var outcome = filters.colour === "contrast" ? a["outcome_" + filters.contrast] || null : null;
         var ceiling = filters.colour === "ceiling" ? a["ceiling_" + m] : null;
+        var adds = filters.colour === "adds" ? a.adds : null;
+        var shownAdds = {};
+        (filters.adds || []).forEach(function (c) { shownAdds[c] = true; });
         var shownOutcomes = {};
         filters.outcomes.forEach(function (o) { shownOutcomes[o] = true; });
         var rois = null;
@@ -71,8 +74,10 @@
             if (keep && hemis) keep = hemis[a.hemi[v]] === true;
             if (keep && outcome) keep = shownOutcomes[outcome[v]] === true;
             if (keep && ceiling) keep = ceiling[v] >= 0;
+            if (keep && adds) keep = shownAdds[adds[v]] === true;
             if (!keep) codes[v] = other;
             else if (ceiling) codes[v] = CODE.ceiling0 + ceiling[v];
+            else if (adds) codes[v] = CODE.adds0 + adds[v];
             else if (outcome) codes[v] = CODE.outcome0 + outcome[v] + 1;
             else codes[v] = b === -2 ? CODE.negative : b + CODE.bin0;
         }
@@ -193,6 +198,7 @@
         var bins = f.bins.map(function (b) { return b === -2 ? "r < 0" : doc.colours.bin_labels[b]; });
         var parts = [f.bin_set === "all" ? "all voxels binned" : rule, "bins " + (bins.length ? bins.join(", ") : "none")];
         if (f.colour === "ceiling") parts.push("coloured by r / noise ceiling");
+        if (f.colour === "adds") parts.push("coloured by what attention adds");
         if (f.colour === "contrast" && doc.contrasts[f.contrast]) {
             var words = doc.contrasts[f.contrast].outcomes;
             parts.push("coloured by " + doc.contrasts[f.contrast].label + " (" +
@@ -219,7 +225,10 @@
             el.appendChild(span);
         }
         var contrast = filters.colour === "contrast" ? state.doc.contrasts[filters.contrast] : null;
-        if (filters.colour === "ceiling") {
+        if (filters.colour === "adds") {
+            el.appendChild(document.createTextNode("what attention adds (joint model): "));
+            [1, 2, 3, 0].forEach(function (i) { item(c.adds[i], c.adds_labels[i]); });
+        } else if (filters.colour === "ceiling") {
             el.appendChild(document.createTextNode("r / noise ceiling (reliable ceilings only): "));
             c.ceiling.forEach(function (hex, i) { item(hex, c.ceiling_labels[i]); });
         } else if (contrast) {
