@@ -72,7 +72,17 @@ def page(app):
         pg = browser.new_page(viewport={"width": 1500, "height": 1000})
         pg.console_log = ConsoleLog(pg)
         pg.set_default_timeout(WAIT_MS)
-        pg.goto(url + "/")
+        # The page's requests still open, for the message should the load event not come.
+        pending: dict[str, float] = {}
+        pg.on("request", lambda r: pending.__setitem__(r.url, time.time()))
+        pg.on("requestfinished", lambda r: pending.pop(r.url, None))
+        pg.on("requestfailed", lambda r: pending.pop(r.url, None))
+        pg.goto(url + "/", wait_until="commit")
+        try:
+            pg.wait_for_load_state("load", timeout=WAIT_MS)
+        except Exception as exc:
+            raise AssertionError(f"the page did not finish loading; requests still open: {sorted(pending)}; "
+                                 f"document.readyState {pg.evaluate('document.readyState')!r}") from exc
         pg.wait_for_function("document.querySelectorAll('#umap-off canvas').length > 0 && "
                              "document.querySelectorAll('#umap-on canvas').length > 0 && "
                              "!!(window.attnbrain && window.attnbrain.defaultCameras.off && "
