@@ -5,10 +5,14 @@ Synthetic features like the ABN's: an off set with a decaying spectrum and an on
 per channel by default, as in the demo), voxels planted from both; ``--voxels`` voxels, 7,200 train / 600 test
 samples, 2,048 features per set (the study's scale), 5 contiguous folds, the paper preset's 21 alphas with the
 refined search, band weights 0, 0.25, .., 1 (the vertices are the single fits, reused by the joint stage).
+``--signal-share`` plants signal in that share of the voxels only; the joint fit scores its inner band weights
+on the voxels a single model predicts in cross-validation (the stage's ``joint.voxels = "predicted"``) unless
+``--voxel-screen all``.
 himalaya runs the 3 inner band weights (it cannot take a zero weight) on ``--himalaya-voxels`` voxels, and so do
 we, for the side-by-side time.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/joint.py --voxels 10000 --himalaya-voxels 2000
+    OMP_NUM_THREADS=2 .venv/bin/python bench/joint.py --voxels 10000 --himalaya-voxels 2000 --voxel-screen all
+    OMP_NUM_THREADS=2 .venv/bin/python bench/joint.py --voxels 70933 --signal-share 0.3 --skip-himalaya
     .venv/bin/python bench/joint.py --voxels 70933 --device cuda
 
 Last line: ``RESULT key=value ...``.
@@ -26,12 +30,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.encoding import VoxelRidgeCV, make_folds  # noqa: E402
-from core.encoding.banded import BandedRidgeCV, band_weight_grid  # noqa: E402
+from core.encoding.banded import BandedRidgeCV, band_weight_grid, cv_screen  # noqa: E402
 from core.encoding.ridge import DEFAULT_ALPHAS  # noqa: E402
 
 
-def planted(n: int, p: int, v: int, corr: float, seed: int):
-    """X_off, X_on (n, p) float32 with per-channel correlation ``corr``; Y (n, v) from both, SNR up to 1."""
+def planted(n: int, p: int, v: int, corr: float, seed: int, signal_share: float = 1.0):
+    """X_off, X_on (n, p) float32 with per-channel correlation ``corr``; Y (n, v) from both, SNR up to 1, on the
+    first ``signal_share`` of the voxels (the others pure noise, as most of a cortex is)."""
     rng = np.random.default_rng(seed)
     spectrum = np.linspace(1.0, 0.02, p)
     mix = rng.standard_normal((p, p)).astype(np.float32) * spectrum.astype(np.float32)
@@ -44,8 +49,8 @@ def planted(n: int, p: int, v: int, corr: float, seed: int):
         s = slice(start, min(start + 4096, v))
         w = rng.standard_normal((p, s.stop - start)).astype(np.float32) / np.sqrt(p)
         sig = on @ (w * share[s]) + off @ (w * (1 - share[s]))
-        Y[:, s] = sig / sig.std(0) * rng.random(s.stop - start).astype(np.float32) \
-            + rng.standard_normal((n, s.stop - start)).astype(np.float32)
+        gain = rng.random(s.stop - start).astype(np.float32) * (np.arange(start, s.stop) < signal_share * v)
+        Y[:, s] = sig / sig.std(0) * gain + rng.standard_normal((n, s.stop - start)).astype(np.float32)
     return off, on, Y
 
 
@@ -61,11 +66,15 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=600)
     ap.add_argument("--features", type=int, default=2_048)
     ap.add_argument("--corr", type=float, default=0.96)
+    ap.add_argument("--signal-share", type=float, default=1.0,
+                    help="share of the voxels with planted signal (the rest pure noise)")
+    ap.add_argument("--voxel-screen", choices=("predicted", "all"), default="predicted",
+                    help="joint.voxels: score the inner band weights where a single model has CV R^2 > 0, or on all")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-himalaya", action="store_true")
     args = ap.parse_args(argv)
     n = args.train + args.test
-    off, on, Y = planted(n, args.features, args.voxels, args.corr, seed=0)
+    off, on, Y = planted(n, args.features, args.voxels, args.corr, seed=0, signal_share=args.signal_share)
     tr = slice(0, args.train)
     kw = dict(alphas=DEFAULT_ALPHAS, n_folds=5, device=args.device, alpha_search="refine")
     gammas = band_weight_grid(2, 4)
@@ -83,14 +92,18 @@ def main(argv=None) -> int:
     print(f"  two single fits      {t_single:8.1f} s", flush=True)
 
     t0 = time.perf_counter()
+    # The joint stage's screen (joint.voxels): the voxels a single model predicts in cross-validation.
+    screen = cv_screen(known[0][0], known[len(gammas) - 1][0]) if args.voxel_screen == "predicted" else None
     joint = BandedRidgeCV(gammas=gammas, **kw)
-    joint.fit([on[tr], off[tr]], Y[tr], X_test=[on[args.train:], off[args.train:]], known=known)
+    joint.fit([on[tr], off[tr]], Y[tr], X_test=[on[args.train:], off[args.train:]], known=known, voxels=screen)
     t_joint = time.perf_counter() - t0
     rss = peak_rss_gb()
-    print(f"  joint (3 new weights) {t_joint:7.1f} s   peak RSS {rss:.2f} GB   ({t_joint / t_single:.2f}x the two "
-          "single fits)", flush=True)
+    n_fit = args.voxels if screen is None else int(screen.size)
+    print(f"  joint (3 new weights on {n_fit} voxels) {t_joint:7.1f} s   peak RSS {rss:.2f} GB   "
+          f"({t_joint / t_single:.2f}x the two single fits)", flush=True)
 
-    result = {"voxels": args.voxels, "single_s": round(t_single, 1), "joint_s": round(t_joint, 1),
+    result = {"voxels": args.voxels, "signal_share": args.signal_share, "fitted_voxels": n_fit,
+              "single_s": round(t_single, 1), "joint_s": round(t_joint, 1),
               "joint_over_single": round(t_joint / t_single, 2), "peak_rss_gb": round(rss, 2)}
     if not args.skip_himalaya:
         from himalaya.backend import set_backend

@@ -124,6 +124,13 @@ class JointConfig:
     # Band weights of the on features in steps of 1 / n_steps (0, 0.25, .., 1 with 4): the vertices are the
     # single-feature models of the encoding stage (reused), each inner weight costs one ridge fit of both bands.
     n_steps: int = 4
+    # Voxels the inner band weights are fitted on: "predicted", those where the on or the off model has a
+    # positive mean validation R^2 (training runs only; the others keep their better single model, a vertex of
+    # the grid: no band predicts them, so there is nothing to partition), or "all".
+    voxels: str = "predicted"
+    # With the uniform-gain condition in features.modes: a second joint model over on + uniform, whose unique-on
+    # part is the spatial focus of attention beyond its overall gain.
+    uniform: bool = True
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,9 @@ def _check(cfg: RunConfig) -> RunConfig:
             bad(f"contrasts.{name}", "a value strictly between 0 and 1", getattr(c, name))
     if isinstance(cfg.joint.n_steps, bool) or not 1 <= cfg.joint.n_steps <= 20:
         bad("joint.n_steps", "an integer from 1 (the single models only) to 20", cfg.joint.n_steps)
+    if cfg.joint.voxels not in ("predicted", "all"):
+        bad("joint.voxels", '"predicted" (voxels a single model predicts in cross-validation) or "all"',
+            cfg.joint.voxels)
     if cfg.umap.n_neighbors > cfg.rsa.k:
         bad("umap.n_neighbors", f"at most rsa.k = {cfg.rsa.k} (UMAP reads the precomputed kNN graph)",
             cfg.umap.n_neighbors)

@@ -97,8 +97,11 @@ def unique_variance_test(measured, pred_joint, pred_a, pred_b, *, n_boot: int = 
         sse = {k: (y - p) ** 2 for k, p in (("j", pj), ("a", pa), ("b", pb))}
         with np.errstate(divide="ignore", invalid="ignore"):
             for key, other in (("a", "b"), ("b", "a")):
-                d_obs = (sse[other].sum(0) - sse["j"].sum(0)) / sst
-                d_boot = (W @ (sse[other] - sse["j"])) / np.where(sst_b > 0, sst_b, np.nan)
+                # From the per-sample differences, so a joint model that is the other model gives exactly 0
+                # (two sums of the same values in different memory orders can differ in the last bit).
+                diff = sse[other] - sse["j"]
+                d_obs = diff.sum(0) / sst
+                d_boot = (W @ diff) / np.where(sst_b > 0, sst_b, np.nan)
                 se = np.sqrt(np.nanvar(d_boot, axis=0))
                 t = np.where(se > 0, d_obs / np.where(se > 0, se, 1.0),
                              np.where(d_obs > 0, np.inf, np.where(d_obs < 0, -np.inf, np.nan)))

@@ -353,7 +353,8 @@ class DashboardData:
         if results.has_stage("joint") and results.has_array("joint", "unique_on"):
             from core.pipeline.schema import SCHEMA
             self.joint = {spec.field: np.asarray(results.array("joint", spec.field))
-                          for spec in SCHEMA.stages["joint"].arrays if spec.field != "pred"}
+                          for spec in SCHEMA.stages["joint"].arrays
+                          if spec.field != "pred" and results.has_array("joint", spec.field)}
             self.joint_test = dict(results.stage("joint").meta.get("test", {}))
 
         self.roi_names = results.roi_names

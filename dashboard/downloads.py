@@ -46,13 +46,15 @@ def nifti_files(data: DashboardData) -> dict[str, tuple[str, str, str]]:
 
     ``kind`` is ``"nifti"`` (``name`` a condition, fields :data:`core.outputs.export.NIFTI_FIELDS`; file
     ``<stem>_<field>_<condition>.nii.gz``) or ``"nifti_contrast"`` (``name`` one of the run's contrasts, fields
-    :data:`core.outputs.export.CONTRAST_NIFTI_FIELDS`; file ``<stem>_<field>_<contrast>.nii.gz``). The route
+    :data:`core.outputs.export.CONTRAST_NIFTI_FIELDS`; file ``<stem>_<field>_<contrast>.nii.gz``) or
+    ``"nifti_joint"`` (``name`` ``"joint"``, fields :func:`core.outputs.export.joint_nifti_fields`). The route
     looks names up here rather than parsing them, since contrasts (``on_off``) and fields (``delta_lo``) hold
     underscores; no two downloads share a name.
     """
     stem = _stem(data)
     entries = [("nifti", m, f) for m in data.conditions for f in export.NIFTI_FIELDS]
     entries += [("nifti_contrast", c, f) for c in data.results.contrast_names() for f in export.CONTRAST_NIFTI_FIELDS]
+    entries += [("nifti_joint", "joint", f) for f in export.joint_nifti_fields(data.results)]
     files = {f"{stem}_{f}_{name}.nii.gz": (kind, name, f) for kind, name, f in entries}
     if len(files) != len(entries):          # cannot happen with the vocabulary's names; guard the lookup
         raise RuntimeError("two NIfTI downloads share a file name")
@@ -61,7 +63,7 @@ def nifti_files(data: DashboardData) -> dict[str, tuple[str, str, str]]:
 
 def export_urls(data: DashboardData) -> dict[str, str]:
     """URL of every fixed download: ``table``, ``nifti:<condition>:<field>``, ``nifti_contrast:<contrast>:<field>``
-    (each contrast of the run), ``flatmap:<condition>``."""
+    (each contrast of the run), ``nifti_joint:joint:<field>`` (the joint stage's maps), ``flatmap:<condition>``."""
     base = f"{data.url_prefix}/export"
     urls = {"table": f"{base}/{_stem(data)}_voxels.csv"}
     for filename, (kind, name, f) in nifti_files(data).items():
@@ -96,6 +98,10 @@ def downloads_panel(data: DashboardData) -> html.Details:
             rows.append(html.P([f"NIfTI, contrast {CONTRAST_LABELS.get(c, c)}: "]
                                + [x for f in export.CONTRAST_NIFTI_FIELDS
                                   for x in (link(f, urls[f"nifti_contrast:{c}:{f}"]), " ")]))
+        joint_fields = export.joint_nifti_fields(data.results)
+        if joint_fields:
+            rows.append(html.P(["NIfTI, what attention adds (joint model): "]
+                               + [x for f in joint_fields for x in (link(f, urls[f"nifti_joint:joint:{f}"]), " ")]))
     if data.flatmap is not None:
         rows.append(html.P(["flatmap PNG: "] + [x for m in data.conditions if m in data.flatmap.images
                                                  for x in (link(CONDITION_LABELS.get(m, m), urls[f"flatmap:{m}"]),
@@ -173,6 +179,8 @@ def register_routes(server, data: DashboardData) -> None:
 
     @lru_cache(maxsize=16)
     def nifti(kind: str, name: str, field: str) -> bytes:
+        if kind == "nifti_joint":
+            return export.nifti_bytes(export.nifti_joint_map(data.results, field))
         make = export.nifti_contrast_map if kind == "nifti_contrast" else export.nifti_map
         return export.nifti_bytes(make(data.results, name, field))
 

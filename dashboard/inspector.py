@@ -115,7 +115,12 @@ def partition_rows(data: DashboardData, voxel: int) -> html.Table:
             ("unique off (joint − on)", val("unique_off"), _fmt(float(j["p_unique_off"][v]), 4),
              _fmt(float(j["q_unique_off"][v]), 4)),
             ("shared (on + off − joint)", val("shared"), "", ""),
-            ("on-band weight (CV)", _fmt(float(j["gamma_on"][v]), 2), "", "")]
+            ("on-band weight (CV)", _fmt(float(j["gamma_on"][v]), 2)
+             + ("" if "fitted" not in j or bool(j["fitted"][v]) else " (no band predicts it in CV: its better "
+                                                                     "single model kept)"), "", "")]
+    if "unique_on_vs_uniform" in j:
+        rows.append(("on beyond uniform gain (on+uniform − uniform)", val("unique_on_vs_uniform"),
+                     _fmt(float(j["p_unique_on_vs_uniform"][v]), 4), _fmt(float(j["q_unique_on_vs_uniform"][v]), 4)))
     return html.Table([
         html.Thead(html.Tr([html.Th("joint on+off model"), html.Th("value"), html.Th("p (one-sided)"),
                             html.Th(f"q (FDR, ≤ {level} adds)")])),

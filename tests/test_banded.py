@@ -101,3 +101,43 @@ def test_bad_band_input_is_one_clear_error():
         BandedRidgeCV().fit([on, off[:-1]], Y)
     with pytest.raises(InputError, match="z-scores each band"):
         BandedRidgeCV(standardize_X=True)
+
+
+def test_a_voxel_screen_fits_the_screened_voxels_as_the_full_search_does_and_keeps_the_rest_single():
+    """``voxels=``: on the screened voxels the search is the full one's (each voxel's ridge is independent of
+    the others'); every other voxel keeps the better known vertex, its CV surface NaN inside."""
+    from core.encoding import VoxelRidgeCV
+    from core.encoding.banded import cv_screen
+    on, off, Y, on_t, off_t, _ = _data(seed=2)
+    alphas = np.logspace(-1, 4, 11)
+    gammas = band_weight_grid(2, 4)
+    known = {}
+    for i, X, Xt in ((0, on, on_t), (len(gammas) - 1, off, off_t)):
+        m = VoxelRidgeCV(alphas=alphas, n_folds=4, dtype=torch.float64).fit(X, Y)
+        known[i] = (m.cv_scores_, m.best_alphas_, m.predict(Xt))
+    full = BandedRidgeCV(gammas=gammas, alphas=alphas, n_folds=4, dtype=torch.float64)
+    full.fit([on, off], Y, X_test=[on_t, off_t], known=known)
+    # A screen that keeps about half: the voxels with the higher CV score of their better single model.
+    best_single = np.maximum(known[0][0], known[len(gammas) - 1][0])
+    voxels = cv_screen(known[0][0], known[len(gammas) - 1][0], threshold=float(np.median(best_single)))
+    assert 10 < voxels.size < Y.shape[1] - 10
+    part = BandedRidgeCV(gammas=gammas, alphas=alphas, n_folds=4, dtype=torch.float64)
+    part.fit([on, off], Y, X_test=[on_t, off_t], known=known, voxels=voxels)
+    np.testing.assert_array_equal(part.fitted_voxels_, voxels)
+    np.testing.assert_array_equal(part.best_gamma_index_[voxels], full.best_gamma_index_[voxels])
+    np.testing.assert_allclose(part.cv_scores_[voxels], full.cv_scores_[voxels], rtol=0, atol=1e-12)
+    # float32 predictions of the same float64 fits: identical up to the cast.
+    np.testing.assert_allclose(part.predictions_[:, voxels], full.predictions_[:, voxels], rtol=1e-6, atol=1e-7)
+    rest = np.setdiff1d(np.arange(Y.shape[1]), voxels)
+    vertex = np.where(known[0][0][rest] >= known[len(gammas) - 1][0][rest], 0, len(gammas) - 1)
+    np.testing.assert_array_equal(part.best_gamma_index_[rest], vertex)
+    assert np.isnan(part.cv_by_gamma_[1:-1][:, rest]).all()
+    for i in (0, len(gammas) - 1):
+        chosen = rest[vertex == i]
+        np.testing.assert_array_equal(part.predictions_[:, chosen], known[i][2][:, chosen].astype(np.float32))
+    # The screen reads NaN as "not predicted" and needs the vertices for the voxels it leaves out.
+    np.testing.assert_array_equal(cv_screen(np.array([0.1, np.nan, -1.0]), np.array([np.nan, np.nan, 0.2])), [0, 2])
+    with pytest.raises(InputError, match="known band weights"):
+        BandedRidgeCV(gammas=gammas, alphas=alphas, n_folds=4).fit([on, off], Y, voxels=voxels)
+    with pytest.raises(InputError, match="increasing voxel indices"):
+        BandedRidgeCV(gammas=gammas, alphas=alphas, n_folds=4).fit([on, off], Y, known=known, voxels=voxels[::-1])

@@ -50,6 +50,15 @@ def test_bad_simulation_settings_are_named(override, fieldname):
     assert err.value.field == fieldname
 
 
+@pytest.mark.parametrize("override, fieldname, match", [
+    ({"n_steps": 0}, "joint.n_steps", "an integer from 1"), ({"voxels": "significant"}, "joint.voxels", "predicted"),
+    ({"uniform": "yes"}, "joint.uniform", "expected bool")])
+def test_bad_joint_settings_are_named(override, fieldname, match):
+    with pytest.raises(InputError, match=match) as err:
+        make_config("demo", {"joint": override})
+    assert err.value.field == fieldname
+
+
 def test_white_noise_simulation_from_toml_integers():
     cfg = make_config("demo", {"simulation": {"ar_range": [0, 0], "hrf": False}})
     assert cfg.simulation.ar_range == (0.0, 0.0) and not cfg.simulation.hrf

@@ -219,6 +219,40 @@ def test_contrast_map_holds_the_stored_arrays(s1_contrast_run, s1_mask, contrast
     assert img.header["descrip"].item().decode() == f"attnbrain {results.run_id} {field}_{contrast}"
 
 
+@pytest.mark.parametrize("field", ["unique_on", "unique_off", "shared", "q_unique_on", "gamma_on",
+                                   "unique_on_vs_uniform", "p_unique_on_vs_uniform"])
+def test_joint_map_holds_the_stored_arrays(s1_contrast_run, field):
+    results, _ = s1_contrast_run
+    img = export.nifti_joint_map(results, field)
+    data = np.asarray(img.dataobj)
+    stored = np.asarray(results.array("joint", field), dtype=np.float32)
+    ijk = np.asarray(results.array("dataset", "ijk"))
+    assert data.dtype == np.float32
+    # Every voxel of the run at its (i, j, k), NaN wherever the run has no voxel.
+    np.testing.assert_array_equal(data[tuple(ijk.T)], stored)
+    inside = np.zeros(data.shape, bool)
+    inside[tuple(ijk.T)] = True
+    assert np.isnan(data[~inside]).all()
+    assert np.array_equal(img.affine, export.nifti_map(results, "on", "r").affine)
+    assert img.header["descrip"].item().decode() == f"attnbrain {results.run_id} {field}_joint"
+
+
+def test_joint_nifti_bad_inputs(s1_contrast_run, synthetic_dir, tmp_path):
+    results, _ = s1_contrast_run
+    with pytest.raises(InputError, match="'field': expected one of the run's joint maps unique_on, .*found 'pred'"):
+        export.nifti_joint_map(results, "pred")
+    out = _retarget(synthetic_dir, tmp_path / "nojoint", subject=SUBJECT,
+                    ijk=np.asarray(results.array("dataset", "ijk")))
+    (run_json,) = list(out.glob("*/run.json"))
+    info = json.loads(run_json.read_text())
+    del info["stages"]["joint"]
+    run_json.write_text(json.dumps(info))
+    bare = open_results(out)
+    assert export.joint_nifti_fields(bare) == ()
+    with pytest.raises(InputError, match="'joint': this run has no joint stage"):
+        export.nifti_joint_map(bare, "unique_on")
+
+
 def test_contrast_outcome_map_codes(s1_contrast_run, s1_mask):
     results, invalid = s1_contrast_run
     img = export.nifti_contrast_map(results, "on_off", "outcome")
@@ -382,7 +416,17 @@ def test_contrast_download_routes(s1_contrast_run):
     urls = export_urls(data)
     assert sorted(k for k in urls if k.startswith("nifti_contrast:")) == sorted(
         f"nifti_contrast:{c}:{f}" for c in CONTRASTS for f in export.CONTRAST_NIFTI_FIELDS)
-    assert len(nifti_files(data)) == 3 * 4 + 3 * 6
+    joint_fields = export.JOINT_NIFTI_FIELDS + export.JOINT_UNIFORM_NIFTI_FIELDS
+    assert export.joint_nifti_fields(results) == joint_fields
+    assert len(nifti_files(data)) == 3 * 4 + 3 * 6 + len(joint_fields)
+    for f in joint_fields:
+        url = urls[f"nifti_joint:joint:{f}"]
+        assert url.endswith(f"_{f}_joint.nii.gz") and url in json.dumps(app.layout.to_plotly_json(), default=str)
+        resp = client.get(url)
+        assert resp.status_code == 200 and resp.mimetype == "application/gzip", url
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(resp.data))
+        assert np.array_equal(np.asarray(img.dataobj), np.asarray(export.nifti_joint_map(results, f).dataobj),
+                              equal_nan=True)
     for c in CONTRASTS:
         for f in export.CONTRAST_NIFTI_FIELDS:
             url = urls[f"nifti_contrast:{c}:{f}"]

@@ -20,7 +20,7 @@ import numpy as np
 from core._validation import InputError
 from core.encoding.ridge import DEFAULT_ALPHAS, VoxelRidgeCV, _as_2d, _check_all_finite
 
-__all__ = ["band_weight_grid", "BandedRidgeCV", "r2_per_voxel", "partition_variance"]
+__all__ = ["band_weight_grid", "BandedRidgeCV", "cv_screen", "r2_per_voxel", "partition_variance"]
 
 
 def band_weight_grid(n_bands: int, n_steps: int) -> np.ndarray:
@@ -120,7 +120,7 @@ class BandedRidgeCV:
                  for X, m, s, g in zip(bands, self._mean, self._scale, gamma) if g > 0]
         return np.concatenate(parts, axis=1)
 
-    def fit(self, Xs, Y, X_test=None, test_run_onsets=None, known=None) -> "BandedRidgeCV":
+    def fit(self, Xs, Y, X_test=None, test_run_onsets=None, known=None, voxels=None) -> "BandedRidgeCV":
         """Score every band weight and alpha, keep each voxel's best, refit and (with ``X_test``) predict.
 
         Parameters
@@ -138,6 +138,11 @@ class BandedRidgeCV:
             standardisation, e.g. the vertices as the single-band models of the encoding stage: their mean
             validation R^2 and alpha per voxel, and their test predictions (n_test, n_voxels) when ``X_test``
             is given. They are not refitted.
+        voxels : array of int, optional
+            The voxels (columns of ``Y``) on which the band weights not in ``known`` are scored; every other voxel
+            keeps the best of the known band weights (which must then cover the vertices). Default: all voxels.
+            For a screen made from training data only, e.g. the voxels some single-band model predicts in
+            cross-validation (:func:`cv_screen`).
         """
         bands = self._bands(Xs, "X")
         gammas = self._check_gammas(len(bands))
@@ -158,6 +163,21 @@ class BandedRidgeCV:
         self.seconds_ = []
         known = dict(known or {})
         self.folds_ = None
+        if voxels is None:
+            cols = None
+        else:
+            cols = np.asarray(voxels)
+            if cols.ndim != 1 or (cols.size and (not np.issubdtype(cols.dtype, np.integer) or cols.min() < 0
+                                                  or cols.max() >= n_voxels or np.any(np.diff(cols) <= 0))):
+                raise InputError(f"expected increasing voxel indices in 0..{n_voxels - 1}", source="BandedRidgeCV",
+                                 field="voxels")
+            if not known:
+                raise InputError("a voxel subset needs known band weights for the other voxels",
+                                 source="BandedRidgeCV", field="voxels")
+            if cols.size == n_voxels:
+                cols = None
+        Y_fit = Y if cols is None else np.ascontiguousarray(Y[:, cols])
+        self.fitted_voxels_ = np.arange(n_voxels) if cols is None else cols
         for i, gamma in enumerate(gammas):
             t0 = time.perf_counter()
             if i in known:
@@ -168,12 +188,20 @@ class BandedRidgeCV:
                     raise InputError(f"known fit of band weight {i}: expected {n_voxels} CV scores and alphas, "
                                      f"found {cv.shape} and {alphas.shape}", source="BandedRidgeCV", field="known")
                 model = None
+            elif cols is not None and cols.size == 0:
+                self.cv_by_gamma_[i] = np.nan
+                self.seconds_.append(time.perf_counter() - t0)
+                continue
             else:
                 model = VoxelRidgeCV(alphas=self.alphas, standardize_X=False, **self.ridge_kwargs)
-                model.fit(self._weighted(bands, gamma), Y)
+                model.fit(self._weighted(bands, gamma), Y_fit)
                 cv, alphas = np.asarray(model.cv_scores_, dtype=np.float64), model.best_alphas_
+                if cols is not None:              # voxels outside the subset never take this band weight
+                    cv_all, alphas_all = np.full(n_voxels, -np.inf), np.zeros(n_voxels)
+                    cv_all[cols], alphas_all[cols] = cv, alphas
+                    cv, alphas = cv_all, alphas_all
                 self.folds_ = model.folds_
-            self.cv_by_gamma_[i] = cv
+            self.cv_by_gamma_[i] = np.where(np.isneginf(cv), np.nan, cv)
             better = cv > best                       # strict: the first band weight of the grid keeps ties
             best[better] = cv[better]
             self.best_gamma_index_[better] = i
@@ -181,15 +209,32 @@ class BandedRidgeCV:
             if tests is not None and better.any():
                 if model is None:
                     pred = np.asarray(pred)
+                    self.predictions_[:, better] = pred[:, better]
                 else:
                     pred = model.predict(self._weighted(tests, gamma), run_onsets=test_run_onsets)
-                self.predictions_[:, better] = pred[:, better]
+                    if cols is None:
+                        self.predictions_[:, better] = pred[:, better]
+                    else:
+                        self.predictions_[:, better] = pred[:, better[cols]]
             self.seconds_.append(time.perf_counter() - t0)
             del model
         self.cv_scores_ = best
         self.gammas_ = gammas
         self.best_gammas_ = gammas[self.best_gamma_index_]
         return self
+
+
+def cv_screen(*cv_scores, threshold: float = 0.0) -> np.ndarray:
+    """The voxels some single-band model predicts in cross-validation: indices where the largest of the given
+    mean validation R^2 (one array per band, training data only) exceeds ``threshold``; NaN counts as not.
+
+    A voxel no band predicts on held-out training runs has no explainable variance to partition; the joint
+    model keeps its best single-band model there (a point of its own grid, chosen by the same criterion).
+    """
+    best = np.full(np.shape(cv_scores[0]), -np.inf)
+    for cv in cv_scores:
+        best = np.fmax(best, np.asarray(cv, dtype=np.float64))
+    return np.flatnonzero(best > threshold)
 
 
 def r2_per_voxel(pred, Y) -> np.ndarray:

@@ -22,7 +22,8 @@ from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, BinScheme
 
 __all__ = ["NIFTI_FIELDS", "BIN_FILL", "CONTRAST_NIFTI_FIELDS", "OUTCOME_FILL", "TABLE_COLUMNS", "table_columns",
            "bin_codes_text", "cortex_reference", "nifti_unavailable_reason", "voxel_volume", "nifti_map",
-           "nifti_contrast_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png"]
+           "nifti_contrast_map", "JOINT_NIFTI_FIELDS", "JOINT_UNIFORM_NIFTI_FIELDS", "joint_nifti_fields",
+           "nifti_joint_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png"]
 
 #: The per-voxel maps a NIfTI export can hold (``bin`` = the run's stored correlation-bin codes).
 NIFTI_FIELDS = ("r", "p", "q", "bin")
@@ -86,6 +87,15 @@ _COLUMNS_AFTER_BIN = {
     "p_unique_on, q_unique_on, p_unique_off, q_unique_off": "one-sided block-bootstrap p of unique variance > 0 and "
                                                             "its BH q",
     "joint_gamma_on": "the joint model's on-band weight chosen by cross-validation",
+    "joint_fitted": "True where the joint model's inner band weights were scored (joint.voxels); else it is the "
+                    "better single model by cross-validation",
+    "r2_on_uniform, r2_uniform": "test R^2 of the on + uniform joint model and of uniform alone (runs with the "
+                                 "uniform condition)",
+    "unique_on_vs_uniform, unique_uniform_vs_on": "r2_on_uniform - r2_uniform (the spatial focus beyond the gain), "
+                                                  "r2_on_uniform - r2_on",
+    "p_unique_on_vs_uniform, q_unique_on_vs_uniform": "one-sided block-bootstrap p of unique_on_vs_uniform > 0 and "
+                                                      "its BH q",
+    "gamma_on_uniform": "the on + uniform model's on-band weight",
 }
 #: :func:`table_columns` for the default bins (a run with other ``stats.bin_edges``: ``table_columns(results)``).
 TABLE_COLUMNS = table_columns(DEFAULT_BINS)
@@ -311,6 +321,50 @@ def nifti_contrast_map(results, contrast: str, field: str):
     return _volume_image(results, values, f"attnbrain {results.run_id} {field}_{contrast}",
                          integer=field == "outcome", fill=OUTCOME_FILL,
                          intent="outcome codes" if field == "outcome" else "")
+
+
+#: The joint stage's maps :func:`nifti_joint_map` writes (float32); the uniform ones where the run has them.
+JOINT_NIFTI_FIELDS = ("unique_on", "unique_off", "shared", "r2_joint", "p_unique_on", "q_unique_on", "p_unique_off",
+                      "q_unique_off", "gamma_on")
+JOINT_UNIFORM_NIFTI_FIELDS = ("unique_on_vs_uniform", "p_unique_on_vs_uniform", "q_unique_on_vs_uniform",
+                              "r2_on_uniform")
+
+
+def joint_nifti_fields(results) -> tuple[str, ...]:
+    """The joint-stage maps this run can export (none without the joint stage's partition)."""
+    if not (results.has_stage("joint") and results.has_array("joint", "unique_on")):
+        return ()
+    extra = JOINT_UNIFORM_NIFTI_FIELDS if results.has_array("joint", "unique_on_vs_uniform") else ()
+    return JOINT_NIFTI_FIELDS + extra
+
+
+def nifti_joint_map(results, field: str):
+    """One map of the joint stage (the variance partition, its tests, the on-band weight; with the uniform
+    condition, the spatial focus beyond the gain) as a NIfTI image on the grid and affine of :func:`nifti_map`.
+
+    Parameters
+    ----------
+    results : core.outputs.Results
+    field : str
+        One of :func:`joint_nifti_fields` (``unique_on``, ``unique_off``, ``shared``: differences of test R^2,
+        negative estimates kept; ``p_*``, ``q_*``: the one-sided unique-variance tests; ``gamma_on``: the chosen
+        on-band weight; ``unique_on_vs_uniform`` ...). float32, NaN outside the run's voxels and where the test
+        R^2 is undefined.
+
+    Raises
+    ------
+    InputError
+        When the run has no joint stage, an unknown field (the message lists the run's), or the reasons of
+        :func:`nifti_map`.
+    """
+    fields = joint_nifti_fields(results)
+    if not fields:
+        _fail("this run has no joint stage (the variance partition); rerun precompute.py with joint.enabled and "
+              "both the on and off conditions", "joint")
+    if field not in fields:
+        _fail(f"expected one of the run's joint maps {', '.join(fields)}, found {field!r}", "field")
+    values = np.asarray(results.array("joint", field), dtype=np.float32)
+    return _volume_image(results, values, f"attnbrain {results.run_id} {field}_joint", integer=False, fill=np.nan)
 
 
 def nifti_bytes(image) -> bytes:

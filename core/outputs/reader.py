@@ -273,6 +273,11 @@ class Results(StageArrays):
                 for field in ("r2_joint", "r2_on", "r2_off", "unique_on", "unique_off", "shared", "p_unique_on",
                               "q_unique_on", "p_unique_off", "q_unique_off", "gamma_on"):
                     cols["joint_gamma_on" if field == "gamma_on" else field] = np.asarray(self.array("joint", field))
+                cols["joint_fitted"] = np.asarray(self.array("joint", "fitted"))
+            if self.has_stage("joint") and self.has_array("joint", "unique_on_vs_uniform"):
+                for field in ("r2_on_uniform", "r2_uniform", "unique_on_vs_uniform", "unique_uniform_vs_on",
+                              "p_unique_on_vs_uniform", "q_unique_on_vs_uniform", "gamma_on_uniform"):
+                    cols[field] = np.asarray(self.array("joint", field))
             self._table = pd.DataFrame(cols)
         return self._table
 

@@ -48,6 +48,7 @@ _REPEATS = "with test repeats (the noise ceiling)"
 _GRAPH = "for a condition with more voxels than k (else too few for a kNN graph)"
 _ROI_RDM = "with a cortex mapping, for a condition with a kNN graph"
 _JOINT = "with joint.enabled and both the on and off conditions"
+_JOINT_UNIFORM = "with joint.enabled, joint.uniform and the on and uniform conditions"
 _JACCARD = "with one voxel set for both graphs (rsa.voxels not 'significant') and both graphs built"
 
 
@@ -240,6 +241,22 @@ _STAGES: dict[str, StageSchema] = {
         A("p_unique_off", "float64", _N, only=_JOINT, description="the same for unique_off > 0"),
         A("q_unique_on", "float64", _N, only=_JOINT, description="BH q of p_unique_on over the valid voxels"),
         A("q_unique_off", "float64", _N, only=_JOINT, description="BH q of p_unique_off"),
+        A("fitted", "bool", _N, only=_JOINT,
+          description="inner band weights scored here (joint.voxels); else the better single model by CV"),
+        # The second joint model, on + uniform gain: what the spatial focus adds beyond the gain.
+        A("gamma_on_uniform", "float32", _N, only=_JOINT_UNIFORM,
+          description="band weight of the on features in the on + uniform model (uniform: 1 - it)"),
+        A("r2_on_uniform", "float32", _N, only=_JOINT_UNIFORM, description="test R^2 of the on + uniform model"),
+        A("r2_uniform", "float32", _N, only=_JOINT_UNIFORM, description="test R^2 of the uniform model alone"),
+        A("unique_on_vs_uniform", "float32", _N, only=_JOINT_UNIFORM,
+          description="r2_on_uniform - r2_uniform: the spatial focus beyond the gain (negative values kept)"),
+        A("unique_uniform_vs_on", "float32", _N, only=_JOINT_UNIFORM, description="r2_on_uniform - r2_on"),
+        A("p_unique_on_vs_uniform", "float64", _N, only=_JOINT_UNIFORM,
+          description="one-sided block-bootstrap p of unique_on_vs_uniform > 0"),
+        A("q_unique_on_vs_uniform", "float64", _N, only=_JOINT_UNIFORM,
+          description="BH q of p_unique_on_vs_uniform over the valid voxels"),
+        A("fitted_uniform", "bool", _N, only=_JOINT_UNIFORM,
+          description="inner band weights of the on + uniform model scored here (joint.voxels)"),
     ), conditions=()),
     "umap": StageSchema((
         A("umap", "float32", ("n_embedded_{condition}", 3), per_condition=True, only="for a condition with a kNN graph",

@@ -224,61 +224,95 @@ def stage_contrasts(ctx: Context):
     return arrays, meta
 
 
-def stage_joint(ctx: Context):
-    """Banded ridge over the on and off features per voxel (band weight and alpha by cross-validation, the same
-    folds, runs and delays as the encoding stage, whose single models are the grid's vertices), and the
-    partition of the test R^2 into unique-on, unique-off and shared variance."""
+def _joint_pair(ctx: Context, a: str, b: str, X: dict, r, gammas: np.ndarray) -> tuple[dict, dict]:
+    """One two-band joint model over conditions ``a`` and ``b`` (their encoding-stage models the grid's
+    vertices), its test R^2 beside theirs, and the one-sided test of each band's unique variance."""
     import torch
 
-    from core.encoding.banded import BandedRidgeCV, band_weight_grid, partition_variance, r2_per_voxel
+    from core.encoding.banded import BandedRidgeCV, cv_screen, r2_per_voxel
+    from core.partition import unique_variance_test
     cfg = ctx.cfg
-    if not cfg.joint.enabled or not {"on", "off"} <= set(cfg.features.modes):
-        return {}, {"skipped": "joint.enabled is false" if not cfg.joint.enabled else
-                    "the joint model needs both the on and off conditions (features.modes)"}
-    r = load_dataset(cfg, ctx.cache_dir, verify=False).responses
     n_train = ctx["features"].meta["n_train"]
-    X = {m: np.asarray(ctx.array("features", "X", m)) for m in ("on", "off")}
-    gammas = band_weight_grid(2, cfg.joint.n_steps)
-    pred = {m: np.asarray(ctx.array("encoding", "pred", m)).T for m in ("on", "off")}
-    # The vertices (on alone, off alone) are the encoding stage's models: same folds, alphas, standardisation.
-    known = {0: (ctx.array("encoding", "cv", "on"), ctx.array("encoding", "alpha", "on"), pred["on"]),
-             len(gammas) - 1: (ctx.array("encoding", "cv", "off"), ctx.array("encoding", "alpha", "off"), pred["off"])}
+    pred = {m: np.asarray(ctx.array("encoding", "pred", m)).T for m in (a, b)}
+    cv = {m: np.asarray(ctx.array("encoding", "cv", m)) for m in (a, b)}
+    # The vertices (a alone, b alone) are the encoding stage's models: same folds, alphas, standardisation.
+    known = {0: (cv[a], ctx.array("encoding", "alpha", a), pred[a]),
+             len(gammas) - 1: (cv[b], ctx.array("encoding", "alpha", b), pred[b])}
+    voxels = cv_screen(cv[a], cv[b]) if cfg.joint.voxels == "predicted" else None
     model = BandedRidgeCV(gammas=gammas, alphas=_alphas(cfg), n_folds=cfg.encoding.n_folds, run_onsets=r.run_onsets,
                           delays=list(cfg.encoding.delays) or None, device=ctx.device,
                           dtype=torch.float64 if cfg.encoding.dtype == "float64" else torch.float32,
                           progress=ctx.progress, alpha_search=cfg.encoding.alpha_search)
     t0 = time.perf_counter()
-    model.fit([X["on"][:n_train], X["off"][:n_train]], r.Y_train,
-              X_test=[X["on"][n_train:], X["off"][n_train:]], known=known)
+    model.fit([X[a][:n_train], X[b][:n_train]], r.Y_train, X_test=[X[a][n_train:], X[b][n_train:]], known=known,
+              voxels=voxels)
     seconds = time.perf_counter() - t0
-    Y_test = r.Y_test
-    r2 = {"joint": r2_per_voxel(model.predictions_, Y_test), "on": r2_per_voxel(pred["on"], Y_test),
-          "off": r2_per_voxel(pred["off"], Y_test)}
-    part = partition_variance(r2["joint"], r2["on"], r2["off"])
-    from core.partition import unique_variance_test
+    r2 = {"joint": r2_per_voxel(model.predictions_, r.Y_test), a: r2_per_voxel(pred[a], r.Y_test),
+          b: r2_per_voxel(pred[b], r.Y_test)}
     c = cfg.contrasts                 # the paired tests' bootstrap settings: resamples, blocks, FDR level, seed
     test = unique_variance_test(np.asarray(ctx.array("encoding", "measured")), model.predictions_.T,
-                                pred["on"].T, pred["off"].T, n_boot=c.n_boot, block_length=c.block_length,
+                                pred[a].T, pred[b].T, n_boot=c.n_boot, block_length=c.block_length,
                                 level=c.level, seed=c.seed)
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    arrays = {schema.name("joint", "pred"): np.ascontiguousarray(model.predictions_.T),
-              schema.name("joint", "gamma_on"): f32(model.best_gammas_[:, 0]),
-              schema.name("joint", "alpha"): f32(model.best_alphas_), schema.name("joint", "cv"): f32(model.cv_scores_),
-              **{schema.name("joint", f"r2_{k}"): f32(v) for k, v in r2.items()},
-              schema.name("joint", "unique_on"): f32(part["unique_a"]),
-              schema.name("joint", "unique_off"): f32(part["unique_b"]), schema.name("joint", "shared"): f32(part["shared"]),
-              **{schema.name("joint", f"{k}_unique_{m}"): np.asarray(test[f"{k}_{x}"], dtype=np.float64)
-                 for k in ("p", "q") for m, x in (("on", "a"), ("off", "b"))}}
+    fitted = np.zeros(r.Y_test.shape[1], bool)
+    fitted[model.fitted_voxels_] = True
     share = np.bincount(model.best_gamma_index_, minlength=len(gammas)) / max(1, model.best_gamma_index_.size)
-    meta = {"gammas_on": gammas[:, 0].tolist(), "share_by_gamma": share.tolist(), "seconds": round(seconds, 3),
+    out = {"model": model, "r2": r2, "test": test, "fitted": fitted}
+    meta = {f"gammas_{a}": gammas[:, 0].tolist(), "share_by_gamma": share.tolist(), "seconds": round(seconds, 3),
             "seconds_by_gamma": [round(x, 3) for x in model.seconds_], "reused": sorted(known),
-            "negative_estimates": "kept: unique and shared variance are differences of test R^2 and go below 0 "
-                                  "with noise",
+            "voxels": cfg.joint.voxels, "n_fitted": int(fitted.sum()),
             "test": {"what": "one-sided circular block bootstrap of unique variance > 0 over test samples; "
                              "conservative where the joint model is one of the single models",
                      **{k: test[k] for k in ("block_length", "block_length_auto", "df", "n_boot", "level")},
-                     "n_significant_on": int(test["significant_a"].sum()),
-                     "n_significant_off": int(test["significant_b"].sum())}}
+                     f"n_significant_{a}": int(test["significant_a"].sum()),
+                     f"n_significant_{b}": int(test["significant_b"].sum())}}
+    return out, meta
+
+
+def stage_joint(ctx: Context):
+    """Banded ridge over the on and off features per voxel (band weight and alpha by cross-validation, the same
+    folds, runs and delays as the encoding stage, whose single models are the grid's vertices), the partition of
+    the test R^2 into unique-on, unique-off and shared variance; with the uniform-gain condition, a second joint
+    model over on + uniform, whose unique-on part is the spatial focus beyond the gain."""
+    from core.encoding.banded import band_weight_grid, partition_variance
+    cfg = ctx.cfg
+    if not cfg.joint.enabled or not {"on", "off"} <= set(cfg.features.modes):
+        return {}, {"skipped": "joint.enabled is false" if not cfg.joint.enabled else
+                    "the joint model needs both the on and off conditions (features.modes)"}
+    r = load_dataset(cfg, ctx.cache_dir, verify=False).responses
+    with_uniform = cfg.joint.uniform and "uniform" in cfg.features.modes
+    X = {m: np.asarray(ctx.array("features", "X", m)) for m in ("on", "off") + (("uniform",) if with_uniform else ())}
+    gammas = band_weight_grid(2, cfg.joint.n_steps)
+    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    f64 = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
+    name = lambda field: schema.name("joint", field)  # noqa: E731
+
+    fit, meta = _joint_pair(ctx, "on", "off", X, r, gammas)
+    model, r2, test = fit["model"], fit["r2"], fit["test"]
+    part = partition_variance(r2["joint"], r2["on"], r2["off"])
+    arrays = {name("pred"): np.ascontiguousarray(model.predictions_.T), name("gamma_on"): f32(model.best_gammas_[:, 0]),
+              name("alpha"): f32(model.best_alphas_), name("cv"): f32(model.cv_scores_),
+              **{name(f"r2_{k}"): f32(v) for k, v in r2.items()},
+              name("unique_on"): f32(part["unique_a"]), name("unique_off"): f32(part["unique_b"]),
+              name("shared"): f32(part["shared"]), name("fitted"): fit["fitted"],
+              **{name(f"{k}_unique_{m}"): f64(test[f"{k}_{x}"])
+                 for k in ("p", "q") for m, x in (("on", "a"), ("off", "b"))}}
+    meta["negative_estimates"] = ("kept: unique and shared variance are differences of test R^2 and go below 0 "
+                                  "with noise")
+    del fit, model
+    if with_uniform:
+        fit, meta_u = _joint_pair(ctx, "on", "uniform", X, r, gammas)
+        r2u, test_u = fit["r2"], fit["test"]
+        part_u = partition_variance(r2u["joint"], r2u["on"], r2u["uniform"])
+        arrays.update({name("gamma_on_uniform"): f32(fit["model"].best_gammas_[:, 0]),
+                       name("r2_on_uniform"): f32(r2u["joint"]), name("r2_uniform"): f32(r2u["uniform"]),
+                       name("unique_on_vs_uniform"): f32(part_u["unique_a"]),
+                       name("unique_uniform_vs_on"): f32(part_u["unique_b"]),
+                       name("p_unique_on_vs_uniform"): f64(test_u["p_a"]),
+                       name("q_unique_on_vs_uniform"): f64(test_u["q_a"]), name("fitted_uniform"): fit["fitted"]})
+        meta["uniform"] = meta_u
+    else:
+        meta["uniform"] = {"skipped": "joint.uniform is false" if not cfg.joint.uniform else
+                           "no uniform condition in features.modes"}
     return arrays, meta
 
 

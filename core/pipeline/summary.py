@@ -24,7 +24,16 @@ def joint_summary(meta: dict, run) -> dict:
     part = {k: np.asarray(run.array("joint", k), dtype=np.float64) for k in ("unique_on", "unique_off", "shared")}
     out: dict[str, Any] = {"gammas_on": meta.get("gammas_on"), "share_by_gamma": meta.get("share_by_gamma"),
                            "seconds": meta.get("seconds"), "test": meta.get("test"),
+                           "voxels": meta.get("voxels"), "n_fitted": meta.get("n_fitted"),
                            **{f"median_{k}": float(np.nanmedian(v)) for k, v in part.items()}}
+    if run.has_array("joint", "unique_on_vs_uniform"):
+        u = meta.get("uniform", {})
+        focus = np.asarray(run.array("joint", "unique_on_vs_uniform"), dtype=np.float64)
+        out["uniform"] = {"what": "the on + uniform joint model: unique_on_vs_uniform is the variance the spatial "
+                                  "focus explains beyond the gain", "median_unique_on_vs_uniform":
+                          float(np.nanmedian(focus)), "seconds": u.get("seconds"), "n_fitted": u.get("n_fitted"),
+                          "n_significant_on": (u.get("test") or {}).get("n_significant_on",
+                                                                        u.get("n_significant_on"))}
     truth = run.truth()
     if "truth_unique_on" in truth and "truth_null" in truth:
         # The voxels truth_summary scores too: planted with signal and significant (r > 0) in on or off.

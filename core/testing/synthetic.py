@@ -310,9 +310,9 @@ def _contrasts(series: dict, geom: dict) -> tuple[dict, dict]:
 
 
 def _joint(series: dict) -> tuple[dict, dict]:
-    """A joint stage from the synthetic series: per voxel the convex mix of the on and off predictions (weights
+    """A joint stage from the synthetic series: per voxel the convex mix of two conditions' predictions (weights
     0, 0.25, .., 1) with the best test R^2 (standing in for the cross-validated banded ridge), then the
-    pipeline's own partition and unique-variance test (fewer resamples)."""
+    pipeline's own partition and unique-variance test (fewer resamples); on + off, and on + uniform."""
     from core.encoding.banded import partition_variance, r2_per_voxel
     from core.partition import unique_variance_test
     enc = series["encoding"]
@@ -325,31 +325,46 @@ def _joint(series: dict) -> tuple[dict, dict]:
         yc = y - y.mean(1, keepdims=True)
         r = (z * yc).mean(1, keepdims=True) / np.where((sy := y.std(1, keepdims=True)) > 0, sy, 1.0)
         return y.mean(1, keepdims=True) + r * sy * z
-    raw = {m: np.asarray(enc[schema.name("encoding", "pred", m)], dtype=np.float64) for m in ("on", "off")}
-    on, off = fitted(raw["on"]), fitted(raw["off"])
+    raw = {m: np.asarray(enc[schema.name("encoding", "pred", m)], dtype=np.float64) for m in _MODES}
     gammas = np.linspace(1.0, 0.0, 5)
-    scores = np.stack([r2_per_voxel(fitted(g * raw["on"] + (1 - g) * raw["off"]).T, y.T) for g in gammas])
-    best = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=0)
-    g = gammas[best][:, None]
-    joint = fitted(g * raw["on"] + (1 - g) * raw["off"])
-    r2 = {"joint": r2_per_voxel(joint.T, y.T), "on": r2_per_voxel(on.T, y.T), "off": r2_per_voxel(off.T, y.T)}
-    part = partition_variance(r2["joint"], r2["on"], r2["off"])
-    test = unique_variance_test(y, joint, on, off, n_boot=200, seed=0)
+
+    def pair(a, b):
+        scores = np.stack([r2_per_voxel(fitted(g * raw[a] + (1 - g) * raw[b]).T, y.T) for g in gammas])
+        best = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=0)
+        g = gammas[best][:, None]
+        joint = fitted(g * raw[a] + (1 - g) * raw[b])
+        single = {m: fitted(raw[m]) for m in (a, b)}
+        r2 = {"joint": r2_per_voxel(joint.T, y.T), **{m: r2_per_voxel(single[m].T, y.T) for m in (a, b)}}
+        part = partition_variance(r2["joint"], r2[a], r2[b])
+        test = unique_variance_test(y, joint, single[a], single[b], n_boot=200, seed=0)
+        return dict(joint=joint, best=best, scores=scores, r2=r2, part=part, test=test)
+
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    arrays = {schema.name("joint", "pred"): f32(joint), schema.name("joint", "gamma_on"): f32(gammas[best]),
-              schema.name("joint", "alpha"): np.ones(y.shape[0], np.float32),
-              schema.name("joint", "cv"): f32(np.nan_to_num(scores.max(0))),
-              **{schema.name("joint", f"r2_{k}"): f32(v) for k, v in r2.items()},
-              schema.name("joint", "unique_on"): f32(part["unique_a"]),
-              schema.name("joint", "unique_off"): f32(part["unique_b"]), schema.name("joint", "shared"): f32(part["shared"]),
-              **{schema.name("joint", f"{k}_unique_{m}"): np.asarray(test[f"{k}_{x}"], dtype=np.float64)
-                 for k in ("p", "q") for m, x in (("on", "a"), ("off", "b"))}}
+    name = lambda field: schema.name("joint", field)  # noqa: E731
+    j, u = pair("on", "off"), pair("on", "uniform")
+    every = np.ones(y.shape[0], bool)
+    arrays = {name("pred"): f32(j["joint"]), name("gamma_on"): f32(gammas[j["best"]]),
+              name("alpha"): np.ones(y.shape[0], np.float32), name("cv"): f32(np.nan_to_num(j["scores"].max(0))),
+              **{name(f"r2_{k}"): f32(v) for k, v in j["r2"].items()},
+              name("unique_on"): f32(j["part"]["unique_a"]), name("unique_off"): f32(j["part"]["unique_b"]),
+              name("shared"): f32(j["part"]["shared"]), name("fitted"): every,
+              **{name(f"{k}_unique_{m}"): np.asarray(j["test"][f"{k}_{x}"], dtype=np.float64)
+                 for k in ("p", "q") for m, x in (("on", "a"), ("off", "b"))},
+              name("gamma_on_uniform"): f32(gammas[u["best"]]), name("r2_on_uniform"): f32(u["r2"]["joint"]),
+              name("r2_uniform"): f32(u["r2"]["uniform"]), name("unique_on_vs_uniform"): f32(u["part"]["unique_a"]),
+              name("unique_uniform_vs_on"): f32(u["part"]["unique_b"]),
+              name("p_unique_on_vs_uniform"): np.asarray(u["test"]["p_a"], dtype=np.float64),
+              name("q_unique_on_vs_uniform"): np.asarray(u["test"]["q_a"], dtype=np.float64),
+              name("fitted_uniform"): every}
+    test = j["test"]
     meta = {"synthetic": True, "gammas_on": gammas.tolist(),
-            "share_by_gamma": (np.bincount(best, minlength=5) / best.size).tolist(),
+            "share_by_gamma": (np.bincount(j["best"], minlength=5) / j["best"].size).tolist(),
+            "voxels": "all", "n_fitted": int(y.shape[0]),
             "test": {"what": "one-sided circular block bootstrap of unique variance > 0 over test samples",
                      **{k: test[k] for k in ("block_length", "block_length_auto", "df", "n_boot", "level")},
                      "n_significant_on": int(test["significant_a"].sum()),
-                     "n_significant_off": int(test["significant_b"].sum())}}
+                     "n_significant_off": int(test["significant_b"].sum())},
+            "uniform": {"synthetic": True, "n_significant_on": int(u["test"]["significant_a"].sum())}}
     return arrays, meta
 
 
