@@ -200,5 +200,6 @@ def main(argv=None) -> int:
         serve_workers(app.server, host=args.host, port=args.port, workers=args.workers, threads=args.threads or 4)
     else:
         from waitress import serve
-        serve(app.server, host=args.host, port=args.port, threads=args.threads or 8)
+        # poll() rather than select(): select cannot watch a descriptor numbered 1024 or above.
+        serve(app.server, host=args.host, port=args.port, threads=args.threads or 8, asyncore_use_poll=True)
     return 0

@@ -82,15 +82,21 @@ def serve_directory(root: str | Path):
 
 @contextlib.contextmanager
 def serve_wsgi(wsgi_app, threads: int = 4):
-    """Serve a WSGI app (a Dash app's ``.server``) with waitress on 127.0.0.1 at a free port; yields the base URL."""
-    from waitress import create_server
-    server = create_server(wsgi_app, host="127.0.0.1", port=0, threads=threads)
+    """Serve a WSGI app (a Dash app's ``.server``) with waitress on 127.0.0.1 at a free port; yields the base URL.
+
+    ``asyncore_use_poll``: waitress's default ``select()`` cannot watch a descriptor numbered 1024 or above,
+    and late in a full test run this process holds more than that; its loop thread then dies and the page
+    never gets an answer. On exit the connections, the listening socket and the worker threads all close.
+    """
+    from waitress import create_server, wasyncore
+    server = create_server(wsgi_app, host="127.0.0.1", port=0, threads=threads, asyncore_use_poll=True)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.close()
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(server._map)
         thread.join(timeout=5)
 
 

@@ -184,6 +184,45 @@ def test_cli_reports_bad_results_folders(tmp_path, capsys):
     assert "results folder not found" in capsys.readouterr().err
 
 
+def test_the_server_answers_while_the_process_holds_over_1024_descriptors(results_dir, monkeypatch):
+    # Every memory-mapped array of an open run holds a descriptor (Python's mmap keeps a duplicate), so a
+    # dashboard over a large run or a study can hold more than 1024; select() cannot watch a descriptor
+    # numbered 1024 or above and waitress's loop would die without answering. The server runs here with
+    # the very settings ``main`` passes to waitress, with 1100 descriptors held.
+    import resource
+    import threading
+    import urllib.request
+
+    import waitress
+    from waitress import create_server, wasyncore
+    served = {}
+    monkeypatch.setattr(waitress, "serve", lambda app, **kw: served.update(kw, app=app))
+    assert main(["--results", str(results_dir)]) == 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"the hard descriptor limit ({hard}) is below 1200")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        kw = {k: v for k, v in served.items() if k not in ("app", "port", "host")}
+        server = create_server(served["app"], host="127.0.0.1", port=0, **kw)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.effective_port}/", timeout=30) as resp:
+                assert resp.status == 200 and b"<html" in resp.read().lower()
+        finally:
+            server.task_dispatcher.shutdown()
+            wasyncore.close_all(server._map)
+            thread.join(timeout=5)
+    finally:
+        for fd in held:
+            os.close(fd)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_cli_warns_off_loopback_and_refuses_debug_there(results_dir, monkeypatch, capsys):
     served = {}
     import waitress
@@ -191,7 +230,7 @@ def test_cli_warns_off_loopback_and_refuses_debug_there(results_dir, monkeypatch
     assert main(["--results", str(results_dir), "--host", "0.0.0.0", "--port", "9999"]) == 0
     err = capsys.readouterr().err
     assert "warning: serving on 0.0.0.0:9999" in err
-    assert served == {"host": "0.0.0.0", "port": 9999, "threads": 8}
+    assert served == {"host": "0.0.0.0", "port": 9999, "threads": 8, "asyncore_use_poll": True}
     assert main(["--results", str(results_dir), "--host", "0.0.0.0", "--debug"]) == 2
     assert "--debug on a non-loopback address" in capsys.readouterr().err
     served.clear()
