@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import tomllib
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -26,12 +27,22 @@ __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", 
 class DataConfig:
     """Where the stimuli and responses come from (``kind='simulated'`` for the planted-truth default)."""
     kind: str = "simulated"                 # "simulated" | "files"
-    stimuli_train: str = ""                  # image folder, .npy/.h5 (N,H,W,3) uint8, or a movie file
-    stimuli_test: str = ""
+    # An image folder, .npy/.h5/.mat (N,H,W,3) uint8 (or channels second), a movie file, or a list of
+    # arrays / folders (one per run, in order).
+    stimuli_train: str | tuple[str, ...] = ""
+    stimuli_test: str | tuple[str, ...] = ""
     stimuli_key: str = "stimuli"             # dataset name inside an HDF5 stimulus file
-    responses: str = ""                      # .h5/.hdf5/.npz with Y_train, Y_test[, run_onsets]
-    movie_tr: float = 0.0                    # seconds between samples when stimuli are movies
+    stimuli_test_key: str = ""               # the test stimuli's, where it differs (vim-2: "st" / "sv")
+    responses: str = ""                      # .h5/.hdf/.mat/.npz: Y_train, Y_test[, run_onsets], or vim-2's rt, rv[, rva]
+    movie_tr: float = 0.0                    # seconds between samples (the TR) for movies and movie frames
     movie_offset: float = 0.0                # time of the first sample in the movie, seconds
+    # Frames per second of stimulus arrays that hold a movie's frames (0: one stimulus per sample); each
+    # sample pools stimulus_fps x movie_tr frames by frame_pooling: "mean" (their mean) or "first".
+    stimulus_fps: float = 0.0
+    frame_pooling: str = "mean"
+    # A mapper file (the Gallant lab's Sxx_mappers.hdf): flatmaps and ROIs without a pycortex subject. When
+    # set, subject / transform / mask are not used.
+    mapper: str = ""
     subject: str = "S1"                      # pycortex subject ("" = no cortex mapping)
     transform: str = "fullhead"
     mask: str = "thick"
@@ -213,6 +224,9 @@ def config_hash(cfg, *sections: str, extra: Any = None, length: int = 16) -> str
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if isinstance(typ, types.UnionType):     # e.g. str | tuple[str, ...]: a path or a list of paths
+        (scalar, listed) = typ.__args__
+        return _coerce(value, listed if isinstance(value, (list, tuple)) else scalar, where)
     origin = getattr(typ, "__origin__", None)
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):
@@ -256,6 +270,20 @@ def _check(cfg: RunConfig) -> RunConfig:
 
     if cfg.data.kind not in ("simulated", "files"):
         bad("data.kind", "'simulated' or 'files'", cfg.data.kind)
+    if cfg.data.frame_pooling not in ("mean", "first"):
+        bad("data.frame_pooling", "'mean' (the frames of each sample averaged) or 'first' (its first frame)",
+            cfg.data.frame_pooling)
+    if cfg.data.stimulus_fps < 0:
+        bad("data.stimulus_fps", "0 (one stimulus per sample) or the frame rate of the stimulus arrays",
+            cfg.data.stimulus_fps)
+    if cfg.data.stimulus_fps > 0:
+        per = cfg.data.stimulus_fps * cfg.data.movie_tr
+        if cfg.data.movie_tr <= 0 or abs(per - round(per)) > 1e-6 or round(per) < 1:
+            bad("data.movie_tr", f"the TR in seconds, with data.stimulus_fps = {cfg.data.stimulus_fps:g} making a "
+                "whole number of frames per sample", cfg.data.movie_tr)
+    if cfg.data.mapper and cfg.data.kind == "simulated":
+        bad("data.mapper", "no mapper for the simulated dataset (it lives on the pycortex subject S1)",
+            cfg.data.mapper)
     if cfg.stats.rule not in RULES:
         bad("stats.rule", "'p' (t-test, uncorrected: the study's), 'q' (t-test, FDR) or 'perm' (block permutation, "
             "FDR)", cfg.stats.rule)

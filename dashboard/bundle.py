@@ -107,7 +107,8 @@ def _caption(data, voxel: int, rules: list[str]) -> dict:
         cap["bins"][m] = {rule: int(data.bins(m, rule)[voxel]) for rule in rules if m in ("off", "on")}
     if data.has_geometry:
         cap["roi"] = data.roi_names[int(data.roi[voxel])] if data.roi_names else ""
-        cap["hemi"] = "R" if int(data.hemi[voxel]) == 1 else "L"
+        cap["hemi"] = {1: "R", 0: "L"}.get(int(data.hemi[voxel]), "")
+    if data.has_volume:
         cap["ijk"] = [int(v) for v in data.ijk[voxel]]
     if data.flatmap is not None:
         cap["flat_px"] = _flat_pixel(data, voxel)
@@ -185,6 +186,7 @@ def build_bundle(results, scenes: list[dict], folder: str | Path) -> dict:
         arrays.add(f"outcome_{c}", data.outcome(FilterState(colour="contrast", contrast=c)).astype(np.int8))
     if data.has_geometry:
         arrays.add("roi", data.roi.astype(np.int16))
+    if data.has_hemispheres:                # a mapper file may not know them: then no hemisphere filter
         arrays.add("hemi", data.hemi.astype(np.int8))
     (folder / "data").mkdir()
     with open(folder / "data" / "arrays.bin", "wb") as fh:

@@ -359,16 +359,23 @@ class DashboardData:
 
         self.roi_names = results.roi_names
         geometry = results.geometry()
+        # A cortex (flat positions, ROIs, hemispheres) and, with a pycortex subject, a volume (ijk); a mapper
+        # file's cortex has no volume and may not know the hemispheres (hemi -1).
         self.has_geometry = geometry is not None
+        self.has_volume = self.has_geometry and "ijk" in geometry
+        self.file_voxel = results.file_voxel_index() if results.has_array("dataset", "voxel_index") else None
+        self.ijk = None
         if self.has_geometry:
-            self.ijk = np.asarray(geometry["ijk"], dtype=np.int64)
             self.hemi = np.asarray(geometry["hemi"], dtype=np.int8)
             self.roi = np.asarray(geometry["roi"], dtype=np.int64)
+        else:
+            self.hemi = self.roi = None
+        self.has_hemispheres = self.has_geometry and bool(np.all(self.hemi >= 0))
+        if self.has_volume:
+            self.ijk = np.asarray(geometry["ijk"], dtype=np.int64)
             keys = self._ijk_keys(self.ijk)
             self._ijk_order = np.argsort(keys, kind="stable")
             self._ijk_sorted = keys[self._ijk_order]
-        else:
-            self.ijk = self.hemi = self.roi = None
 
         self.umap: dict[str, UmapView] = {}
         self.umap_reason: dict[str, str] = {}
@@ -390,7 +397,7 @@ class DashboardData:
             self.jaccard = (results.embedded_voxels("on"), np.asarray(results.array("rsa", "knn_jaccard")))
             if self.has_geometry:
                 self.jaccard_map = jaccard_map_view(*self.jaccard, geometry["flat_xy"], self.roi, self.roi_names,
-                                                    self.hemi)
+                                                    self.hemi if self.has_hemispheres else None)
         self.roi_rdm = {m: np.asarray(results.array("rsa", "roi_rdm", m)) for m in PAIR
                         if results.has_array("rsa", "roi_rdm", m)}
         self.roi_counts = np.asarray(results.array("rsa", "roi_counts")) if results.has_array("rsa", "roi_counts") \
@@ -401,11 +408,17 @@ class DashboardData:
         self.flatmap_reason = ""
         self.viewer_dir: Path | None = None
         folder = results.asset_dir("cortex")
-        if folder is None:
-            self.flatmap_reason = ("No brain views: this run has no cortex assets (its dataset has no pycortex "
-                                   "subject, or the cortex stage was not run), so the flatmaps and the 3-D viewer "
-                                   "are hidden.")
-        else:
+        data_cfg = results.config.get("data", {}) if isinstance(results.config, dict) else {}
+        no_cortex = not data_cfg.get("mapper") and not data_cfg.get("subject")
+        if no_cortex:
+            self.flatmap_reason = ("No brain views: this run's dataset has no cortex mapping (no pycortex subject, "
+                                   "data.subject, and no mapper file, data.mapper), so there are no flatmaps, 3-D "
+                                   "viewer or ROI filters. A pycortex subject gives all three; a mapper file "
+                                   "(Sxx_mappers.hdf) gives flatmaps and ROIs.")
+        elif folder is None:
+            self.flatmap_reason = ("No brain views: the cortex stage of this run was not run; run precompute.py "
+                                   "with its cortex stage (--stages cortex) for the flatmaps.")
+        if folder is not None and not no_cortex:
             meta_file = folder / "flatmap_meta.json"
             if meta_file.is_file() and results.has_array("cortex", "flatmap_lookup"):
                 fm = json.loads(meta_file.read_text())
@@ -419,8 +432,17 @@ class DashboardData:
                                        "or lookup; rerun the cortex stage of precompute.py.")
             if (folder / "viewer" / "index.html").is_file():
                 self.viewer_dir = folder / "viewer"
-        self.viewer_reason = "" if self.viewer_dir is not None else (
-            "No 3-D viewer: this run has no pycortex static viewer (cortex assets missing).")
+        if self.viewer_dir is not None:
+            self.viewer_reason = ""
+        elif data_cfg.get("mapper"):
+            self.viewer_reason = ("No 3-D viewer: it draws the subject's cortical surfaces, which only a pycortex "
+                                  "subject has; this run's cortex is a mapper file (flatmap and ROIs). Import the "
+                                  "subject into pycortex (cortex.freesurfer.import_subj) and set data.subject for "
+                                  "the viewer.")
+        elif no_cortex:
+            self.viewer_reason = self.flatmap_reason
+        else:
+            self.viewer_reason = "No 3-D viewer: this run has no pycortex static viewer (cortex assets missing)."
 
         self.thumbs = self.overlays = None
         if results.has_array("thumbnails", "thumbs"):
@@ -434,8 +456,8 @@ class DashboardData:
         return (ijk[:, 0] + 4096) * (8192 ** 2) + (ijk[:, 1] + 4096) * 8192 + (ijk[:, 2] + 4096)
 
     def voxel_at_ijk(self, i: int, j: int, k: int) -> int:
-        """Voxel row with NIfTI indices (i, j, k), -1 if none (or the run has no geometry)."""
-        if not self.has_geometry:
+        """Voxel row with NIfTI indices (i, j, k), -1 if none (or the run has no volume)."""
+        if not self.has_volume:
             return -1
         key = self._ijk_keys(np.array([[i, j, k]]))[0]
         pos = int(np.searchsorted(self._ijk_sorted, key))
@@ -528,7 +550,7 @@ class DashboardData:
             if state.rois:
                 wanted = [self.roi_names.index(n) for n in state.rois if n in self.roi_names]
                 keep &= np.isin(self.roi, wanted)
-            if set(state.hemis) != {"L", "R"}:
+            if self.has_hemispheres and set(state.hemis) != {"L", "R"}:
                 keep &= np.isin(self.hemi, [0 if h == "L" else 1 for h in state.hemis])
         return keep
 

@@ -1,5 +1,5 @@
 """Downloads from the dashboard: the voxel table and the selected voxel's series as CSV, NIfTI maps (per
-condition and per contrast), flatmap PNGs (Flask routes that build each file on the fly from :mod:`core.outputs.export`, never writing into the results
+condition and per contrast), fsaverage GIfTI maps (runs with a mapper file), flatmap PNGs (Flask routes that build each file on the fly from :mod:`core.outputs.export`, never writing into the results
 folder), and the PNG/SVG switch of the 2-D figures' camera button (:func:`dashboard.plotting.figure_config`).
 
 The panel's component ids live here, beside the only code that uses them.
@@ -63,13 +63,19 @@ def nifti_files(data: DashboardData) -> dict[str, tuple[str, str, str]]:
 
 def export_urls(data: DashboardData) -> dict[str, str]:
     """URL of every fixed download: ``table``, ``nifti:<condition>:<field>``, ``nifti_contrast:<contrast>:<field>``
-    (each contrast of the run), ``nifti_joint:joint:<field>`` (the joint stage's maps), ``flatmap:<condition>``."""
+    (each contrast of the run), ``nifti_joint:joint:<field>`` (the joint stage's maps), ``flatmap:<condition>``,
+    and with a mapper file's fsaverage mapper ``gifti:<condition>:<field>:<lh|rh>``."""
     base = f"{data.url_prefix}/export"
     urls = {"table": f"{base}/{_stem(data)}_voxels.csv"}
     for filename, (kind, name, f) in nifti_files(data).items():
         urls[f"{kind}:{name}:{f}"] = f"{base}/nifti/{filename}"
+    with_fsaverage = bool(data.results.config.get("data", {}).get("mapper")) and \
+        export.fsaverage_unavailable_reason(data.results) is None
     for m in data.conditions:
         urls[f"flatmap:{m}"] = f"{base}/flatmap/{_stem(data)}_flatmap_{m}.png"
+        for f in export.FSAVERAGE_FIELDS if with_fsaverage else ():
+            for hemi in ("lh", "rh"):
+                urls[f"gifti:{m}:{f}:{hemi}"] = f"{base}/gifti/{_stem(data)}_{f}_{m}.{hemi}.func.gii"
     return urls
 
 
@@ -102,6 +108,11 @@ def downloads_panel(data: DashboardData) -> html.Details:
         if joint_fields:
             rows.append(html.P(["NIfTI, what attention adds (joint model): "]
                                + [x for f in joint_fields for x in (link(f, urls[f"nifti_joint:joint:{f}"]), " ")]))
+    if any(k.startswith("gifti:") for k in urls):
+        for m in data.conditions:
+            rows.append(html.P([f"fsaverage GIfTI, {CONDITION_LABELS.get(m, m)}: "]
+                               + [x for f in export.FSAVERAGE_FIELDS for hemi in ("lh", "rh")
+                                  for x in (link(f"{f} {hemi}", urls[f"gifti:{m}:{f}:{hemi}"]), " ")]))
     if data.flatmap is not None:
         rows.append(html.P(["flatmap PNG: "] + [x for m in data.conditions if m in data.flatmap.images
                                                  for x in (link(CONDITION_LABELS.get(m, m), urls[f"flatmap:{m}"]),
@@ -208,6 +219,22 @@ def register_routes(server, data: DashboardData) -> None:
             abort(404)
         return _download(path.read_bytes(), "image/png", filename)
 
+    gifti_re = re.compile(rf"^{re.escape(stem)}_([a-z]+)_([A-Za-z]+)\.(lh|rh)\.func\.gii$")
+
+    @lru_cache(maxsize=8)
+    def gifti_maps(condition: str, field: str) -> dict:
+        return export.fsaverage_gifti(data.results, condition, field)
+
+    def gifti(filename: str):
+        match = gifti_re.match(filename)
+        if not match or match.group(2) not in data.conditions or match.group(1) not in export.FSAVERAGE_FIELDS:
+            abort(404)
+        reason = export.fsaverage_unavailable_reason(data.results)
+        if reason:
+            abort(Response(reason, status=404, mimetype="text/plain"))
+        image = gifti_maps(match.group(2), match.group(1))[match.group(3)]
+        return _download(export.gifti_bytes(image), "application/octet-stream", filename)
+
     def series(filename: str):
         match = series_re.match(filename)
         if not match or int(match.group(1)) >= data.n_voxels:
@@ -218,3 +245,4 @@ def register_routes(server, data: DashboardData) -> None:
     server.add_url_rule(f"{prefix}/nifti/<filename>", f"{name}_export_nifti", nifti_map)
     server.add_url_rule(f"{prefix}/flatmap/<filename>", f"{name}_export_flatmap", flatmap)
     server.add_url_rule(f"{prefix}/series/<filename>", f"{name}_export_series", series)
+    server.add_url_rule(f"{prefix}/gifti/<filename>", f"{name}_export_gifti", gifti)

@@ -141,10 +141,15 @@ def inspector_children(data: DashboardData, voxel: int | None) -> list:
     conds = data.conditions
     head = [html.H3(f"Voxel {v}")]
     facts = []
-    if data.has_geometry:
+    if data.file_voxel is not None:
+        facts.append(f"column {int(data.file_voxel[v])} of the response file")
+    if data.has_volume:
         i, j, k = (int(c) for c in data.ijk[v])
-        facts += [f"i,j,k {i},{j},{k}", "left hemisphere" if data.hemi[v] == 0 else "right hemisphere",
-                  f"ROI {data.roi_names[data.roi[v]] if data.roi_names else data.roi[v]}"]
+        facts.append(f"i,j,k {i},{j},{k}")
+    if data.has_geometry:
+        if data.has_hemispheres:
+            facts.append("left hemisphere" if data.hemi[v] == 0 else "right hemisphere")
+        facts.append(f"ROI {data.roi_names[data.roi[v]] if data.roi_names else data.roi[v]}")
     if data.simulated:
         facts.append("SIMULATED data")
     head.append(html.P(" · ".join(facts), className="facts"))

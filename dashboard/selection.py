@@ -53,8 +53,9 @@ def parse_voxel_query(data: DashboardData, text: str | None) -> tuple[int | None
         return None, f"no voxel {v}: ids run from 0 to {data.n_voxels - 1}"
     m = _IJK_RE.match(text)
     if m:
-        if not data.has_geometry:
-            return None, "this run has no voxel geometry, so i,j,k cannot be looked up; enter a voxel id"
+        if not data.has_volume:
+            return None, ("this run's voxels have no place in a volume (no pycortex subject), so i,j,k cannot be "
+                          "looked up; enter a voxel id")
         i, j, k = (int(g) for g in m.groups())
         v = data.voxel_at_ijk(i, j, k)
         if v < 0:

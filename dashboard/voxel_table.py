@@ -36,7 +36,7 @@ def table_rows(data: DashboardData, voxels: np.ndarray | None) -> list[dict]:
                **{f"bin_{m}": scheme.label(int(data.stored_bins[m][v])) for m in PAIR}}
         if data.has_geometry:
             row.update(roi=data.roi_names[data.roi[v]] if data.roi_names else str(data.roi[v]),
-                       hemi="L" if data.hemi[v] == 0 else "R")
+                       hemi={0: "L", 1: "R"}.get(int(data.hemi[v]), ""))
         rows.append(row)
     return rows
 

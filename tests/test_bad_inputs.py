@@ -85,6 +85,21 @@ def _files_argv(tmp: Path, *, responses=None, train=None, test=None, data_extra:
     return ["--config", str(cfg), *extra_args]
 
 
+def _mapper(path: Path, n_voxels: int, bad_mask: bool = False) -> Path:
+    """A small mapper file (core.testing.published); ``bad_mask``: a mask with one True pixel too many."""
+    import h5py
+
+    from core.testing.published import write_mapper
+    write_mapper(path, n_voxels, width=40, height=24, fsaverage=None)
+    if bad_mask:
+        with h5py.File(path, "a") as h5:
+            mask = h5["flatmap_mask"][()]
+            mask[0, 0] = True
+            del h5["flatmap_mask"]
+            h5.create_dataset("flatmap_mask", data=mask)
+    return path
+
+
 def _toml_argv(tmp: Path, text: str | bytes) -> list[str]:
     cfg = tmp / "c.toml"
     (cfg.write_bytes if isinstance(text, bytes) else cfg.write_text)(text)
@@ -321,6 +336,28 @@ CASES: list[Case] = [
     Case("responses-vs-mask", "responses + pycortex mask", "voxel count differs from the mask",
          f"responses have {N_VOX} voxels but mask S1/fullhead/thick holds 80615", P,
          lambda t: _files_argv(t, subject="S1")),
+    Case("responses-nan-voxel-vs-mask", "responses + pycortex mask", "a voxel NaN in every test sample",
+         "NaN in every test sample, but a pycortex mask needs one finite column per mask voxel", P,
+         lambda t: _files_argv(t, subject="S1", responses=_write_responses(
+             t / "r.h5", Y_test=np.c_[np.full((N_TEST, 1), np.nan),
+                                      np.random.default_rng(4).normal(size=(N_TEST, N_VOX - 1))]))),
+    Case("responses-vim2-axes", "responses file (vim-2 layout)", "rt and rv share no length",
+         "cannot tell the voxel axis", P,
+         lambda t: _files_argv(t, responses=_write_responses(t / "v.h5", Y_train=None, Y_test=None,
+                                                             rt=np.ones((N_VOX, N_TRAIN)),
+                                                             rv=np.ones((N_VOX + 1, N_TEST))))),
+    Case("mapper-voxels", "mapper file (data.mapper)", "maps another number of voxels",
+         f"maps 40 voxels but the responses have {N_VOX}", P,
+         lambda t: _files_argv(t, data_extra=f'mapper = "{_mapper(t / "m.hdf", 40)}"')),
+    Case("mapper-mask", "mapper file (data.mapper)", "mask and matrix disagree",
+         "True pixels but voxel_to_flatmap has", P,
+         lambda t: _files_argv(t, data_extra=f'mapper = "{_mapper(t / "m.hdf", N_VOX, bad_mask=True)}"')),
+    Case("frames-remainder", "stimuli (movie frames)", "a file holds part of a TR",
+         "is not a whole number of samples at 2 frames per sample", P,
+         lambda t: _files_argv(t, train=_stimuli(t / "f.npy", 2 * N_TRAIN + 1),
+                               data_extra="stimulus_fps = 2\nmovie_tr = 1")),
+    Case("frames-per-tr", "config [data]", "stimulus_fps x movie_tr not a whole number", "'data.movie_tr'", P,
+         lambda t: _files_argv(t, data_extra="stimulus_fps = 1.5\nmovie_tr = 1")),
     Case("cortex-subject", "pycortex subject", "unknown subject", "unknown pycortex subject 'S9'", P,
          lambda t: _files_argv(t, subject="S9")),
     Case("cortex-transform", "pycortex transform", "unknown transform", "unknown transform 'func' for subject S1",

@@ -216,7 +216,7 @@ def test_run_without_cortex_assets_says_why(tmp_path):
     out = make_synthetic_results(tmp_path, n_voxels=300, n_test=40, k=5, with_assets=False, with_thumbnails=False)
     d = DashboardData(open_results(out))
     assert d.flatmap is None and d.viewer_dir is None
-    assert "no cortex assets" in d.flatmap_reason
+    assert "the cortex stage of this run was not run" in d.flatmap_reason
     assert d.thumbs is None
 
 

@@ -163,7 +163,7 @@ def test_layout_without_cortex_assets_hides_brain_views_and_says_why(tmp_path):
     out = make_synthetic_results(tmp_path, n_voxels=300, n_test=40, k=5, seed=2, with_assets=False)
     app = create_app(open_results(out))
     layout = app.server.test_client().get("/_dash-layout").data.decode()
-    assert "no cortex assets" in layout and "No 3-D viewer" in layout
+    assert "the cortex stage of this run was not run" in layout and "No 3-D viewer" in layout
     assert '"flat-off"' not in layout and '"viewer-frame"' not in layout
     assert '"umap-off"' in layout and '"umap-on"' in layout
     keys = " ".join(app.callback_map)

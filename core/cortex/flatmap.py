@@ -232,12 +232,17 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with pycortex_cache(cache_dir), quiet_pycortex("flatmaps"), single_threaded_blas():
-        lookup, extents = _pixel_lookup(geometry, height)
-        width = lookup.shape[1]
-        curvature = _curvature_rgba(geometry.subject, height)
-        rois = _roi_outlines(geometry.subject, extents, height, width)
-    overlay = _roi_layer(rois, height, width)
+    mapper_path = getattr(geometry, "mapper_path", None)
+    if mapper_path:
+        lookup, extents, curvature, rois, overlay = _mapper_layers(geometry)
+        height, width = lookup.shape
+    else:
+        with pycortex_cache(cache_dir), quiet_pycortex("flatmaps"), single_threaded_blas():
+            lookup, extents = _pixel_lookup(geometry, height)
+            width = lookup.shape[1]
+            curvature = _curvature_rgba(geometry.subject, height)
+            rois = _roi_outlines(geometry.subject, extents, height, width)
+        overlay = _roi_layer(rois, height, width)
 
     paths = {"images": {}}
     for cond, codes in bins.items():
@@ -250,6 +255,7 @@ def make_flatmaps(geometry, bins: dict, out_dir: str | Path, *, height: int = 10
     meta = {
         "version": FLATMAP_VERSION,
         "subject": geometry.subject, "transform": geometry.transform, "mask": geometry.mask_name,
+        **({"mapper": str(mapper_path)} if mapper_path else {}),
         "n_voxels": geometry.n_voxels, "height": height, "width": width,
         "extents": [float(v) for v in extents],
         "flat_to_pixel": "col = (x - xmin) / (xmax - xmin) * (width - 1); "
@@ -329,6 +335,25 @@ def _pixel_lookup(geometry, height: int):
     grid = np.full(fmask.shape, -1, dtype=np.int32)
     grid[fmask] = voxel_of_pixel
     return np.ascontiguousarray(grid.T[::-1]), np.asarray(extents, dtype=np.float64)
+
+
+def _mapper_layers(geometry):
+    """A mapper file's flatmap (core.cortex.mapper): the run's voxel under each pixel, the extents of its pixel
+    frame (flat positions are pixels, y up), the curvature background, ROI outlines traced from the ROI masks
+    (label anchors for the page) and the overlay: the file's own ROI drawing where it has one, else the traced
+    outlines drawn."""
+    from core.cortex import mapper as mp
+    m = mp.load_mapper(geometry.mapper_path)
+    lookup = geometry.lookup(m)
+    height, width = lookup.shape
+    extents = np.array([0.0, width - 1.0, 0.0, height - 1.0])
+    hemi = geometry.hemi if np.all(geometry.hemi >= 0) else None
+    rois = mp.roi_outlines_from_lookup(lookup, geometry.roi, geometry.roi_names, hemi)
+    drawn = mp.rois_rgba(m)
+    overlay = _roi_layer(rois, height, width) if drawn is None else drawn
+    if drawn is not None:
+        _roi_layer(rois, height, width)      # only for each label's box (the file's drawing is what shows)
+    return lookup, extents, mp.curvature_rgba(m), rois, overlay
 
 
 def _curvature_rgba(subject: str, height: int) -> np.ndarray:

@@ -1,9 +1,12 @@
 """The dataset contract: stimuli + responses + cortex mapping, loaded and checked before heavy work.
 
-Stimuli come as an image folder (sorted names), an (N, H, W, 3) uint8 array in ``.npy`` or HDF5, or a
-movie cut to one frame per sample at a given TR and offset. Responses come as HDF5 or NPZ with ``Y_train``
-(n_train, n_voxels) and ``Y_test`` (n_test, n_voxels) or (n_repeats, n_test, n_voxels), and optionally
-``run_onsets``. Every mismatch is raised as :class:`~core._validation.InputError` naming file and field.
+Stimuli come as an image folder (sorted names), an (N, H, W, 3) uint8 array in ``.npy`` or HDF5 (or
+channels second, or a MATLAB v7.3 file's reversed axes), a list of those (one per run), frames of a movie
+pooled per response sample (``stimulus_fps``), or a movie file cut to one frame per sample at a given TR and
+offset. Responses come as HDF5 or NPZ with ``Y_train`` (n_train, n_voxels) and ``Y_test`` (n_test, n_voxels) or
+(n_repeats, n_test, n_voxels), and optionally ``run_onsets`` (shortclips' layout), or voxel-major as vim-2
+publishes them (``rt``, ``rv``, ``rva``). Voxels NaN in every test sample are left out and counted. Every
+mismatch is raised as :class:`~core._validation.InputError` naming file and field.
 """
 from __future__ import annotations
 
@@ -14,15 +17,16 @@ from typing import Protocol
 
 import numpy as np
 
-from core._validation import InputError, check_finite, check_ndim
+from core._validation import InputError
+from core.data.responses import RESPONSE_EXTENSIONS, Responses, _open_h5, load_responses  # noqa: F401 (re-exported)
 
-__all__ = ["ImageSource", "ArrayImages", "FolderImages", "MovieFrames", "Responses", "CortexSpec",
+__all__ = ["ImageSource", "ArrayImages", "FolderImages", "MovieFrames", "PooledFrames", "ConcatImages",
+           "Responses", "CortexSpec", "STIMULUS_LAYOUTS", "is_matlab_v73",
            "Dataset", "open_stimuli", "load_responses", "validate_dataset", "check_cortex_spec",
            "IMAGE_EXTENSIONS", "MOVIE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MOVIE_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-RESPONSE_EXTENSIONS = (".h5", ".hdf5", ".hdf", ".npz")
 
 
 class ImageSource(Protocol):
@@ -34,17 +38,27 @@ class ImageSource(Protocol):
     def __getitem__(self, i: int) -> np.ndarray: ...
 
 
-class ArrayImages:
-    """Stimuli held in an (N, H, W, 3) uint8 array (memory-mapped ``.npy``, HDF5 dataset or in memory)."""
+#: Per-image axis order of a 4-D stimulus array, to (H, W, 3): frames first, then (H, W, 3) as numpy
+#: and PIL have it, (3, H, W) as PyTorch has it, or (3, W, H): a MATLAB (H, W, 3, N) array read from a v7.3
+#: (HDF5) file, whose axes a reader sees reversed (vim-2's ``st`` / ``sv``).
+STIMULUS_LAYOUTS = {"nhwc": None, "nchw": (1, 2, 0), "matlab": (2, 1, 0)}
 
-    def __init__(self, array, name: str = "array"):
+
+class ArrayImages:
+    """Stimuli held in an (N, H, W, 3) uint8 array (memory-mapped ``.npy``, HDF5 dataset or in memory), or
+    channel-first (``layout``: see :data:`STIMULUS_LAYOUTS`), each image returned as (H, W, 3)."""
+
+    def __init__(self, array, name: str = "array", layout: str = "nhwc"):
         self.array = array
         self.name = name
+        self.layout = layout
         shape = tuple(array.shape)
-        if len(shape) != 4 or shape[-1] != 3:
+        channel_axis = 3 if layout == "nhwc" else 1
+        if len(shape) != 4 or shape[channel_axis] != 3:
             raise InputError(
                 f"expected an image array of shape (N, H, W, 3), found shape {shape}"
-                + (" (a grayscale stack? repeat it to 3 channels)" if len(shape) == 3 else ""),
+                + (" (a grayscale stack? repeat it to 3 channels)" if len(shape) == 3 else
+                   "; channels second, (N, 3, H, W), and a MATLAB v7.3 file's (N, 3, W, H) are read too"),
                 source=name, field="stimuli")
         if np.dtype(array.dtype) != np.uint8:
             raise InputError(
@@ -58,10 +72,84 @@ class ArrayImages:
         return int(self.array.shape[0])
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.array[i])
+        img = np.asarray(self.array[i])
+        axes = STIMULUS_LAYOUTS[self.layout]
+        return img if axes is None else np.ascontiguousarray(img.transpose(axes))
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Images ``start`` to ``stop`` as (n, H, W, 3): one read of a contiguous block."""
+        block = np.asarray(self.array[start:stop])
+        axes = STIMULUS_LAYOUTS[self.layout]
+        return block if axes is None else block.transpose((0,) + tuple(a + 1 for a in axes))
 
     def as_array(self) -> np.ndarray:
+        if STIMULUS_LAYOUTS[self.layout] is not None:
+            return np.ascontiguousarray(self.frames(0, len(self)))
         return np.asarray(self.array)
+
+
+class PooledFrames:
+    """A movie's frames, ``per_sample`` consecutive frames per response sample (``stimulus_fps x movie_tr``):
+    ``rule = "mean"``, the frames' mean (rounded to uint8), or ``"first"``, the sample's first frame."""
+
+    def __init__(self, frames, per_sample: int, rule: str = "mean"):
+        self.frames_source, self.per_sample, self.rule = frames, int(per_sample), rule
+        self.name = getattr(frames, "name", "frames")
+        n = len(frames)
+        if n % self.per_sample:
+            raise InputError(f"{n} frames is not a whole number of samples at {self.per_sample} frames per sample "
+                             f"(data.stimulus_fps x data.movie_tr); {n % self.per_sample} frames left over. Every "
+                             "run file must hold whole TRs", source=self.name, field="stimulus_fps")
+
+    def __len__(self) -> int:
+        return len(self.frames_source) // self.per_sample
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = self.per_sample
+        if self.rule == "first":
+            return self.frames_source[i * k]
+        block = self.frames_source.frames(i * k, (i + 1) * k) if hasattr(self.frames_source, "frames") else \
+            np.stack([self.frames_source[j] for j in range(i * k, (i + 1) * k)])
+        return np.rint(block.mean(axis=0, dtype=np.float64)).astype(np.uint8)
+
+
+class ConcatImages:
+    """Several stimulus sources (one per run file, in order) as one sequence."""
+
+    def __init__(self, parts: list):
+        self.parts = list(parts)
+        self.name = " + ".join(getattr(p, "name", "part") for p in self.parts)
+        self._ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if self.parts else 0
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        if i < 0 or k >= len(self.parts):
+            raise IndexError(i)
+        return self.parts[k][i - (int(self._ends[k - 1]) if k else 0)]
+
+    def fingerprint(self) -> str | None:
+        prints = [getattr(p, "fingerprint", lambda: None)() for p in self.parts]
+        return None if None in prints else "+".join(prints)
+
+
+def is_matlab_v73(path: Path) -> bool:
+    """A MATLAB v7.3 MAT-file (HDF5 with MATLAB's 512-byte header): its arrays read with their axes reversed."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(19) == b"MATLAB 7.3 MAT-file"
+    except OSError:
+        return False
+
+
+def _array_layout(shape: tuple, path: Path) -> str:
+    if len(shape) == 4 and shape[-1] != 3 and shape[1] == 3:
+        return "matlab" if is_matlab_v73(path) else "nchw"
+    return "nhwc"
 
 
 class FolderImages:
@@ -200,12 +288,42 @@ class MovieFrames:
         return self._frames[i]
 
 
-def open_stimuli(path: str | Path, *, key: str = "stimuli", movie_tr: float = 0.0, movie_offset: float = 0.0,
-                 n_samples: int | None = None, size: int | None = None, verify: bool = True) -> ImageSource:
-    """Open a stimulus source by what ``path`` is: a folder, ``.npy``, HDF5 or a movie file.
+def open_stimuli(path, *, key: str = "stimuli", movie_tr: float = 0.0, movie_offset: float = 0.0,
+                 n_samples: int | None = None, size: int | None = None, verify: bool = True,
+                 stimulus_fps: float = 0.0, frame_pooling: str = "mean") -> ImageSource:
+    """Open a stimulus source by what ``path`` is: a folder, ``.npy``, HDF5 or a movie file; or a list of
+    them (one per run, in order), concatenated.
 
-    ``verify``: open every image file of a folder once and check it is a readable image before returning.
+    ``stimulus_fps > 0``: the arrays hold a movie's frames at that rate, ``stimulus_fps x movie_tr`` frames per
+    response sample (a whole number), pooled by ``frame_pooling`` ("mean" or "first", see :class:`PooledFrames`)
+    in each file. ``verify``: open every image file of a folder once and check it is a readable image.
     """
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise InputError("an empty list of stimulus files", field="stimuli")
+        if len(path) == 1:
+            path = path[0]
+        else:
+            kw = dict(key=key, movie_tr=movie_tr, movie_offset=movie_offset, size=size, verify=verify,
+                      stimulus_fps=stimulus_fps, frame_pooling=frame_pooling)
+            if any(Path(p).suffix.lower() in MOVIE_EXTENSIONS for p in path):
+                raise InputError("a list of stimulus files takes image arrays (.npy, .h5/.hdf/.mat) or folders, "
+                                 "not movie files; give one movie file", source=str(path[0]), field="stimuli")
+            return ConcatImages([open_stimuli(p, **kw) for p in path])
+    source = _open_one(path, key=key, movie_tr=movie_tr, movie_offset=movie_offset, n_samples=n_samples,
+                       size=size, verify=verify, frames=stimulus_fps > 0)
+    if stimulus_fps > 0 and not isinstance(source, MovieFrames):
+        per = float(stimulus_fps) * float(movie_tr)
+        if movie_tr <= 0 or abs(per - round(per)) > 1e-6 or round(per) < 1:
+            raise InputError(f"data.stimulus_fps x data.movie_tr = {stimulus_fps:g} x {movie_tr:g} = {per:g} frames "
+                             "per sample; expected a whole number of frames per response sample (set data.movie_tr "
+                             "to the TR in seconds)", source=str(path), field="stimulus_fps")
+        return PooledFrames(source, int(round(per)), frame_pooling)
+    return source
+
+
+def _open_one(path, *, key: str, movie_tr: float, movie_offset: float, n_samples: int | None, size: int | None,
+              verify: bool, frames: bool) -> ImageSource:
     p = Path(path)
     if not str(path):
         raise InputError("no stimulus path given; set data.stimuli_train and data.stimuli_test",
@@ -220,150 +338,23 @@ def open_stimuli(path: str | Path, *, key: str = "stimuli", movie_tr: float = 0.
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise InputError(f"not a readable .npy array ({exc})", source=str(p)) from None
-        return ArrayImages(arr, name=str(p))
-    if suffix in (".h5", ".hdf5", ".hdf"):
+        return ArrayImages(arr, name=str(p), layout=_array_layout(arr.shape, p))
+    if suffix in (".h5", ".hdf5", ".hdf", ".mat"):
         h5 = _open_h5(p)
         if key not in h5:
             raise InputError(f"missing dataset '{key}'; found {sorted(h5.keys())}; set data.stimuli_key",
                              source=str(p), field=key)
-        return ArrayImages(h5[key], name=f"{p}:{key}")
+        return ArrayImages(h5[key], name=f"{p}:{key}", layout=_array_layout(h5[key].shape, p))
     if suffix in MOVIE_EXTENSIONS:
+        if frames:
+            raise InputError("data.stimulus_fps is for arrays of frames; a movie file is cut at data.movie_tr "
+                             "itself: set data.stimulus_fps = 0", source=str(p), field="stimulus_fps")
         if n_samples is None:
             raise InputError("a movie stimulus needs the number of samples (from the responses)",
                              source=str(p))
         return MovieFrames(p, tr=movie_tr, offset=movie_offset, n_samples=n_samples, size=size)
     raise InputError(f"unsupported stimulus file type '{suffix}'; expected a folder of images, .npy, .h5 or a "
                      f"movie ({', '.join(MOVIE_EXTENSIONS)})", source=str(p))
-
-
-def _open_h5(path: Path):
-    import h5py
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"not a readable HDF5 file ({exc})", source=str(path)) from None
-
-
-@dataclass
-class Responses:
-    """Measured BOLD responses. ``Y_test`` is the repeat average when repeats were given."""
-    Y_train: np.ndarray | None               # (n_train, n_voxels) float32; None when read with train=False
-    Y_test: np.ndarray                       # (n_test, n_voxels) float32
-    Y_test_repeats: np.ndarray | None = None  # (n_repeats, n_test, n_voxels) float32
-    run_onsets: np.ndarray | None = None     # (n_runs,) int64 sample indices into the training set
-    source: str = ""
-    train_shape: tuple[int, int] | None = None  # (n_train, n_voxels), known also when Y_train was not read
-
-    def __post_init__(self):
-        if self.train_shape is None:
-            self.train_shape = tuple(int(n) for n in self.Y_train.shape)
-
-    @property
-    def n_train(self) -> int:
-        return int(self.train_shape[0])
-
-    @property
-    def n_voxels(self) -> int:
-        return int(self.train_shape[1])
-
-
-def load_responses(path: str | Path, *, train: bool = True) -> Responses:
-    """Read ``Y_train``, ``Y_test`` (2-D, or 3-D with repeats first) and optional ``run_onsets``.
-
-    With ``train=False`` only the test responses are read and checked (``Y_train`` is None; its shape is
-    still known): what the statistics need, without reading the ~2 GB training responses of a study-sized
-    dataset again after the dataset stage has checked them.
-    """
-    p = Path(path)
-    name = str(p)
-    if not str(path):
-        raise InputError("no response file given; set data.responses", field="responses")
-    if not p.is_file():
-        raise InputError("response file not found", source=name)
-    suffix = p.suffix.lower()
-    if suffix not in RESPONSE_EXTENSIONS:
-        raise InputError(f"unsupported response file type '{suffix}'; expected one of "
-                         f"{', '.join(RESPONSE_EXTENSIONS)}", source=name)
-    if suffix == ".npz":
-        try:
-            store = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"not a readable .npz file ({exc})", source=name) from None
-        keys = list(store.files)
-        get = store.__getitem__
-        shape = lambda k: _npz_member_shape(store, k)  # noqa: E731
-    else:
-        store = _open_h5(p)
-        keys = list(store.keys())
-        get = lambda k: store[k][()]  # noqa: E731
-        shape = lambda k: tuple(store[k].shape)  # noqa: E731
-    missing = [k for k in ("Y_train", "Y_test") if k not in keys]
-    if missing:
-        raise InputError(f"missing key(s) {', '.join(missing)}; found {sorted(keys)}. Responses need Y_train "
-                         "(n_train, n_voxels) and Y_test (n_test, n_voxels) or (n_repeats, n_test, n_voxels)",
-                         source=name, field=missing[0])
-    arrays = {}
-    for key in ("Y_train", "Y_test") if train else ("Y_test",):
-        arr = np.asarray(get(key))
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise InputError(f"expected numbers, found dtype {arr.dtype}", source=name, field=key)
-        arrays[key] = arr
-    train_shape = tuple(arrays["Y_train"].shape) if train else shape("Y_train")
-    if train:
-        check_ndim(arrays["Y_train"], (2,), source=name, field="Y_train", layout="(n_train, n_voxels)")
-    elif len(train_shape) != 2:
-        raise InputError(f"expected a 2-D array (n_train, n_voxels), found a {len(train_shape)}-D array of shape "
-                         f"{train_shape}", source=name, field="Y_train")
-    check_ndim(arrays["Y_test"], (2, 3), source=name, field="Y_test",
-               layout="(n_test, n_voxels) or (n_repeats, n_test, n_voxels)")
-    Y_train = arrays["Y_train"].astype(np.float32, copy=False) if train else None
-    Y_test_raw = arrays["Y_test"].astype(np.float32, copy=False)
-    if train:
-        check_finite(Y_train, source=name, field="Y_train")
-    check_finite(Y_test_raw, source=name, field="Y_test")
-    if Y_test_raw.shape[-1] != train_shape[1]:
-        raise InputError(f"Y_test has {Y_test_raw.shape[-1]} voxels but Y_train has {train_shape[1]}; both must "
-                         "hold the same voxels in the same order (last axis)", source=name, field="Y_test")
-    repeats = Y_test_raw if Y_test_raw.ndim == 3 else None
-    Y_test = Y_test_raw.mean(axis=0, dtype=np.float64).astype(np.float32) if repeats is not None else Y_test_raw
-    onsets = None
-    if "run_onsets" in keys:
-        onsets = np.asarray(get("run_onsets"))
-        if onsets.ndim != 1 or not np.issubdtype(onsets.dtype, np.integer):
-            raise InputError(f"expected a 1-D integer array of run start indices, found dtype {onsets.dtype} "
-                             f"shape {onsets.shape}", source=name, field="run_onsets")
-        onsets = onsets.astype(np.int64)
-        n = train_shape[0]
-        if onsets.size == 0 or onsets[0] != 0 or np.any(np.diff(onsets) <= 0) or onsets[-1] >= n:
-            raise InputError(f"expected strictly increasing run starts beginning at 0 and below n_train = {n}, "
-                             f"found {onsets[:10].tolist()}", source=name, field="run_onsets")
-    if train:
-        _check_constant(Y_train, name, "Y_train")
-    return Responses(Y_train=Y_train, Y_test=Y_test, Y_test_repeats=repeats, run_onsets=onsets, source=name,
-                     train_shape=(int(train_shape[0]), int(train_shape[1])))
-
-
-def _npz_member_shape(store, key: str) -> tuple[int, ...]:
-    """Shape of array ``key`` (present) in an open ``.npz`` without reading its data (the member's .npy
-    header)."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    with store.zip.open(f"{key}.npy") as fh:
-        reader = readers.get(np.lib.format.read_magic(fh))
-        shape = reader(fh)[0] if reader else store[key].shape  # other versions: read the array
-    return tuple(int(n) for n in shape)
-
-
-def _check_constant(Y: np.ndarray, source: str, fieldname: str) -> None:
-    # A voxel without variance in the training data cannot be fitted or correlated; it is almost always a
-    # masking error (voxels outside the brain), so we stop rather than silently drop it.
-    # min == max is exact (a float32 std of equal values need not be 0) and, unlike std, allocates no
-    # temporary of the array's size (2 GB at the study's scale).
-    const = np.flatnonzero(Y.min(axis=0) == Y.max(axis=0))
-    if const.size:
-        raise InputError(
-            f"{const.size} voxel(s) are constant over all samples (first voxel indices {const[:8].tolist()}); "
-            "expected every voxel to vary. Drop those columns, or use a mask that excludes them",
-            source=source, field=fieldname)
 
 
 @dataclass(frozen=True)
@@ -414,6 +405,7 @@ class Dataset:
     simulated: bool = False
     truth: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = ""
+    mapper: str = ""                         # a mapper file instead of the pycortex subject (cortex is None)
 
 
 def validate_dataset(ds: Dataset) -> None:
@@ -432,4 +424,11 @@ def validate_dataset(ds: Dataset) -> None:
     if r.Y_test.shape[0] < 3:
         raise InputError(f"only {r.Y_test.shape[0]} test samples; correlations need at least 3",
                          source=r.source, field="Y_test")
-    check_cortex_spec(ds.cortex, r.n_voxels, source=r.source)
+    check_cortex_spec(ds.cortex, r.n_voxels if r.voxel_index is None else None, source=r.source)
+    if ds.cortex is not None and r.voxel_index is not None:
+        raise InputError(f"{r.n_excluded} of the file's {r.n_file_voxels} voxels are NaN in every test sample, "
+                         "but a pycortex mask needs one finite column per mask voxel; drop them with a smaller "
+                         "mask, or use data.mapper / data.subject = \"\"", source=r.source, field="Y_test")
+    if ds.mapper:
+        from core.cortex.mapper import load_mapper
+        load_mapper(ds.mapper, r.n_file_voxels or r.n_voxels)

@@ -23,7 +23,8 @@ from core.vocabulary import DEFAULT_BINS, NEGATIVE_CODE, NS_CODE, BinScheme
 __all__ = ["NIFTI_FIELDS", "BIN_FILL", "CONTRAST_NIFTI_FIELDS", "OUTCOME_FILL", "TABLE_COLUMNS", "table_columns",
            "bin_codes_text", "cortex_reference", "nifti_unavailable_reason", "voxel_volume", "nifti_map",
            "nifti_contrast_map", "JOINT_NIFTI_FIELDS", "JOINT_UNIFORM_NIFTI_FIELDS", "joint_nifti_fields",
-           "nifti_joint_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png"]
+           "nifti_joint_map", "nifti_bytes", "table_csv", "series_csv", "flatmap_png", "FSAVERAGE_FIELDS",
+           "fsaverage_unavailable_reason", "fsaverage_gifti", "gifti_bytes"]
 
 #: The per-voxel maps a NIfTI export can hold (``bin`` = the run's stored correlation-bin codes).
 NIFTI_FIELDS = ("r", "p", "q", "bin")
@@ -59,11 +60,14 @@ def table_columns(run=None) -> dict[str, str]:
 
 _COLUMNS = {
     "voxel": "voxel row (0-based; the row of every per-voxel array of the run)",
-    "i, j, k": "NIfTI voxel indices in the functional reference volume (runs with a cortex mapping)",
-    "hemi": "hemisphere, L or R",
-    "roi": "ROI name of the subject's overlay ('other' = none)",
-    "flat_x, flat_y": "flatmap position (pycortex flat-surface units)",
-    "unmapped": "True where no surface vertex falls in the voxel (nearest vertex used)",
+    "file_voxel": "the voxel's column in the response file (runs whose file had voxels left out: NaN in every "
+                  "test sample)",
+    "i, j, k": "NIfTI voxel indices in the functional reference volume (runs with a pycortex subject)",
+    "hemi": "hemisphere, L or R (empty: unknown, a mapper file without a fsaverage mapper)",
+    "roi": "ROI name of the subject's overlay or the mapper file's roi_mask_* ('other' = none)",
+    "flat_x, flat_y": "flatmap position (pycortex flat-surface units; a mapper file's: pixels, y up)",
+    "unmapped": "True where no surface vertex falls in the voxel (nearest vertex used; a mapper file's: no pixel "
+                "shows it)",
     "r_{m}": "Pearson r of the predicted and measured test series",
     "p_{m}": "p of r (t-test with n - 2 df; two-sided unless the run's stats.alternative is 'greater')",
     "q_{m}": "Benjamini-Hochberg FDR q of p",
@@ -114,7 +118,7 @@ def _check_condition(results, condition: str) -> str:
 def _cortex_spec(results) -> tuple[str, str, str] | None:
     data = results.config.get("data", {}) if isinstance(results.config, dict) else {}
     subject = str(data.get("subject") or "")
-    if not subject:
+    if not subject or data.get("mapper"):
         return None
     return subject, str(data.get("transform") or ""), str(data.get("mask") or "")
 
@@ -125,6 +129,10 @@ def nifti_unavailable_reason(results) -> str | None:
     NIfTI needs the voxels' places in a volume: a pycortex subject, transform and mask in the run's config
     (installed on this machine) and the dataset stage's ``ijk`` indices.
     """
+    data = results.config.get("data", {}) if isinstance(results.config, dict) else {}
+    if data.get("mapper"):
+        return ("NIfTI export needs the voxels' places in a volume, and this run's cortex is a mapper file (flatmap "
+                "and ROIs only); import the subject into pycortex for a volume, or export the CSV table")
     spec = _cortex_spec(results)
     if spec is None:
         return ("NIfTI export needs a cortex mapping, and this run's dataset has none (data.subject is empty): "
@@ -370,6 +378,68 @@ def nifti_joint_map(results, field: str):
 def nifti_bytes(image) -> bytes:
     """A NIfTI image as the bytes of a ``.nii.gz`` file."""
     return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+
+
+#: The per-voxel maps an fsaverage (GIfTI) export can hold: test r per condition.
+FSAVERAGE_FIELDS = ("r",)
+
+
+def fsaverage_unavailable_reason(results) -> str | None:
+    """Why this run cannot be projected onto fsaverage, or None: it needs a mapper file (``data.mapper``) with a
+    ``voxel_to_fsaverage`` mapper, readable here."""
+    data = results.config.get("data", {}) if isinstance(results.config, dict) else {}
+    path = data.get("mapper") or ""
+    if not path:
+        return ("fsaverage export projects the voxels through a mapper file's voxel_to_fsaverage, and this run has "
+                "no mapper file (data.mapper)")
+    from core.cortex.mapper import load_mapper
+    try:
+        mapper = load_mapper(path)
+    except InputError as exc:
+        return f"fsaverage export needs the run's mapper file: {exc}"
+    if not mapper.fsaverage:
+        return f"the mapper file {path} has no voxel_to_fsaverage mapper"
+    return None
+
+
+def fsaverage_gifti(results, condition: str, field: str = "r") -> dict:
+    """One condition's per-voxel map on fsaverage, a GIfTI image per hemisphere (``{"lh": img, "rh": img}``),
+    through the mapper file's ``voxel_to_fsaverage``: each vertex the weighted sum of the voxels mapping to it,
+    NaN where no voxel maps or a voxel it takes is not in the run (left out for having no data).
+
+    Raises
+    ------
+    InputError
+        When :func:`fsaverage_unavailable_reason` says why not, or an unknown condition or field.
+    """
+    import nibabel as nib
+
+    from core.cortex.mapper import load_mapper, to_fsaverage
+    reason = fsaverage_unavailable_reason(results)
+    if reason:
+        _fail(reason, "data.mapper", source=str(results.run_dir))
+    _check_condition(results, condition)
+    if field not in FSAVERAGE_FIELDS:
+        _fail(f"expected one of {', '.join(FSAVERAGE_FIELDS)}, found {field!r}", "field")
+    mapper = load_mapper(results.config["data"]["mapper"])
+    values = np.full(mapper.n_voxels, np.nan)
+    values[results.file_voxel_index()] = np.asarray(results.array("stats", field, condition), dtype=np.float64)
+    covered = to_fsaverage(mapper, np.ones(mapper.n_voxels))
+    projected = to_fsaverage(mapper, values)
+    out = {}
+    for hemi, side in (("lh", "CortexLeft"), ("rh", "CortexRight")):
+        v = np.where(covered[hemi] > 0, projected[hemi], np.nan).astype(np.float32)
+        array = nib.gifti.GiftiDataArray(v, intent="NIFTI_INTENT_NONE", datatype="NIFTI_TYPE_FLOAT32",
+                                         meta=nib.gifti.GiftiMetaData({"Name": f"{field}_{condition}"}))
+        out[hemi] = nib.gifti.GiftiImage(darrays=[array], meta=nib.gifti.GiftiMetaData({
+            "AnatomicalStructurePrimary": side,
+            "Description": f"attnbrain {results.run_id} {field}_{condition} on fsaverage"}))
+    return out
+
+
+def gifti_bytes(image) -> bytes:
+    """A GIfTI image as the bytes of a ``.func.gii`` file."""
+    return image.to_bytes()
 
 
 def table_csv(results) -> str:

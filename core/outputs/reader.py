@@ -119,9 +119,16 @@ class StageArrays:
     def geometry(self) -> dict[str, np.ndarray] | None:
         """The dataset's per-voxel geometry by field (``ijk`` (n_voxels, 3), ``flat_xy`` (n_voxels, 2),
         ``hemi``, ``roi``, ``unmapped`` (n_voxels,), ``xyz_mm`` (n_voxels, 3)), None without a cortex mapping."""
-        if not self.has_array("dataset", "ijk"):
+        if not self.has_array("dataset", "flat_xy"):
             return None
-        return {f: self.array("dataset", f) for f in GEOMETRY_FIELDS}
+        return {f: self.array("dataset", f) for f in GEOMETRY_FIELDS if self.has_array("dataset", f)}
+
+    def file_voxel_index(self) -> np.ndarray:
+        """Each voxel's column in the response file (the file's numbering): the dataset stage's ``voxel_index``
+        where voxels were left out (NaN in every test sample), else 0..n_voxels-1."""
+        if self.has_array("dataset", "voxel_index"):
+            return np.asarray(self.array("dataset", "voxel_index"), dtype=np.int64)
+        return np.arange(self.n_voxels, dtype=np.int64)
 
     def truth(self) -> dict[str, np.ndarray]:
         """The planted truth of simulated data by field (``truth_null``, ...); empty for other data."""
@@ -243,10 +250,14 @@ class Results(StageArrays):
             # Column names are the CSV's (core.outputs.export.TABLE_COLUMNS), not array names.
             cols: dict[str, Any] = {"voxel": np.arange(self.n_voxels)}
             geo = self.geometry()
+            if self.has_array("dataset", "voxel_index"):
+                cols["file_voxel"] = self.file_voxel_index()
             if geo is not None:
-                ijk = np.asarray(geo["ijk"])
-                cols.update(i=ijk[:, 0], j=ijk[:, 1], k=ijk[:, 2], hemi=np.where(np.asarray(geo["hemi"]) == 1,
-                                                                                     "R", "L"))
+                if "ijk" in geo:
+                    ijk = np.asarray(geo["ijk"])
+                    cols.update(i=ijk[:, 0], j=ijk[:, 1], k=ijk[:, 2])
+                hemi = np.asarray(geo["hemi"])
+                cols["hemi"] = np.where(hemi == 1, "R", np.where(hemi == 0, "L", ""))
                 names = np.asarray(self.roi_names, dtype=object)
                 cols.update(roi=names[np.asarray(geo["roi"])], flat_x=np.asarray(geo["flat_xy"])[:, 0],
                             flat_y=np.asarray(geo["flat_xy"])[:, 1], unmapped=np.asarray(geo["unmapped"]))

@@ -16,8 +16,9 @@ __all__ = ["check_user_dataset", "load_dataset", "open_run_stimuli", "simulated_
 
 
 def _cortex_spec(cfg: RunConfig) -> CortexSpec | None:
+    """The pycortex subject of the run, None without one (no cortex, or a mapper file instead)."""
     d = cfg.data
-    return CortexSpec(d.subject, d.transform, d.mask) if d.subject else None
+    return CortexSpec(d.subject, d.transform, d.mask) if d.subject and not d.mapper else None
 
 
 def build_model(cfg: RunConfig):
@@ -108,10 +109,10 @@ def open_run_stimuli(cfg: RunConfig, cache_dir: Path | None, n_train: int, n_tes
         return open_stimuli(folder / "stimuli_train.npy"), open_stimuli(folder / "stimuli_test.npy")
     d = cfg.data
     kw = dict(key=d.stimuli_key, movie_tr=d.movie_tr, movie_offset=d.movie_offset, size=cfg.features.input_size,
-              verify=verify)
+              verify=verify, stimulus_fps=d.stimulus_fps, frame_pooling=d.frame_pooling)
     # The test movie starts at its own offset; one TR per sample as for training.
     return (open_stimuli(d.stimuli_train, n_samples=n_train, **kw),
-            open_stimuli(d.stimuli_test, n_samples=n_test, **kw))
+            open_stimuli(d.stimuli_test, n_samples=n_test, **{**kw, "key": d.stimuli_test_key or d.stimuli_key}))
 
 
 def load_dataset(cfg: RunConfig, cache_dir: Path | None = None, *, train: bool = True,
@@ -133,7 +134,7 @@ def load_dataset(cfg: RunConfig, cache_dir: Path | None = None, *, train: bool =
     stim_train, stim_test = open_run_stimuli(cfg, cache_dir, responses.n_train, responses.Y_test.shape[0],
                                              verify=verify)
     return Dataset(stimuli_train=stim_train, stimuli_test=stim_test, responses=responses, cortex=_cortex_spec(cfg),
-                   simulated=False, name=Path(cfg.data.responses).stem)
+                   simulated=False, name=Path(cfg.data.responses).stem, mapper=cfg.data.mapper)
 
 
 def _input_files_fingerprint(cfg: RunConfig):
@@ -142,7 +143,9 @@ def _input_files_fingerprint(cfg: RunConfig):
         from core.data.simulate import SIM_FORMAT_VERSION
         return {"simulation_format": SIM_FORMAT_VERSION}
     out = []
-    for p in (cfg.data.responses, cfg.data.stimuli_train, cfg.data.stimuli_test):
+    d = cfg.data
+    listed = lambda v: list(v) if isinstance(v, (list, tuple)) else [v]  # noqa: E731
+    for p in [d.responses, *listed(d.stimuli_train), *listed(d.stimuli_test)] + ([d.mapper] if d.mapper else []):
         path = Path(p)
         files = sorted(path.iterdir()) if path.is_dir() else [path]
         out.append([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists()])
@@ -166,9 +169,14 @@ def check_user_dataset(cfg: RunConfig) -> None:
         _CHECKED_INPUTS.add(key)
 
 
-def run_geometry(cfg: RunConfig, cache_dir: Path):
-    """The voxel geometry of the run: the mask's, or the simulation's seeded subset of it (None: no cortex)."""
+def run_geometry(cfg: RunConfig, cache_dir: Path, voxel_index=None, n_file_voxels: int | None = None):
+    """The voxel geometry of the run: the mask's, or the simulation's seeded subset of it; a mapper file's
+    (:class:`core.cortex.mapper.MapperGeometry`) for the run's voxels ``voxel_index`` of the file's
+    ``n_file_voxels`` (None: all); None without a cortex."""
     from core.cortex.geometry import load_geometry
+    if cfg.data.mapper:
+        from core.cortex.mapper import mapper_geometry
+        return mapper_geometry(cfg.data.mapper, voxel_index, n_file_voxels)
     spec = _cortex_spec(cfg)
     if spec is None:
         return None

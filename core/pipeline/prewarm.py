@@ -39,7 +39,7 @@ def _prewarm_cortex(cfg: RunConfig, cache_dir: Path):
     the pipeline calls it only when it runs stages side by side (cores to spare). Returns the process or None.
     """
     from core._proc import start_helper
-    if not cfg.data.subject or _cortex_warm_marker(cfg, cache_dir).exists():
+    if not cfg.data.subject or cfg.data.mapper or _cortex_warm_marker(cfg, cache_dir).exists():
         return None
     return start_helper(_warm_cortex_job, cfg, str(cache_dir), name="pycortex-prewarm")
 

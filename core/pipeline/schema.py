@@ -31,7 +31,7 @@ import numpy as np
 from core._validation import InputError
 from core.vocabulary import CONTRASTS
 
-__all__ = ["CONDITIONS", "GEOMETRY_FIELDS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA",
+__all__ = ["CONDITIONS", "GEOMETRY_FIELDS", "FLAT_GEOMETRY_FIELDS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA",
            "name", "run_dims", "markdown_table"]
 
 #: Feature conditions, in the order stages and readers walk them.
@@ -40,7 +40,9 @@ _PAIR = ("off", "on")                  # the conditions the kNN graphs and UMAPs
 
 # When optional arrays are present. Arrays of a stage with the same text are written together (per condition
 # for per-condition arrays).
-_CORTEX = "with a cortex mapping (data.subject set)"
+_CORTEX = "with a cortex mapping (a pycortex subject, data.subject, or a mapper file, data.mapper)"
+_VOLUME = "with a pycortex subject (data.subject set, no data.mapper): voxels in a volume"
+_EXCLUDED = "with voxels of the response file left out (NaN in every test sample)"
 _TRUTH = "simulated data only: the planted truth"
 _LABELS = "data simulated by the pipeline: the scene label of each stimulus"
 _PERM = "with permutations (stats.n_permutations > 0)"
@@ -127,13 +129,18 @@ _SEL = ("n_embedded_{condition}",)
 
 _STAGES: dict[str, StageSchema] = {
     "dataset": StageSchema((
-        A("ijk", "int16", ("n_voxels", 3), only=_CORTEX,
+        A("ijk", "int16", ("n_voxels", 3), only=_VOLUME,
           description="NIfTI-order voxel indices (i, j, k) in the functional reference volume"),
-        A("flat_xy", "float32", ("n_voxels", 2), only=_CORTEX, description="flatmap position (flat-surface units)"),
-        A("hemi", "int8", _N, only=_CORTEX, description="hemisphere: 0 left, 1 right"),
+        A("flat_xy", "float32", ("n_voxels", 2), only=_CORTEX,
+          description="flatmap position (flat-surface units; a mapper's: pixels, y up, NaN where unmapped)"),
+        A("hemi", "int8", _N, only=_CORTEX, description="hemisphere: 0 left, 1 right (-1 unknown: a mapper file "
+          "without a fsaverage mapper)"),
         A("roi", "int16", _N, only=_CORTEX, description="index into the dataset meta's roi_names (0 = other)"),
-        A("unmapped", "bool", _N, only=_CORTEX, description="no surface vertex in the voxel (nearest one used)"),
-        A("xyz_mm", "float32", ("n_voxels", 3), only=_CORTEX, description="voxel centre in world space (mm)"),
+        A("unmapped", "bool", _N, only=_CORTEX, description="no surface vertex in the voxel (nearest one used; a "
+          "mapper's: no flatmap pixel shows it)"),
+        A("xyz_mm", "float32", ("n_voxels", 3), only=_VOLUME, description="voxel centre in world space (mm)"),
+        A("voxel_index", "int64", _N, only=_EXCLUDED,
+          description="the voxel's column in the response file (absent: row = column)"),
         A("truth_signal_fraction", "float32", _N, only=_TRUTH,
           description="planted signal share of one trial's variance (unique_on + unique_off + shared)"),
         A("truth_on_share", "float32", _N, only=_TRUTH, description="planted weight of the attention-on features, "
@@ -269,7 +276,9 @@ _STAGES: dict[str, StageSchema] = {
 }
 del A
 #: The dataset stage's per-voxel geometry (runs with a cortex mapping): fields of core.cortex.geometry.VoxelGeometry.
-GEOMETRY_FIELDS = tuple(s.field for s in _STAGES["dataset"].arrays if s.only == _CORTEX)
+GEOMETRY_FIELDS = tuple(s.field for s in _STAGES["dataset"].arrays if s.only in (_CORTEX, _VOLUME))
+#: Those every cortex has (a mapper file's too); ijk and xyz_mm need a volume (a pycortex subject).
+FLAT_GEOMETRY_FIELDS = tuple(s.field for s in _STAGES["dataset"].arrays if s.only == _CORTEX)
 
 
 def _meta_value(value) -> int | None:

@@ -74,15 +74,26 @@ def stage_dataset(ctx: Context):
     ds = load_dataset(cfg, ctx.cache_dir, train=False, verify=False)
     r = ds.responses
     meta.update(n_train=r.n_train, n_test=int(r.Y_test.shape[0]), n_voxels=r.n_voxels,
-                n_repeats=0 if r.Y_test_repeats is None else int(r.Y_test_repeats.shape[0]), name=ds.name)
+                n_repeats=0 if r.Y_test_repeats is None else int(r.Y_test_repeats.shape[0]), name=ds.name,
+                response_layout=r.layout, n_file_voxels=r.n_file_voxels or r.n_voxels, n_excluded=r.n_excluded)
     arrays: dict[str, np.ndarray] = {}
+    if r.voxel_index is not None:
+        arrays[schema.name("dataset", "voxel_index")] = r.voxel_index
+        import logging
+        logging.getLogger("attnbrain.dataset").warning(
+            "%d of the %d voxels of %s are NaN in every test sample: left out (%d kept; the dataset stage's "
+            "voxel_index holds their columns in the file)", r.n_excluded, r.n_file_voxels, r.source, r.n_voxels)
+    if cfg.data.mapper:
+        geometry = run_geometry(cfg, ctx.cache_dir, r.voxel_index, r.n_file_voxels or r.n_voxels)
     if geometry is not None:
         if geometry.n_voxels != r.n_voxels:
             raise InputError(f"{r.n_voxels} voxels in the responses but {geometry.n_voxels} in the cortex mask",
                              source=r.source, field="Y_train")
-        arrays.update({schema.name("dataset", f): getattr(geometry, f) for f in schema.GEOMETRY_FIELDS})
+        arrays.update({schema.name("dataset", f): getattr(geometry, f) for f in schema.GEOMETRY_FIELDS
+                       if hasattr(geometry, f)})
         meta["roi_names"] = geometry.roi_names
-        meta["cortex"] = {"subject": spec.subject, "transform": spec.transform, "mask": spec.mask}
+        meta["cortex"] = {"mapper": cfg.data.mapper} if cfg.data.mapper else \
+            {"subject": spec.subject, "transform": spec.transform, "mask": spec.mask}
     for k, v in ds.truth.items():
         arrays[schema.name("dataset", f"truth_{k}")] = v
     return arrays, meta
@@ -425,11 +436,21 @@ def stage_cortex(ctx: Context):
     """Flatmap images per condition (coloured by bin), the pixel -> voxel lookup, and the WebGL viewer."""
     from core._io import file_lock
     cfg = ctx.cfg
-    geometry = run_geometry(cfg, ctx.cache_dir)
+    index = np.asarray(ctx.array("dataset", "voxel_index")) if ctx.has_array("dataset", "voxel_index") else None
+    geometry = run_geometry(cfg, ctx.cache_dir, index, ctx["dataset"].meta.get("n_file_voxels"))
     if geometry is None:
-        return {}, {"skipped": "no pycortex subject configured (data.subject is empty)"}
+        return {}, {"skipped": "no cortex mapping configured (data.subject is empty and no data.mapper)"}
     modes = [m for m in CONDITIONS if m in cfg.features.modes]
     bins = {m: np.asarray(ctx.array("stats", "bin", m)) for m in modes}
+    if cfg.data.mapper:
+        from core.cortex.flatmap import make_flatmaps
+        flat = make_flatmaps(geometry, bins, ctx.workdir, cache_dir=_pycortex_cache(ctx.cache_dir),
+                             scheme=BinScheme.from_config(cfg))
+        rel = lambda p: str(Path(p).relative_to(ctx.workdir))  # noqa: E731
+        return {}, {"flatmap": {k: ({a: rel(b) for a, b in v.items()} if isinstance(v, dict) else rel(v))
+                                for k, v in flat.items()},
+                    "viewer_absent": "the 3-D viewer needs a pycortex subject (its surfaces); this run's cortex is a "
+                                     "mapper file (flatmap and ROIs only)"}
     pc_cache = _pycortex_cache(ctx.cache_dir)
     title = f"{ctx.cfg.preset}{' (simulated)' if cfg.data.kind == 'simulated' else ''}"
     # Waits while the run's background preparation (_prewarm_cortex) is still building pycortex's caches.
@@ -458,6 +479,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("umap", stage_umap, ("rsa", "encoding"), ("umap",), "3-D UMAP per condition",
           prewarm=_prewarm_umap),
     Stage("cortex", stage_cortex, ("dataset", "stats"), ("data.subject", "data.transform", "data.mask",
-                                                          "stats.bin_edges"),
+                                                          "data.mapper", "stats.bin_edges"),
           "flatmaps, pixel lookup, WebGL viewer", isolated=True, prewarm=_prewarm_cortex),
 )}

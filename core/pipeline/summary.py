@@ -141,6 +141,10 @@ def build_summary(cfg: RunConfig, run_id: str, results: dict, *, device: str, ti
         "device": device, "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "peak_rss_mb": round(peak_rss_mb, 1), "versions": versions, "config": config_to_dict(cfg),
     }
+    if ds.meta.get("n_excluded"):
+        summary["voxels_excluded"] = {"n_excluded": ds.meta["n_excluded"], "n_file_voxels": ds.meta["n_file_voxels"],
+                                      "why": "NaN/inf in every test sample (voxels outside the brain in a published "
+                                             "volume); the dataset stage's voxel_index maps rows to file columns"}
     if ds.meta.get("feature_seconds") is not None:
         summary["feature_seconds_in_dataset"] = ds.meta["feature_seconds"]
     if "encoding" in results:

@@ -177,7 +177,8 @@
         if (scene.selected === null) return;
         var cap = state.doc.voxels[String(scene.selected)];
         var head = "voxel " + cap.voxel;
-        if (cap.roi !== undefined) head += " · " + cap.roi + " (" + cap.hemi + ") · ijk " + cap.ijk.join(",");
+        if (cap.roi !== undefined) head += " · " + cap.roi + (cap.hemi ? " (" + cap.hemi + ")" : "") +
+            (cap.ijk ? " · ijk " + cap.ijk.join(",") : "");
         el.appendChild(document.createTextNode(head + " · "));
         ["off", "on"].forEach(function (m, k) {
             var span = document.createElement("span");
