@@ -28,6 +28,8 @@ __all__ = [
 _IJK_RE = re.compile(r"^\s*(-?\d+)\s*[, ;]\s*(-?\d+)\s*[, ;]\s*(-?\d+)\s*$")
 _ID_RE = re.compile(r"^\s*#?\s*(\d+)\s*$")
 _HASH_RE = re.compile(r"^#?voxel=(\d+)$")
+#: "file 1234" / "column 1234": a voxel by its column in the response file (the file's numbering).
+_FILE_RE = re.compile(r"^\s*(?:file|column|col)\s*#?\s*(\d+)\s*$", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------- events -> voxel
@@ -41,7 +43,8 @@ def voxel_from_hash(data: DashboardData, url_hash: str | None) -> int | None:
 
 
 def parse_voxel_query(data: DashboardData, text: str | None) -> tuple[int | None, str]:
-    """A search box entry -> (voxel or None, message). Accepts a voxel id or ``i,j,k`` NIfTI indices."""
+    """A search box entry -> (voxel or None, message). Accepts a voxel id, ``file N`` (the voxel in column N of
+    the response file: the file's numbering where voxels were left out) or ``i,j,k`` NIfTI indices."""
     if not text or not str(text).strip():
         return None, ""
     text = str(text)
@@ -51,6 +54,17 @@ def parse_voxel_query(data: DashboardData, text: str | None) -> tuple[int | None
         if v < data.n_voxels:
             return v, f"voxel {v}"
         return None, f"no voxel {v}: ids run from 0 to {data.n_voxels - 1}"
+    m = _FILE_RE.match(text)
+    if m:
+        col = int(m.group(1))
+        if data.file_voxel is None:
+            return (col, f"voxel {col} (column {col} of the response file)") if col < data.n_voxels else \
+                (None, f"no column {col}: the response file has {data.n_voxels}")
+        pos = int(np.searchsorted(data.file_voxel, col))
+        if pos < data.file_voxel.size and data.file_voxel[pos] == col:
+            return pos, f"voxel {pos} (column {col} of the response file)"
+        return None, (f"column {col} of the response file is not in this run: it is NaN in every test sample (left "
+                      "out), or beyond the file's voxels")
     m = _IJK_RE.match(text)
     if m:
         if not data.has_volume:
@@ -61,7 +75,8 @@ def parse_voxel_query(data: DashboardData, text: str | None) -> tuple[int | None
         if v < 0:
             return None, f"no voxel at i,j,k = {i},{j},{k} in this run's mask"
         return v, f"voxel {v} at i,j,k = {i},{j},{k}"
-    return None, f"expected a voxel id (0-{data.n_voxels - 1}) or i,j,k (e.g. 40,52,18); found {text.strip()!r}"
+    return None, (f"expected a voxel id (0-{data.n_voxels - 1}), file N (its column in the response file) or i,j,k "
+                  f"(e.g. 40,52,18); found {text.strip()!r}")
 
 
 def resolve_selection(data: DashboardData, trigger: Any, value: Any, search: str | None = None

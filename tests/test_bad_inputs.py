@@ -85,8 +85,9 @@ def _files_argv(tmp: Path, *, responses=None, train=None, test=None, data_extra:
     return ["--config", str(cfg), *extra_args]
 
 
-def _mapper(path: Path, n_voxels: int, bad_mask: bool = False) -> Path:
-    """A small mapper file (core.testing.published); ``bad_mask``: a mask with one True pixel too many."""
+def _mapper(path: Path, n_voxels: int, bad_mask: bool = False, bad_curvature: bool = False) -> Path:
+    """A small mapper file (core.testing.published); ``bad_mask``: a mask with one True pixel too many;
+    ``bad_curvature``: a curvature layer transposed (the flatmap's shape the other way round)."""
     import h5py
 
     from core.testing.published import write_mapper
@@ -97,6 +98,11 @@ def _mapper(path: Path, n_voxels: int, bad_mask: bool = False) -> Path:
             mask[0, 0] = True
             del h5["flatmap_mask"]
             h5.create_dataset("flatmap_mask", data=mask)
+    if bad_curvature:
+        with h5py.File(path, "a") as h5:
+            curv = h5["flatmap_curvature"][()].T
+            del h5["flatmap_curvature"]
+            h5.create_dataset("flatmap_curvature", data=curv)
     return path
 
 
@@ -352,6 +358,9 @@ CASES: list[Case] = [
     Case("mapper-mask", "mapper file (data.mapper)", "mask and matrix disagree",
          "True pixels but voxel_to_flatmap has", P,
          lambda t: _files_argv(t, data_extra=f'mapper = "{_mapper(t / "m.hdf", N_VOX, bad_mask=True)}"')),
+    Case("mapper-curvature", "mapper file (data.mapper)", "curvature of another shape than the mask",
+         "flatmap_curvature': expected the mask's shape", P,
+         lambda t: _files_argv(t, data_extra=f'mapper = "{_mapper(t / "m.hdf", N_VOX, bad_curvature=True)}"')),
     Case("frames-remainder", "stimuli (movie frames)", "a file holds part of a TR",
          "is not a whole number of samples at 2 frames per sample", P,
          lambda t: _files_argv(t, train=_stimuli(t / "f.npy", 2 * N_TRAIN + 1),

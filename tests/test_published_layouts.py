@@ -303,3 +303,19 @@ def test_fsaverage_gifti_export_projects_r_through_the_mapper(shortclips):
     # The NIfTI maps need a volume: the downloads say why, and the route answers 404 with the reason.
     reason = export.nifti_unavailable_reason(res)
     assert "mapper file" in reason
+
+
+def test_the_search_box_finds_a_voxel_by_its_column_in_the_response_file(vim2, shortclips):
+    from dashboard.data import DashboardData
+    from dashboard.selection import parse_voxel_query
+    data = DashboardData(vim2["results"])
+    keep = np.setdiff1d(np.arange(150), vim2["nan_voxels"])
+    row = 60
+    assert parse_voxel_query(data, f"file {keep[row]}") == (row, f"voxel {row} (column {keep[row]} of the response "
+                                                                "file)")
+    v, message = parse_voxel_query(data, "column 3")            # a NaN voxel of the file: left out
+    assert v is None and "not in this run" in message
+    inspector_facts = __import__("dashboard.inspector", fromlist=["x"]).inspector_children(data, row)
+    assert f"column {keep[row]} of the response file" in str(inspector_facts)
+    # Without voxels left out, the file's column is the row.
+    assert parse_voxel_query(DashboardData(shortclips["results"]), "file 7")[0] == 7
