@@ -6,6 +6,7 @@
     python precompute.py --config my_study.toml --out results  # your data (see README.md)
     python precompute.py --preset paper-sim --out results --device cuda  # the study's scale, simulated
     python precompute.py train-abn --data IMAGEFOLDER --out ckpt --epochs 10
+    python precompute.py study study.toml --out results          # many runs on Dask (docs/studies.md)
 """
 from __future__ import annotations
 
@@ -95,18 +96,6 @@ def _check_out(out: Path) -> None:
             break
 
 
-def _lock_results(out: Path):
-    """An exclusive lock on the results folder (held until the process exits), or None if another run holds it."""
-    import fcntl
-    fh = open(out / ".lock", "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        return None
-    return fh
-
-
 def run_precompute(args) -> int:
     from core._validation import InputError
     from core.config import load_config
@@ -142,21 +131,28 @@ def run_precompute(args) -> int:
 
 
 def _run_locked(args, cfg, pipe, wanted, device) -> int:
+    """The run under its writer session (:func:`core.pipeline.store.writer_session`): one writer per run, any
+    number of runs side by side in one folder."""
+    from core.pipeline.store import RunBusy, writer_session
+    # A full disk must end in one error line, not in a logging traceback for each unwritable run.log line.
+    logging.raiseExceptions = False
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        with writer_session(pipe.store, pipe.run_id):
+            return _run_session(args, cfg, pipe, wanted, device)
+    except RunBusy:
+        return _fail(f"{args.out}: another precompute.py is computing run {pipe.run_id} in this results folder; "
+                     "wait for it to finish (other runs may write to the folder beside it)")
+
+
+def _run_session(args, cfg, pipe, wanted, device) -> int:
     import json
 
     from core._io import atomic_write, json_default
     from core._validation import InputError
-    from core.pipeline.runner import default_parallel_stages, peak_rss_mb, versions
     from core.pipeline.faults import fault_point
+    from core.pipeline.runner import default_parallel_stages, peak_rss_mb, versions
     from core.pipeline.summary import build_summary
-    # A full disk must end in one error line, not in a logging traceback for each unwritable run.log line.
-    logging.raiseExceptions = False
-    args.out.mkdir(parents=True, exist_ok=True)
-    lock = _lock_results(args.out)
-    if lock is None:
-        return _fail(f"{args.out}: another precompute.py is writing to this results folder; wait for it to finish "
-                     "or use another --out")
-    pipe.store.clean_temporaries()
     pipe.run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(pipe.run_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -223,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_train(p.parse_args(argv[1:]))
         except InputError as exc:
             return _fail(str(exc))
+    if argv and argv[0] == "study":
+        from core.study.cli import add_study_arguments, run_study_command
+        p = argparse.ArgumentParser(prog="precompute.py study",
+                                    description="Every run of a study file (subjects x layers x weights) on Dask.")
+        add_study_arguments(p)
+        return run_study_command(p.parse_args(argv[1:]))
     return run_precompute(_parser().parse_args(argv))
 
 

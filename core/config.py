@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from core._validation import InputError
-from core.vocabulary import CONDITIONS, DEFAULT_BINS, PAIR, RULES, BinScheme
+from core.vocabulary import CONDITIONS, DEFAULT_BINS, FEATURE_LAYERS, PAIR, RULES, BinScheme
 
 __all__ = ["DataConfig", "SimulationConfig", "FeatureConfig", "EncodingConfig", "StatsConfig",
            "RSAConfig", "ContrastsConfig", "UMAPConfig", "RunConfig", "PRESETS", "USER_DATA_STATS", "make_config",
@@ -65,6 +65,9 @@ class SimulationConfig:
     n_latent: int = 16                       # smooth spatial fields mixing the feature directions
     smoothness_mm: float = 12.0              # spatial scale of the weight fields
     seed: int = 0
+    # The simulated subject: 0 the default one; another number plants other weights and noise on the same
+    # stimuli (a study's simulated subjects; the stimuli, and so their features, are shared).
+    subject: int = 0
 
 
 @dataclass(frozen=True)
@@ -327,12 +330,16 @@ def _check(cfg: RunConfig) -> RunConfig:
     if isinstance(cfg.features.batch_size, bool) or cfg.features.batch_size < 0:
         bad("features.batch_size", "0 (auto: 32 on the CPU, 128 on CUDA) or a positive integer",
             cfg.features.batch_size)
+    if cfg.features.layer not in FEATURE_LAYERS:
+        bad("features.layer", f"one of {', '.join(FEATURE_LAYERS)}", cfg.features.layer)
     if cfg.features.input_size < 64:
         bad("features.input_size", "at least 64 pixels (ResNet-50 downsamples by 32)", cfg.features.input_size)
     for name in ("n_train", "n_test", "image_size", "n_repeats"):
         if getattr(cfg.simulation, name) <= 0:
             bad(f"simulation.{name}", "a positive integer", getattr(cfg.simulation, name))
     sim = cfg.simulation
+    if isinstance(sim.subject, bool) or sim.subject < 0:
+        bad("simulation.subject", "0 (the default simulated subject) or a positive subject number", sim.subject)
     if not 0 <= sim.null_fraction < 1:
         bad("simulation.null_fraction", "a fraction in [0, 1)", sim.null_fraction)
     if not 0 <= sim.null_contrast_fraction < 1:

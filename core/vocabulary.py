@@ -20,11 +20,16 @@ import numpy as np
 from core._validation import InputError
 
 __all__ = [
-    "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "OUTCOME_RGBA",
+    "FEATURE_LAYERS", "SHARED_LAYERS", "CONDITIONS", "PAIR", "CONDITION_LABELS", "CONTRASTS", "CONTRAST_LABELS", "OUTCOME_CODES", "OUTCOME_RGBA",
     "CEILING_EDGES", "CEILING_LABELS", "CEILING_RGBA", "ADDS_CODES", "ADDS_RGBA", "COLOURINGS", "BIN_SETS", "RULES",
     "RULE_LABELS", "NEGATIVE_CODE", "NS_CODE", "N_BINS",
     "BIN_COLOURS_RGBA", "NS_RGBA", "NEGATIVE_RGBA", "BinScheme", "DEFAULT_BINS", "rgba_hex", "rgba_css",
 ]
+
+#: The ABN layers features can be read from. The first three come from the trunk, before attention acts: the
+#: same features in every condition (a study's built-in negative control).
+SHARED_LAYERS = ("layer1", "layer2", "layer3")
+FEATURE_LAYERS = (*SHARED_LAYERS, "layer4", "pool", "logits")
 
 #: Feature sets (ABN perception modes), in display order: off = g, on = g * (1 + M), uniform = g * (1 + mean(M)).
 CONDITIONS = ("off", "on", "uniform")

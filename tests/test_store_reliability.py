@@ -106,40 +106,92 @@ _HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    import precompute
-    lock = precompute._lock_results(Path({out!r}))
-    print("locked" if lock else "busy", flush=True)
-    time.sleep(60)
+    from core.config import load_config
+    from core.pipeline.runner import Pipeline
+    from core.pipeline.store import writer_session
+    pipe = Pipeline(load_config({cfg!r}), Path({out!r}))
+    with writer_session(pipe.store, pipe.run_id):
+        print("locked", flush=True)
+        time.sleep(60)
 """)
 
+_SMALL = ("[simulation]\nn_train = 20\nn_test = 10\nimage_size = 64\nn_voxels = 300\n"
+          "[features]\ninput_size = 64\n[umap]\nseed = {seed}\n")
 
-def test_second_precompute_on_the_same_folder_refuses(tmp_path):
-    """While one precompute process holds a results folder, a second one exits 2 with one clear line."""
+
+def _precompute_proc(cfg, out, **kw):
+    return subprocess.Popen([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out", str(out),
+                             "--quiet", "--device", "cpu", "--stages", "umap"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "ATTNBRAIN_PARALLEL_STAGES": "1"}, **kw)
+
+
+def test_a_second_precompute_of_the_same_run_refuses(tmp_path):
+    """While one process writes a run, a second precompute of the same run exits 2 at once with one clear line
+    and writes nothing but the lock files."""
     out = tmp_path / "results"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(root=str(ROOT), out=str(out))],
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_SMALL.format(seed=0))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER.format(root=str(ROOT), out=str(out), cfg=str(cfg))],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        cfg = tmp_path / "c.toml"
-        cfg.write_text("[simulation]\nn_train = 20\nn_test = 10\nimage_size = 64\nn_voxels = 300\n"
-                       "[features]\ninput_size = 64\n")
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg), "--out", str(out),
                                "--quiet", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and "another precompute.py is writing to this results folder" in lines[0]
+        assert len(lines) == 1 and "another precompute.py is computing run" in lines[0]
         assert time.perf_counter() - t0 < 120                       # refused at once, not after the work
-        assert sorted(p.name for p in out.iterdir()) == [".lock"]   # nothing written
+        written = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+        assert written == ["cache", "cache/locks", *sorted(f"cache/locks/{p.name}"
+                                                           for p in (out / "cache" / "locks").iterdir())]
     finally:
         holder.kill()
         holder.wait()
-    # Once the holder is gone the lock is free again (flock dies with its process).
-    import precompute
-    lock = precompute._lock_results(out)
-    assert lock is not None
-    lock.close()
+    # Once the holder is gone the run's lock is free again (flock dies with its process).
+    from core.config import load_config
+    from core.pipeline.runner import Pipeline
+    from core.pipeline.store import writer_session
+    pipe = Pipeline(load_config(cfg), out)
+    with writer_session(pipe.store, pipe.run_id):
+        pass
+
+
+def test_two_runs_write_side_by_side_into_one_folder(tmp_path):
+    """Two precompute.py of different runs (another UMAP seed) started together on one folder: both finish,
+    every stage entry they share is computed once (the other run reads it: "cached" in its log), and each run's
+    arrays are those of the same run computed alone in its own folder."""
+    import json
+
+    from core.outputs.reader import open_results
+    cfgs = []
+    for seed in (0, 1):
+        cfgs.append(tmp_path / f"c{seed}.toml")
+        cfgs[-1].write_text(_SMALL.format(seed=seed))
+    out = tmp_path / "shared"
+    procs = [_precompute_proc(c, out) for c in cfgs]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+    summaries = [json.loads(f.read_text()) for f in sorted(out.glob("*/summary.json"))]
+    assert len(summaries) == 2
+    shared = [n for n in summaries[0]["stage_keys"] if summaries[0]["stage_keys"][n] == summaries[1]["stage_keys"][n]]
+    assert {"dataset", "features", "encoding", "stats", "rsa"} <= set(shared) and "umap" not in shared
+    for name in shared:
+        computed = [s["timings_s"].get(name, 0) > 0 for s in summaries]
+        assert sum(computed) <= 1, f"{name} computed by both runs"
+        assert len(list((out / "cache" / "stages").glob(f"{name}-*"))) == 1
+    assert not list((out / "cache" / "stages").glob(".*.tmp-*"))
+    # The same run alone in an empty folder: identical arrays.
+    alone = tmp_path / "alone"
+    p = _precompute_proc(cfgs[1], alone)
+    assert p.wait(timeout=600) == 0
+    a, b = open_results(alone), open_results(out, run_id=open_results(alone).run_id)
+    for stage in ("encoding", "stats", "umap"):
+        for name, arr in a.stage(stage).arrays.items():
+            np.testing.assert_array_equal(np.asarray(b.stage(stage).arrays[name]), np.asarray(arr), err_msg=name)
 
 
 def test_out_on_a_full_disk_reports_one_line_and_exit_3(tmp_path, monkeypatch, capsys):

@@ -353,19 +353,34 @@ def _atomic_dir(final: Path) -> Path:
 def write_simulated_dataset(out_dir: str | Path, *, n_train: int, n_test: int, image_size: int,
                             geometry: VoxelGeometry,
                             feature_fn: Callable[[np.ndarray], dict[str, np.ndarray]],
-                            seed: int = 0, meta: dict | None = None, **plant) -> Path:
+                            seed: int = 0, meta: dict | None = None, plant_seed: int | None = None,
+                            **plant) -> Path:
     """Generate stimuli, plant responses from ``feature_fn(images)`` and write the dataset folder.
+
+    ``seed`` makes the stimuli and, unless ``plant_seed`` is given, the planted weights and noise: a simulated
+    subject other than the first sees the same stimuli with its own ``plant_seed``.
 
     ``plant`` holds the keyword arguments of :func:`plant_responses` (``n_repeats``, ``n_runs``, ``tr``, ...).
     The folder holds ``stimuli_train.npy``, ``stimuli_test.npy``, ``responses.h5`` (``Y_train``, ``Y_test``
     with repeats first, ``run_onsets``), ``truth.npz`` and ``dataset.json``. It is written under a temporary
     name and renamed at the end, so an interrupted run never leaves a half-written dataset.
     """
-    import h5py
-
     out_dir = Path(out_dir)
     if (out_dir / "dataset.json").is_file():
         return out_dir
+    from core._io import file_lock
+    # Runs side by side in one results folder may need the same dataset: one writes it, the others wait.
+    with file_lock(out_dir.parent / f"{out_dir.name}.lock"):
+        if (out_dir / "dataset.json").is_file():
+            return out_dir
+        return _write_simulated_dataset(out_dir, n_train=n_train, n_test=n_test, image_size=image_size,
+                                        geometry=geometry, feature_fn=feature_fn, seed=seed, meta=meta,
+                                        plant_seed=plant_seed, **plant)
+
+
+def _write_simulated_dataset(out_dir: Path, *, n_train: int, n_test: int, image_size: int, geometry, feature_fn,
+                             seed: int, meta: dict | None, plant_seed: int | None = None, **plant) -> Path:
+    import h5py
     tmp = _atomic_dir(out_dir)
     try:
         train, train_labels = render_scenes(n_train, image_size, seed, start=0)
@@ -373,7 +388,7 @@ def write_simulated_dataset(out_dir: str | Path, *, n_train: int, n_test: int, i
         np.save(tmp / "stimuli_train.npy", train)
         np.save(tmp / "stimuli_test.npy", test)
         feats = feature_fn(np.concatenate([train, test]))
-        planted = plant_responses(feats, n_train, geometry, seed=seed, **plant)
+        planted = plant_responses(feats, n_train, geometry, seed=seed if plant_seed is None else plant_seed, **plant)
         with h5py.File(tmp / "responses.h5", "w") as h5:
             h5.create_dataset("Y_train", data=planted.Y_train)
             h5.create_dataset("Y_test", data=planted.Y_test_repeats)

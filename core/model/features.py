@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from core._io import atomic_write
 from core._validation import InputError
+from core.vocabulary import FEATURE_LAYERS, SHARED_LAYERS
 from core.model.abn import ABN, PERCEPTION_MODES, weights_fingerprint
 from core.device import resolve_device
 
@@ -34,8 +35,8 @@ __all__ = [
 
 MODES = PERCEPTION_MODES
 # Shared layers come from the trunk, before attention acts: one array serves every mode.
-_SHARED_LAYERS = ("layer1", "layer2", "layer3")
-LAYERS = (*_SHARED_LAYERS, "layer4", "pool", "logits")
+_SHARED_LAYERS = SHARED_LAYERS
+LAYERS = FEATURE_LAYERS
 # Below 64 px layer4 shrinks to 1 x 1 and the attention map to 2 x 2: there is no spatial focus left to study.
 MIN_INPUT_SIZE = 64
 # Grid that the "layer4" features keep: 2 x 2 cells keep where in the image a feature fired (which global

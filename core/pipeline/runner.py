@@ -124,6 +124,12 @@ class Pipeline:
         the error is raised.
         """
         plan = self.plan(wanted, force)
+        # Stages recomputed because of --force (the forced ones and what depends on them) never take an entry
+        # another run of the folder committed meanwhile; the others do (see _compute).
+        self._refresh = set(force)
+        for name, _ in plan:
+            if any(d in self._refresh for d in self.stages[name].deps):
+                self._refresh.add(name)
         workers = default_parallel_stages() if parallel is None else int(parallel)
         # Background helpers (e.g. compiling UMAP's kernels while the GPU stages run) only with cores to spare:
         # on fewer they would compete with the stages themselves.
@@ -172,7 +178,8 @@ class Pipeline:
                     for name in [n for n in pending if elsewhere(n) and ready(n)][:n_processes - len(running)]:
                         pool = pool or spawn_pool(n_processes)
                         job = (self.stages[name], self.keys[name], {d: self.keys[d] for d in self.stages[name].deps},
-                               self.cfg, str(self.out), self.device, self.progress, self.store.schema)
+                               self.cfg, str(self.out), self.device, self.progress, self.store.schema,
+                               name not in self._refresh)
                         running[name] = pool.submit(_compute_in_child, job)
                         pending.remove(name)
                     local = next((n for n in pending if not elsewhere(n) and ready(n)), None)
@@ -192,7 +199,8 @@ class Pipeline:
                         try:
                             seconds = future.result()
                             entry = self.store.read(name, self.keys[name])
-                            entry.cached, entry.seconds = False, seconds
+                            # 0.0: the child found the entry committed by another run of the folder.
+                            entry.cached, entry.seconds = seconds == 0.0, seconds
                             finish(name, entry)
                         except Exception as exc:  # noqa: BLE001
                             error = error or exc
@@ -222,12 +230,25 @@ class Pipeline:
                 # same key; stages are deterministic, so what follows stays valid.
                 log.warning("cached %s entry is damaged (%s); recomputing it", name, exc)
         return _compute(self.store, st, key, self.cfg, self.device, {d: results[d] for d in st.deps},
-                        self.progress)
+                        self.progress, reuse=reason != "cached" and name not in getattr(self, "_refresh", ()))
 
 
 def _compute(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device, inputs: dict[str, StageEntry],
-             progress: bool) -> StageEntry:
-    """Compute one stage from its inputs into a temporary folder and commit it as the entry ``key``."""
+             progress: bool, reuse: bool = True) -> StageEntry:
+    """Compute one stage from its inputs into a temporary folder and commit it as the entry ``key``, holding
+    the entry's lock: another run of the folder computing the same entry is waited for, and with ``reuse``
+    (the entry was missing when the run planned it) its committed entry is read instead of computed again."""
+    with store.entry_lock(st.name, key):
+        if reuse and store.has(st.name, key):
+            try:
+                return store.read(st.name, key)     # committed by another run meanwhile: cached
+            except InputError:
+                pass
+        return _compute_locked(store, st, key, cfg, device, inputs, progress)
+
+
+def _compute_locked(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device,
+                    inputs: dict[str, StageEntry], progress: bool) -> StageEntry:
     workdir = store.new_workdir(st.name, key)
     ctx = Context(cfg=cfg, device=device, cache_dir=store.cache_dir, inputs=inputs, progress=progress,
                   workdir=workdir)
@@ -253,10 +274,11 @@ def _compute(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device, i
 def _compute_in_child(job) -> float:
     """:func:`_compute` in a spawned process: inputs read from the store, the entry committed there; returns
     the stage's seconds (the parent reads the entry back, memory-mapped)."""
-    st, key, dep_keys, cfg, out, device, progress, schema = job
+    st, key, dep_keys, cfg, out, device, progress, schema, reuse = job
     store = ResultsStore(out, schema)
     inputs = {d: store.read(d, k) for d, k in dep_keys.items()}
-    return _compute(store, st, key, cfg, device, inputs, progress).seconds
+    entry = _compute(store, st, key, cfg, device, inputs, progress, reuse=reuse)
+    return 0.0 if entry.cached else entry.seconds
 
 
 def default_parallel_stages() -> int:

@@ -62,6 +62,7 @@ def stage_dataset(ctx: Context):
         folder = write_simulated_dataset(
             simulated_dataset_dir(cfg, ctx.cache_dir), n_train=sim.n_train, n_test=sim.n_test,
             image_size=sim.image_size, geometry=geometry, feature_fn=feature_fn, n_repeats=sim.n_repeats,
+            plant_seed=None if sim.subject == 0 else 1_000_003 * sim.subject + sim.seed,
             n_latent=sim.n_latent, null_fraction=sim.null_fraction, length_scale=sim.smoothness_mm, seed=sim.seed,
             n_runs=sim.n_runs, tr=sim.tr, hrf=sim.hrf, ar_range=tuple(sim.ar_range),
             null_contrast_fraction=sim.null_contrast_fraction)

@@ -14,6 +14,7 @@ against the results schema (:mod:`core.pipeline.schema`). :func:`open_results` o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from core._io import json_default, write_json_atomic
 from core._validation import InputError
 from core.pipeline.schema import SCHEMA, Schema
 
-__all__ = ["StageEntry", "ResultsStore", "STORE_VERSION"]
+__all__ = ["StageEntry", "ResultsStore", "STORE_VERSION", "RunBusy", "writer_session"]
 
 STORE_VERSION = 1
 
@@ -84,6 +85,18 @@ class ResultsStore:
 
     def entry_path(self, name: str, key: str) -> Path:
         return self.stages_dir / f"{name}-{key}"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.cache_dir / "locks"
+
+    def entry_lock(self, name: str, key: str):
+        """The lock a writer holds while it computes and commits the entry ``name-key`` (a context manager:
+        an ``flock``, waited for; released by the holder's exit or death). Runs side by side in one folder, on
+        one host or several on a filesystem with working ``flock``, so compute each entry once: the second finds
+        it committed when it gets the lock."""
+        from core._io import file_lock
+        return file_lock(self.locks_dir / f"{name}-{key}.lock")
 
     def has(self, name: str, key: str) -> bool:
         # The folder check comes first: opening the index would create it, and a dry run or a rejected
@@ -221,7 +234,8 @@ class ResultsStore:
         return sorted(set(found))
 
     def clean_temporaries(self) -> int:
-        """Remove what :meth:`temporaries` lists (none is in use: runs hold the results lock)."""
+        """Remove what :meth:`temporaries` lists; only call it while no other writer is active (see
+        :func:`writer_session`)."""
         found = self.temporaries()
         for p in found:
             if p.is_dir():
@@ -242,6 +256,38 @@ class ResultsStore:
         if self._index is not None:
             self._index.close()
             self._index = None
+
+
+class RunBusy(Exception):
+    """Another process is computing the same run in this results folder."""
+
+
+@contextlib.contextmanager
+def writer_session(store: ResultsStore, run_id: str):
+    """What a writer holds for its whole run: an exclusive lock on the run (``cache/locks/run-<id>.lock``: one
+    writer per run; :class:`RunBusy` at once if another has it) and a shared lock on ``cache/locks/writers.lock``.
+    Whoever gets the writers' lock exclusively, alone in the folder, first removes the temporaries interrupted
+    writers left (:meth:`ResultsStore.clean_temporaries`); with others writing, the cleaning waits for a run
+    that is alone. Several runs (processes, hosts) then write side by side, each stage entry under its own lock
+    (:meth:`ResultsStore.entry_lock`)."""
+    import fcntl
+    store.locks_dir.mkdir(parents=True, exist_ok=True)
+    run_fh = open(store.locks_dir / f"run-{run_id}.lock", "a+")
+    try:
+        try:
+            fcntl.flock(run_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(run_id) from None
+        with open(store.locks_dir / "writers.lock", "a+") as writers:
+            try:
+                fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                store.clean_temporaries()
+            except BlockingIOError:
+                pass                        # others are writing: their temporaries may be in use
+            fcntl.flock(writers, fcntl.LOCK_SH)
+            yield
+    finally:
+        run_fh.close()
 
 
 def _npy_headers(stage: str, folder: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

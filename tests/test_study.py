@@ -1,0 +1,117 @@
+"""Studies (core.study): a study file expands into runs; they run as tasks on a Dask LocalCluster (bound to
+loopback) into one results folder, and each run's arrays are those ``precompute.py`` computes for it alone."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core._validation import InputError
+from core.study.spec import expand_study, load_study, to_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+_STUDY = """preset = "demo"
+[simulation]
+n_train = 20
+n_test = 10
+image_size = 64
+n_voxels = 300
+[features]
+input_size = 64
+[study]
+name = "tiny"
+layers = ["layer4", "pool"]
+retries = 1
+[[study.subjects]]
+label = "sim-1"
+seed = 0
+[[study.subjects]]
+label = "sim-2"
+seed = 2
+"""
+
+
+def _precompute(args, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "precompute.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                      "ATTNBRAIN_PARALLEL_STAGES": "1"}, **kw)
+
+
+def test_a_study_file_expands_into_subject_x_layer_x_weights_runs(tmp_path):
+    f = tmp_path / "study.toml"
+    f.write_text(_STUDY)
+    study = load_study(f)
+    assert [r.label for r in study.runs] == ["sim-1/layer4/auto", "sim-1/pool/auto", "sim-2/layer4/auto",
+                                             "sim-2/pool/auto"]
+    assert [r.cfg.features.layer for r in study.runs] == ["layer4", "pool", "layer4", "pool"]
+    assert [r.cfg.simulation.subject for r in study.runs] == [0, 0, 2, 2]
+    assert all(r.simulated for r in study.runs) and study.retries == 1
+    # Every run's config written as TOML reads back to the same config (what its precompute.py runs).
+    from core.config import load_config
+    for r in study.runs:
+        (tmp_path / "run.toml").write_text(to_toml(r.cfg))
+        assert load_config(tmp_path / "run.toml") == r.cfg
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("study"), "needs a \\[study\\] table"),
+    (lambda d: d["study"].update(layers=[]), "study.layers.*non-empty list"),
+    (lambda d: d["study"].update(layers=["pool", "pool"]), "listed twice"),
+    (lambda d: d["study"].update(colour="red"), "unknown setting\\(s\\) study.colour"),
+    (lambda d: d["study"]["subjects"].append({"label": "sim-1"}), "subject 'sim-1' is listed twice"),
+    (lambda d: d["study"].update(layers=["layer9"]), "run sim-1/layer9/auto"),
+    (lambda d: d["study"]["subjects"][0].update(colour=1), "a subject has label, data"),
+])
+def test_bad_study_files_are_one_clear_error(edit, match):
+    import tomllib
+    doc = tomllib.loads(_STUDY)
+    edit(doc)
+    with pytest.raises(InputError, match=match):
+        expand_study(doc)
+
+
+def test_a_localcluster_study_equals_each_run_alone(tmp_path):
+    """4 tiny runs (2 simulated subjects x 2 layers) as a study on a LocalCluster of 2 workers: every run done,
+    the study summary lists them, and each run's arrays equal those of precompute.py run alone on its config."""
+    from core.outputs.reader import open_results
+    from core.study.execute import study_id
+    f = tmp_path / "study.toml"
+    f.write_text(_STUDY)
+    out = tmp_path / "study_out"
+    dry = _precompute(["study", str(f), "--out", str(out), "--dry-run", "--stages", "umap"])
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("(run ") == 4 and "compute" in dry.stdout and not out.exists()
+    proc = _precompute(["study", str(f), "--out", str(out), "--workers", "2", "--stages", "umap"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Dask scheduler tcp://127.0.0.1:" in proc.stdout
+    study = load_study(f)
+    summary = json.loads((out / f"study-{study_id(study)}.json").read_text())
+    assert summary["counts"] == {"queued": 0, "done": 4, "bad input": 0, "failed": 0}
+    for r, entry in zip(study.runs, summary["runs"]):
+        assert entry["label"] == r.label and entry["state"] == "done"
+        assert Path(entry["log"]).is_file()
+        alone = tmp_path / f"alone-{entry['label'].replace('/', '_')}"
+        (tmp_path / "run.toml").write_text(to_toml(r.cfg))
+        single = _precompute(["--config", str(tmp_path / "run.toml"), "--out", str(alone), "--quiet", "--stages",
+                              "umap"])
+        assert single.returncode == 0, single.stderr
+        a, b = open_results(alone), open_results(out, run_id=entry["run_id"])
+        assert a.run_id == b.run_id
+        for stage in ("dataset", "encoding", "stats", "umap"):
+            for name, arr in a.stage(stage).arrays.items():
+                np.testing.assert_array_equal(np.asarray(b.stage(stage).arrays[name]), np.asarray(arr),
+                                              err_msg=f"{entry['label']} {stage} {name}")
+    # The simulated subjects differ in planted weights and noise, not in stimuli.
+    s1 = open_results(out, run_id=summary["runs"][1]["run_id"])
+    s2 = open_results(out, run_id=summary["runs"][3]["run_id"])
+    assert not np.array_equal(np.asarray(s1.array("encoding", "measured")), np.asarray(s2.array("encoding",
+                                                                                                "measured")))
+    np.testing.assert_array_equal(np.asarray(s1.array("features", "X", "on")), np.asarray(s2.array("features", "X",
+                                                                                                 "on")))
