@@ -7,7 +7,7 @@ RESULTS ?= results
 PORT ?= 8050
 export NUMBA_CACHE_DIR ?= $(HOME)/.cache/attnbrain/numba
 
-.PHONY: demo test install install-test precompute-demo browser-deps clean
+.PHONY: demo test install install-test precompute-demo browser-deps slurm-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,17 @@ browser-deps:
 	elif [ "$$CI" = "true" ]; then echo "error: could not install chromium (needed for the browser tests under CI)"; exit 1; \
 	else echo "warning: chromium could not be installed; browser tests will be skipped"; fi
 
-test: install-test browser-deps
+# The study tests start a single-node SLURM from Debian's packages (tests/slurm_node.py); without root or apt
+# they are skipped with a reason, except under CI=true.
+slurm-deps:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then exit 0; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	then echo "installed slurm-wlm and munge"; \
+	elif [ "$$CI" = "true" ]; then echo "error: could not install slurm-wlm and munge (needed for the SLURM test under CI)"; exit 1; \
+	else echo "warning: slurm-wlm could not be installed; the SLURM test will be skipped"; fi
+
+test: install-test browser-deps slurm-deps
 	$(PY) -m pytest -q
 
 clean:

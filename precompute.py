@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="STAGE", help="recompute STAGE (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print which stages would run and why, then stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars; one line per stage")
+    p.add_argument("--wait", action="store_true",
+                   help="if another precompute.py is computing this run in the folder, wait for it, then reuse its "
+                        "stages (default: exit 2 at once)")
     return p
 
 
@@ -138,7 +141,7 @@ def _run_locked(args, cfg, pipe, wanted, device) -> int:
     logging.raiseExceptions = False
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        with writer_session(pipe.store, pipe.run_id):
+        with writer_session(pipe.store, pipe.run_id, wait=args.wait):
             return _run_session(args, cfg, pipe, wanted, device)
     except RunBusy:
         return _fail(f"{args.out}: another precompute.py is computing run {pipe.run_id} in this results folder; "
@@ -207,8 +210,26 @@ def _run_session(args, cfg, pipe, wanted, device) -> int:
     return 0
 
 
+def _die_with(pid: int) -> None:
+    """End this process within a second of process ``pid`` (its parent: a Dask worker running a study's run)
+    dying, so that a killed worker never leaves its run computing on, holding the run's lock."""
+    import os
+    import signal
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != pid:
+                os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import os
+    if os.environ.get("ATTNBRAIN_DIE_WITH_PARENT", "").isdigit():
+        _die_with(int(os.environ["ATTNBRAIN_DIE_WITH_PARENT"]))
     if argv and argv[0] == "train-abn":
         from core._validation import InputError
         from core.model.train import add_train_arguments, run_train

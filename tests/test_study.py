@@ -38,10 +38,10 @@ seed = 2
 """
 
 
-def _precompute(args, **kw):
+def _precompute(args, env=None):
     return subprocess.run([sys.executable, str(ROOT / "precompute.py"), *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                                      "ATTNBRAIN_PARALLEL_STAGES": "1"}, **kw)
+                                                      "ATTNBRAIN_PARALLEL_STAGES": "1", **(env or {})})
 
 
 def test_a_study_file_expands_into_subject_x_layer_x_weights_runs(tmp_path):
@@ -115,3 +115,64 @@ def test_a_localcluster_study_equals_each_run_alone(tmp_path):
                                                                                                 "measured")))
     np.testing.assert_array_equal(np.asarray(s1.array("features", "X", "on")), np.asarray(s2.array("features", "X",
                                                                                                  "on")))
+
+
+def test_a_killed_worker_is_retried_and_a_bad_input_is_reported_without_stopping_the_others(tmp_path):
+    """The Dask worker running one run is SIGKILLed 3 s into it (once): the study still completes, that run is
+    run again on a live worker (its log holds both attempts) and continues; a run with a bad input (a checkpoint
+    that does not exist) is reported with its error line and never retried; every stage entry left in the
+    folder is whole, and no temporary is left."""
+    from core.outputs.reader import open_results
+    from core.study.execute import study_id
+    f = tmp_path / "study.toml"
+    f.write_text(_STUDY.replace('layers = ["layer4", "pool"]', 'layers = ["pool"]\nweights = ["auto", "missing.pth"]')
+                 .split("[[study.subjects]]")[0])
+    out = tmp_path / "out"
+    once = tmp_path / "killed-once"
+    proc = _precompute(["study", str(f), "--out", str(out), "--workers", "2", "--stages", "umap"],
+                       env={"ATTNBRAIN_STUDY_FAULT": "kill-worker:sim-1__pool__auto:3", "ATTNBRAIN_FAULT_ONCE": str(once)})
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]   # not every run done: the bad input
+    assert once.is_file()                                                   # the worker was killed
+    summary = json.loads((out / f"study-{study_id(load_study(f))}.json").read_text())
+    states = {r["label"]: r for r in summary["runs"]}
+    assert summary["counts"] == {"queued": 0, "done": 1, "bad input": 1, "failed": 0}
+    good, bad = states["sim-1/pool/auto"], states["sim-1/pool/missing"]
+    assert good["state"] == "done"
+    assert Path(good["log"]).read_text().count("--- ") == 2                # the killed attempt and the retry
+    assert bad["state"] == "bad input" and "checkpoint file not found" in bad["error"]
+    assert Path(bad["log"]).read_text().count("--- ") == 1                 # never retried
+    res = open_results(out, run_id=good["run_id"])
+    assert res.has_stage("umap")
+    for entry in (out / "cache" / "stages").iterdir():
+        assert (entry / "meta.json").is_file(), entry
+    assert not list((out / "cache" / "stages").glob(".*.tmp-*"))
+
+
+def test_a_study_runs_on_a_real_slurm_through_dask_jobqueue(tmp_path):
+    """A single-node SLURM started here (tests/slurm_node.py); a 2-run study with --cluster slurm: its runs are
+    SLURM jobs (dask_jobqueue.SLURMCluster, workers on loopback), both done, each equal to the run alone."""
+    from core.outputs.reader import open_results
+    from core.study.execute import study_id
+    from slurm_node import slurm_node
+    f = tmp_path / "study.toml"
+    f.write_text(_STUDY.split("[[study.subjects]]")[0]
+                 + f'[cluster]\npartition = "debug"\ncores = 1\nmemory = "3GB"\nwalltime = "00:20:00"\n'
+                   f'interface = "lo"\nmax_jobs = 2\nlog_directory = "{tmp_path / "jobs"}"\n')
+    out = tmp_path / "out"
+    with slurm_node(tmp_path / "slurm") as env:
+        proc = _precompute(["study", str(f), "--out", str(out), "--cluster", "slurm", "--stages", "umap"],
+                           env={"SLURM_CONF": env["SLURM_CONF"]})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Dask scheduler tcp://127.0.0.1:" in proc.stdout
+    assert list((tmp_path / "jobs").glob("dask-worker-*.out"))          # the workers ran as SLURM jobs
+    study = load_study(f)
+    summary = json.loads((out / f"study-{study_id(study)}.json").read_text())
+    assert summary["counts"]["done"] == 2
+    for r, entry in zip(study.runs, summary["runs"]):
+        alone = tmp_path / f"alone-{r.layer}"
+        (tmp_path / "run.toml").write_text(to_toml(r.cfg))
+        assert _precompute(["--config", str(tmp_path / "run.toml"), "--out", str(alone), "--quiet", "--stages",
+                            "umap"]).returncode == 0
+        a, b = open_results(alone), open_results(out, run_id=entry["run_id"])
+        for name, arr in a.stage("stats").arrays.items():
+            np.testing.assert_array_equal(np.asarray(b.stage("stats").arrays[name]), np.asarray(arr))

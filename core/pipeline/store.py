@@ -30,7 +30,7 @@ from core._io import json_default, write_json_atomic
 from core._validation import InputError
 from core.pipeline.schema import SCHEMA, Schema
 
-__all__ = ["StageEntry", "ResultsStore", "STORE_VERSION", "RunBusy", "writer_session"]
+__all__ = ["StageEntry", "ResultsStore", "STORE_VERSION", "RunBusy", "writer_session", "clean_if_alone"]
 
 STORE_VERSION = 1
 
@@ -262,20 +262,34 @@ class RunBusy(Exception):
     """Another process is computing the same run in this results folder."""
 
 
+def clean_if_alone(store: ResultsStore) -> int:
+    """Remove interrupted writers' temporaries if no writer is active in the folder (else leave them); how
+    many were removed."""
+    import fcntl
+    store.locks_dir.mkdir(parents=True, exist_ok=True)
+    with open(store.locks_dir / "writers.lock", "a+") as writers:
+        try:
+            fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        return store.clean_temporaries()
+
+
 @contextlib.contextmanager
-def writer_session(store: ResultsStore, run_id: str):
+def writer_session(store: ResultsStore, run_id: str, *, wait: bool = False):
     """What a writer holds for its whole run: an exclusive lock on the run (``cache/locks/run-<id>.lock``: one
     writer per run; :class:`RunBusy` at once if another has it) and a shared lock on ``cache/locks/writers.lock``.
     Whoever gets the writers' lock exclusively, alone in the folder, first removes the temporaries interrupted
     writers left (:meth:`ResultsStore.clean_temporaries`); with others writing, the cleaning waits for a run
     that is alone. Several runs (processes, hosts) then write side by side, each stage entry under its own lock
-    (:meth:`ResultsStore.entry_lock`)."""
+    (:meth:`ResultsStore.entry_lock`). ``wait``: wait for the run's lock instead (a study's retry of a run whose
+    killed attempt is still going away)."""
     import fcntl
     store.locks_dir.mkdir(parents=True, exist_ok=True)
     run_fh = open(store.locks_dir / f"run-{run_id}.lock", "a+")
     try:
         try:
-            fcntl.flock(run_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(run_fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise RunBusy(run_id) from None
         with open(store.locks_dir / "writers.lock", "a+") as writers:

@@ -61,22 +61,43 @@ def run_one(config_toml: str, out: str, log_file: str, device: str | None, stage
     Raises :class:`RunFailed` (Dask then retries the task) unless it succeeded or the input is bad."""
     cfg_path = Path(log_file).with_suffix(".toml")
     cfg_path.write_text(config_toml)
-    cmd = [sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg_path), "--out", out, "--quiet"]
+    # --wait: a retry after a killed attempt waits until that attempt's process is gone (it ends within a second
+    # of its worker: ATTNBRAIN_DIE_WITH_PARENT), then continues from its finished stages.
+    cmd = [sys.executable, str(ROOT / "precompute.py"), "--config", str(cfg_path), "--out", out, "--quiet",
+           "--wait"]
     if device:
         cmd += ["--device", device]
     if stages:
         cmd += ["--stages", stages]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "OPENBLAS_NUM_THREADS": str(threads), "ATTNBRAIN_PARALLEL_STAGES": "1"}
+           "OPENBLAS_NUM_THREADS": str(threads), "ATTNBRAIN_PARALLEL_STAGES": "1",
+           "ATTNBRAIN_DIE_WITH_PARENT": str(os.getpid())}
     t0 = time.perf_counter()
     with open(log_file, "a") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        study_fault(Path(log_file).stem)
+        code = proc.wait()
     seconds = round(time.perf_counter() - t0, 2)
     if code not in (0, EXIT_INPUT):
         raise RunFailed(f"precompute.py exited with code {code} after {seconds} s; see {log_file}")
     return {"code": code, "seconds": seconds}
+
+
+def study_fault(label: str) -> None:
+    """Crash-test hook (tests only): ``ATTNBRAIN_STUDY_FAULT=kill-worker:<label>:<seconds>`` SIGKILLs the Dask
+    worker running run ``<label>`` (its log file's name) that many seconds into the run, once: the file
+    ``ATTNBRAIN_FAULT_ONCE`` is created before the kill and, once it exists, nothing fires."""
+    wanted = os.environ.get("ATTNBRAIN_STUDY_FAULT", "")
+    once = os.environ.get("ATTNBRAIN_FAULT_ONCE", "")
+    parts = wanted.split(":")
+    if len(parts) != 3 or parts[0] != "kill-worker" or parts[1] != label or not once or Path(once).exists():
+        return
+    import signal
+    time.sleep(float(parts[2]))
+    Path(once).write_text(label)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def plan_study(study: Study, out: Path) -> list[dict[str, Any]]:
@@ -105,8 +126,9 @@ def plan_study(study: Study, out: Path) -> list[dict[str, Any]]:
 def make_cluster(kind: str, study: Study, *, workers: int | None = None, threads: int = 1):
     """A Dask cluster for the study: ``"local"``, a ``LocalCluster`` of ``workers`` processes (default: the
     cores / ``threads``), bound to 127.0.0.1; ``"slurm"``, a ``dask_jobqueue.SLURMCluster`` from the study's
-    ``[cluster]`` table (``partition``, ``cores``, ``memory``, ``walltime``, ``gpus``, ``extra_directives``,
-    ``max_jobs``, ``interface``), adaptive up to ``max_jobs`` jobs."""
+    ``[cluster]`` table (``partition``, ``cores``, ``memory``, ``walltime``, ``gpus`` per job, ``extra_directives``,
+    ``max_jobs``, ``interface``, ``log_directory``, ``local_directory``, ``account``), adaptive up to ``max_jobs``
+    jobs."""
     if kind == "local":
         from distributed import LocalCluster
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -119,11 +141,10 @@ def make_cluster(kind: str, study: Study, *, workers: int | None = None, threads
         directives = list(c.get("extra_directives", []))
         if c.get("gpus"):
             directives.append(f"--gres=gpu:{int(c['gpus'])}")
+        kw = {k: c[k] for k in ("interface", "log_directory", "local_directory", "account") if c.get(k)}
         cluster = SLURMCluster(queue=c.get("partition"), cores=int(c.get("cores", threads)),
                                processes=1, memory=str(c.get("memory", "16GB")),
-                               walltime=str(c.get("walltime", "04:00:00")), job_extra_directives=directives,
-                               interface=c.get("interface"), scheduler_options={"host": c.get("scheduler_host")}
-                               if c.get("scheduler_host") else None)
+                               walltime=str(c.get("walltime", "04:00:00")), job_extra_directives=directives, **kw)
         cluster.adapt(minimum=0, maximum=int(c.get("max_jobs", 4)))
         return cluster
     raise ValueError(f"unknown cluster kind {kind!r}")
@@ -187,6 +208,9 @@ def run_study(study: Study, out: Path, *, client, device: str | None = None, sta
                 entry["error"] = _last_error(entry["log"])
         save()
     summary["finished"] = time.time()
+    from core.pipeline.store import ResultsStore, clean_if_alone
+    # A killed attempt's temporaries (never entries: those are renamed and indexed whole) go once no run writes.
+    summary["temporaries_removed"] = clean_if_alone(ResultsStore(out))
     save()
     return summary
 
