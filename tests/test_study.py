@@ -176,3 +176,32 @@ def test_a_study_runs_on_a_real_slurm_through_dask_jobqueue(tmp_path):
         a, b = open_results(alone), open_results(out, run_id=entry["run_id"])
         for name, arr in a.stage("stats").arrays.items():
             np.testing.assert_array_equal(np.asarray(b.stage("stats").arrays[name]), np.asarray(arr))
+
+
+def test_a_study_and_a_single_precompute_share_one_folder(tmp_path):
+    """A 2-run study and, started at the same time, a single precompute.py of a third run that shares their
+    dataset and features (another UMAP seed) on the same folder: all finish (no deadlock), each shared stage
+    entry exists once, and nothing is left half-written."""
+    f = tmp_path / "study.toml"
+    f.write_text(_STUDY.split("[[study.subjects]]")[0].replace('layers = ["layer4", "pool"]', 'layers = ["pool"]\n'
+                                                                'weights = ["auto", "random"]'))
+    single = tmp_path / "single.toml"
+    single.write_text(_STUDY.split("[study]")[0] + "[umap]\nseed = 7\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATTNBRAIN_PARALLEL_STAGES": "1"}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "precompute.py"), *args], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in (["study", str(f), "--out", str(out), "--workers", "1", "--stages", "umap"],
+                          ["--config", str(single), "--out", str(out), "--quiet", "--stages", "umap"])]
+    for p in procs:
+        o, e = p.communicate(timeout=900)
+        assert p.returncode == 0, o[-2000:] + e[-2000:]
+    summaries = [json.loads(s.read_text()) for s in out.glob("*/summary.json")]
+    assert len(summaries) == 3
+    keys = [s["stage_keys"] for s in summaries]
+    for name in ("dataset", "features", "encoding"):
+        for key in {k[name] for k in keys}:
+            assert (out / "cache" / "stages" / f"{name}-{key}" / "meta.json").is_file()
+    # The single run and the study's "auto" run share everything up to the UMAP.
+    assert len({k["rsa"] for k in keys}) == 2
+    assert not list((out / "cache" / "stages").glob(".*.tmp-*"))
