@@ -205,3 +205,42 @@ def test_a_study_and_a_single_precompute_share_one_folder(tmp_path):
     # The single run and the study's "auto" run share everything up to the UMAP.
     assert len({k["rsa"] for k in keys}) == 2
     assert not list((out / "cache" / "stages").glob(".*.tmp-*"))
+
+
+def test_the_group_table_summarises_each_run_and_roi_against_brute_force(tmp_path):
+    """A study whose runs include a layer before layer4 (identical on and off features: r_on = r_off exactly,
+    the built-in negative control) and pool: the group table's numbers equal those computed here from each run's
+    arrays."""
+    from core.outputs.reader import open_results
+    from core.study.execute import study_id
+    from core.study.group import GROUP_COLUMNS, group_table
+    f = tmp_path / "study.toml"
+    f.write_text(_STUDY.split("[[study.subjects]]")[0].replace('layers = ["layer4", "pool"]',
+                                                              'layers = ["layer3", "pool"]'))
+    out = tmp_path / "out"
+    proc = _precompute(["study", str(f), "--out", str(out), "--workers", "2", "--stages", "contrasts,umap"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / f"study-{study_id(load_study(f))}.json").read_text())
+    table = group_table(out, summary)
+    assert list(table.columns) == list(GROUP_COLUMNS)
+    import pandas as pd
+    written = pd.read_csv(out / f"study-{summary['id']}-group.csv", keep_default_na=False, na_values=[""])
+    assert list(written.columns) == list(GROUP_COLUMNS) and len(written) == len(table)
+    assert set(table["layer"]) == {"layer3", "pool"}
+    for entry in summary["runs"]:
+        res = open_results(out, run_id=entry["run_id"])
+        rows = table[table["run_id"] == entry["run_id"]]
+        r_on, r_off = (np.asarray(res.stats(m)["r"], np.float64) for m in ("on", "off"))
+        roi = np.asarray(res.geometry()["roi"])
+        for _, row in rows.iterrows():
+            mask = np.ones(r_on.size, bool) if row["roi"] == "all" else roi == res.roi_names.index(row["roi"])
+            assert row["n_voxels"] == mask.sum()
+            assert row["median_r_on"] == pytest.approx(np.median(r_on[mask]), abs=1e-12)
+            assert row["share_sig_off"] == pytest.approx(np.asarray(res.stats("off")["significant"])[mask].mean())
+            outcome = np.asarray(res.contrast("on_off")["outcome"])[mask]
+            assert row["share_on_better"] == pytest.approx((outcome == 1).mean())
+        shared = entry["layer"] == "layer3"
+        assert rows["shared_layer"].all() == shared
+        if shared:                                  # attention acts after layer3: on and off are the same model
+            np.testing.assert_array_equal(r_on, r_off)
+            assert (rows["median_delta_r"] == 0).all() and (rows["share_on_better"] == 0).all()

@@ -76,4 +76,11 @@ def run_study_command(args) -> int:
         extra = f"  {r.get('error', '')}" if r["state"] != "done" else f"  {r.get('seconds', 0):.1f} s"
         print(f"  {r['state']:<9} {r['label']}  {r['run_id']}{extra}")
     print(f"study summary: {Path(args.out) / ('study-' + summary['id'] + '.json')}")
+    if any(r["state"] == "done" for r in summary["runs"]):
+        from core._io import atomic_write
+        from core.study.group import group_table
+        table = group_table(args.out, summary)
+        path = Path(args.out) / f"study-{summary['id']}-group.csv"
+        atomic_write(path, lambda fh: fh.write(table.to_csv(index=False)), binary=False)
+        print(f"group table (per run and ROI): {path}")
     return 0 if all(r["state"] == "done" for r in summary["runs"]) else 1
