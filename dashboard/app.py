@@ -17,13 +17,16 @@ __all__ = ["ASSETS_FOLDER", "create_app", "make_layout", "page_vocabulary", "par
 ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
 
 
-def create_app(results):
+def create_app(results, mount: str = ""):
     """Build the dashboard for one run.
 
     Parameters
     ----------
     results : core.outputs.Results
         An opened run (``core.outputs.open_results``); the app only reads it.
+    mount : str
+        The path the app is served under by a WSGI dispatcher (``/run/<run_id>`` in a study's dashboard, which
+        strips it before the app sees a request); "" when it is the whole site.
 
     Returns
     -------
@@ -38,9 +41,10 @@ def create_app(results):
                    summary_plots, umap_view, viewer_bridge, voxel_table)
     from .data import DashboardData
 
-    data = DashboardData(results)
+    data = DashboardData(results, mount=mount)
+    prefix = {"requests_pathname_prefix": f"{data.mount}/", "routes_pathname_prefix": "/"} if data.mount else {}
     app = Dash(__name__, assets_folder=str(ASSETS_FOLDER), title=f"attnbrain · {data.run_id}",
-               update_title=None, serve_locally=True, suppress_callback_exceptions=False)
+               update_title=None, serve_locally=True, suppress_callback_exceptions=False, **prefix)
     app.layout = make_layout(data)
     for feature in (selection, filters, umap_view, flatmaps, r_scatter, inspector, voxel_table, viewer_bridge,
                     presenting, downloads, summary_plots):
@@ -113,6 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 description="Serve the attention off | on dashboard for a results folder.")
     p.add_argument("--results", required=True, type=Path, help="results folder written by precompute.py --out")
     p.add_argument("--run", default=None, help="run id inside the folder (default: the newest finished run)")
+    p.add_argument("--study", action="store_true",
+                   help="serve the folder's newest study: its group view at / and each run under /run/<run_id>/")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: only this machine can connect)")
     p.add_argument("--port", default=8050, type=int, help="port (default 8050)")
@@ -163,6 +169,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _serve_study(args) -> int:
+    """``--study``: the study site (dashboard.study_app) of the folder's newest study, on loopback by default."""
+    from core._validation import InputError
+
+    from .study_app import create_study_site, latest_study
+    try:
+        summary = latest_study(args.results)
+        site, _ = create_study_site(args.results, summary)
+    except InputError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(f"warning: serving on {args.host}:{args.port} lets other machines on the network read these "
+              "results; use --host 127.0.0.1 unless that is intended", file=sys.stderr)
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"attnbrain study {summary.get('study')} ({args.results}) on http://{url_host}:{args.port}/", flush=True)
+    from waitress import serve
+    serve(site, host=args.host, port=args.port, threads=args.threads or 8, asyncore_use_poll=True)
+    return 0
+
+
 def main(argv=None) -> int:
     """``python -m dashboard --results DIR [--run RUN_ID] [--host H] [--port P] [--debug]``."""
     from core.outputs.reader import open_results
@@ -170,6 +197,8 @@ def main(argv=None) -> int:
     from core._validation import InputError
 
     args = parse_args(argv)
+    if args.study:
+        return _serve_study(args)
     try:
         results = open_results(args.results, args.run)
         app = create_app(results)

@@ -296,12 +296,16 @@ class DashboardData:
     ``umap_reason[m]`` when a condition has no embedding; the layout shows those sentences instead.
     """
 
-    def __init__(self, results):
+    def __init__(self, results, mount: str = ""):
         import json
 
         self.results = results
         self.run_id = str(results.run_id)
-        self.url_prefix = "/attnbrain/" + (_RUN_ID_RE.sub("_", self.run_id) or "run")
+        # Routes live under route_prefix; pages reach them at url_prefix, which adds where the app is mounted
+        # (a study's dashboard serves each run under /run/<run_id>, see dashboard.study_app).
+        self.route_prefix = "/attnbrain/" + (_RUN_ID_RE.sub("_", self.run_id) or "run")
+        self.mount = mount.rstrip("/")
+        self.url_prefix = self.mount + self.route_prefix
         self.simulated = bool(results.simulated)
         self.conditions = list(results.conditions)
         missing = [m for m in PAIR if m not in self.conditions]

@@ -169,7 +169,7 @@ def _download(payload: bytes | str, mimetype: str, filename: str) -> Response:
 
 
 def register_routes(server, data: DashboardData) -> None:
-    """Add the download routes under ``data.url_prefix + "/export"`` (the URLs of :func:`export_urls`).
+    """Add the download routes under ``data.route_prefix + "/export"`` (the URLs of :func:`export_urls`).
 
     Files are made in memory per request (the NIfTI maps and the table cached per process); the run's
     folder is only read. Unknown names answer 404, a run without cortex mapping answers 404 with the reason.
@@ -177,8 +177,8 @@ def register_routes(server, data: DashboardData) -> None:
     """
     from .server import safe_path
 
-    prefix = f"{data.url_prefix}/export"
-    name = data.url_prefix.strip("/").replace("/", "_").replace(".", "_")
+    prefix = f"{data.route_prefix}/export"
+    name = data.route_prefix.strip("/").replace("/", "_").replace(".", "_")
     stem = _stem(data)
     nifti_names = nifti_files(data)
     flat_re = re.compile(rf"^{re.escape(stem)}_flatmap_([A-Za-z]+)\.png$")

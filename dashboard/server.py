@@ -85,7 +85,7 @@ def _png_response(payload: bytes, max_age: int) -> Response:
 
 
 def register_routes(server, data: DashboardData) -> None:
-    """Add the dashboard's routes to a Flask ``server`` (under ``data.url_prefix``, which holds the run id).
+    """Add the dashboard's routes to a Flask ``server`` (under ``data.route_prefix``, which holds the run id; pages reach them at ``data.url_prefix``).
 
     Routes
     ------
@@ -98,7 +98,7 @@ def register_routes(server, data: DashboardData) -> None:
     ``/flatmap/<condition>/filtered.png?<filters>``
         The layer that makes that image show a filter state (see :func:`dashboard.flatmaps.flatmap_filter_layer`).
     """
-    prefix = data.url_prefix
+    prefix = data.route_prefix
     name = prefix.strip("/").replace("/", "_").replace(".", "_")
 
     @server.before_request
