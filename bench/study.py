@@ -28,24 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STUDY = """preset = "demo"
-[simulation]
-n_train = 20
-n_test = 10
-image_size = 64
-n_voxels = 300
-[features]
-input_size = 64
-[study]
-name = "bench"
-layers = ["layer4", "pool"]
-[[study.subjects]]
-label = "sim-1"
-seed = 0
-[[study.subjects]]
-label = "sim-2"
-seed = 2
-"""
 
 
 def sequential(study_file: Path, out: Path) -> float:
@@ -79,7 +61,8 @@ def main(argv=None) -> int:
     times = {"sequential": [], "dask_1": [], "dask_2": []}
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "study.toml"
-        f.write_text(STUDY)
+        from core.testing.studies import tiny_study
+        f.write_text(tiny_study(name="bench"))
         for rep in range(args.reps):
             for name in times:
                 out = Path(tmp) / f"{name}-{rep}"

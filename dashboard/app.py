@@ -169,27 +169,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _serve_study(args) -> int:
-    """``--study``: the study site (dashboard.study_app) of the folder's newest study, on loopback by default."""
-    from core._validation import InputError
-
-    from .study_app import create_study_site, latest_study
-    try:
-        summary = latest_study(args.results)
-        site, _ = create_study_site(args.results, summary)
-    except InputError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    if not is_loopback(args.host):
-        print(f"warning: serving on {args.host}:{args.port} lets other machines on the network read these "
-              "results; use --host 127.0.0.1 unless that is intended", file=sys.stderr)
-    url_host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"attnbrain study {summary.get('study')} ({args.results}) on http://{url_host}:{args.port}/", flush=True)
-    from waitress import serve
-    serve(site, host=args.host, port=args.port, threads=args.threads or 8, asyncore_use_poll=True)
-    return 0
-
-
 def main(argv=None) -> int:
     """``python -m dashboard --results DIR [--run RUN_ID] [--host H] [--port P] [--debug]``."""
     from core.outputs.reader import open_results
@@ -198,7 +177,9 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     if args.study:
-        return _serve_study(args)
+        # dashboard.study_app builds on this module; its entry point is dashboard/__main__'s for --study.
+        print("error: --study is served by python -m dashboard (dashboard.study_app.main)", file=sys.stderr)
+        return 2
     try:
         results = open_results(args.results, args.run)
         app = create_app(results)

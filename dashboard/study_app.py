@@ -21,7 +21,7 @@ from .app import ASSETS_FOLDER
 from .group_view import HEATMAP_METRICS, PROFILE_METRICS, layer_order, layer_profile_figure, roi_layer_heatmap, \
     run_from_heatmap_click
 
-__all__ = ["create_study_site", "study_app", "latest_study", "run_path", "run_for_selection"]
+__all__ = ["create_study_site", "study_app", "latest_study", "run_path", "run_for_selection", "main"]
 
 SUBJECT, LAYER, WEIGHTS, OPEN = "study-subject", "study-layer", "study-weights", "study-open"
 ROI, METRIC, PROFILE, HEAT_METRIC, HEAT_SUBJECT, HEATMAP, GO = ("study-roi", "study-metric", "study-profile",
@@ -156,3 +156,28 @@ def create_study_site(out: str | Path, summary: dict):
             return [body]
         return index.server(environ, start_response)
     return DispatcherMiddleware(index_only, mounts), index
+
+
+def main(argv=None) -> int:
+    """``python -m dashboard --results DIR --study``: the study site of the folder's newest study, on loopback by
+    default (the options of :func:`dashboard.app.parse_args`)."""
+    import sys
+
+    from core._validation import InputError
+
+    from .app import is_loopback, parse_args
+    args = parse_args(argv)
+    try:
+        summary = latest_study(args.results)
+        site, _ = create_study_site(args.results, summary)
+    except InputError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(f"warning: serving on {args.host}:{args.port} lets other machines on the network read these "
+              "results; use --host 127.0.0.1 unless that is intended", file=sys.stderr)
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"attnbrain study {summary.get('study')} ({args.results}) on http://{url_host}:{args.port}/", flush=True)
+    from waitress import serve
+    serve(site, host=args.host, port=args.port, threads=args.threads or 8, asyncore_use_poll=True)
+    return 0

@@ -13,29 +13,12 @@ import pytest
 
 from core._validation import InputError
 from core.study.spec import expand_study, load_study, to_toml
+from core.testing.studies import tiny_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-_STUDY = """preset = "demo"
-[simulation]
-n_train = 20
-n_test = 10
-image_size = 64
-n_voxels = 300
-[features]
-input_size = 64
-[study]
-name = "tiny"
-layers = ["layer4", "pool"]
-retries = 1
-[[study.subjects]]
-label = "sim-1"
-seed = 0
-[[study.subjects]]
-label = "sim-2"
-seed = 2
-"""
+_STUDY = tiny_study().replace('layers = ["layer4", "pool"]', 'layers = ["layer4", "pool"]\nretries = 1')
 
 
 def _precompute(args, env=None):

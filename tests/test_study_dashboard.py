@@ -15,24 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-_STUDY = """preset = "demo"
-[simulation]
-n_train = 20
-n_test = 10
-image_size = 64
-n_voxels = 300
-[features]
-input_size = 64
-[study]
-name = "tiny"
-layers = ["layer3", "pool"]
-[[study.subjects]]
-label = "sim-1"
-seed = 0
-[[study.subjects]]
-label = "sim-2"
-seed = 2
-"""
+from core.testing.studies import tiny_study  # noqa: E402
+
+_STUDY = tiny_study(layers=("layer3", "pool"))
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +124,10 @@ def test_the_study_page_in_a_browser_opens_a_run(study):
         page.wait_for_url(base + href, timeout=60_000)
         page.wait_for_selector("#umap-on", timeout=120_000)
         assert not log.errors(ignore=("favicon",)), log.errors()
+
+
+def test_a_folder_without_a_study_is_one_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dashboard", "--results", str(tmp_path), "--study"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "no study summary (study-<id>.json)" in lines[0]
