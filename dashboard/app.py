@@ -17,7 +17,7 @@ __all__ = ["ASSETS_FOLDER", "create_app", "make_layout", "page_vocabulary", "par
 ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
 
 
-def create_app(results, mount: str = ""):
+def create_app(results, mount: str = "", study_runs: list[tuple[str, str]] | None = None):
     """Build the dashboard for one run.
 
     Parameters
@@ -27,6 +27,8 @@ def create_app(results, mount: str = ""):
     mount : str
         The path the app is served under by a WSGI dispatcher (``/run/<run_id>`` in a study's dashboard, which
         strips it before the app sees a request); "" when it is the whole site.
+    study_runs : list of (label, path), optional
+        In a study's dashboard: every run of the study, for the run switcher at the top of the page.
 
     Returns
     -------
@@ -42,6 +44,7 @@ def create_app(results, mount: str = ""):
     from .data import DashboardData
 
     data = DashboardData(results, mount=mount)
+    data.study_runs = list(study_runs or [])
     prefix = {"requests_pathname_prefix": f"{data.mount}/", "routes_pathname_prefix": "/"} if data.mount else {}
     app = Dash(__name__, assets_folder=str(ASSETS_FOLDER), title=f"attnbrain · {data.run_id}",
                update_title=None, serve_locally=True, suppress_callback_exceptions=False, **prefix)
@@ -94,7 +97,13 @@ def make_layout(data):
                          presenting.columns_control(), filters.filter_message()], className="controls")
     # The summary and table sit side by side (not in tabs): the r scatter and the table take part in
     # selection, so they stay mounted.
+    study = getattr(data, "study_runs", [])
+    switcher = [html.Nav(["Study: ", html.A("group view", href="/"), " · runs: "]
+                         + [x for label, href in study for x in (
+                             html.B(label) if href.rstrip("/") == data.mount else html.A(label, href=href), " ")],
+                         id="study-runs", className="study-runs")] if study else []
     return html.Div([
+        *switcher,
         run_info.header(data, selection.search_box()),
         *presenting.scene_notices(),
         controls,

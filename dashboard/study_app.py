@@ -123,8 +123,8 @@ def study_app(out: str | Path, summary: dict) -> Dash:
 class _LazyRun:
     """A run's dashboard, built on its first request (a study of many runs opens only those looked at)."""
 
-    def __init__(self, out: Path, run_id: str):
-        self.out, self.run_id = out, run_id
+    def __init__(self, out: Path, run_id: str, study_runs: list[tuple[str, str]]):
+        self.out, self.run_id, self.study_runs = out, run_id, study_runs
         self._app = None
         self._lock = threading.Lock()
 
@@ -136,7 +136,8 @@ class _LazyRun:
 
                     from .app import create_app
                     self._app = create_app(open_results(self.out, run_id=self.run_id),
-                                           mount=run_path(self.run_id).rstrip("/")).server
+                                           mount=run_path(self.run_id).rstrip("/"),
+                                           study_runs=self.study_runs).server
         return self._app(environ, start_response)
 
 
@@ -145,8 +146,9 @@ def create_study_site(out: str | Path, summary: dict):
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
     out = Path(out)
     index = study_app(out, summary)
-    mounts = {run_path(r["run_id"]).rstrip("/"): _LazyRun(out, r["run_id"])
-              for r in summary.get("runs", []) if r.get("state") == "done"}
+    done = [r for r in summary.get("runs", []) if r.get("state") == "done"]
+    links = [(r["label"], run_path(r["run_id"])) for r in done]
+    mounts = {run_path(r["run_id"]).rstrip("/"): _LazyRun(out, r["run_id"], links) for r in done}
     def index_only(environ, start_response):
         # The dispatcher hands every path no run is mounted at to the study page, whose Dash app would answer
         # any path with its page: a run that is not in the study gets a 404 instead.

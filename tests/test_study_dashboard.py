@@ -100,7 +100,13 @@ def test_each_run_is_served_under_its_own_path(study):
     html = page.get_data(as_text=True).replace("\\u002f", "/").replace(" ", "")
     assert page.status_code == 200 and f'"requests_pathname_prefix":"/run/{r["run_id"]}/"' in html
     layout = client.get(f"/run/{r['run_id']}/_dash-layout")
-    assert layout.status_code == 200 and "umap-on" in layout.get_data(as_text=True)
+    text = layout.get_data(as_text=True).replace("\\u002f", "/")        # Dash escapes "/" in JSON strings
+    assert layout.status_code == 200 and "umap-on" in text
+    # The run switcher: every other run of the study linked by its path, this one named, and the group view.
+    for other in study["summary"]["runs"]:
+        assert other["label"] in text
+        if other["run_id"] != r["run_id"]:
+            assert f'/run/{other["run_id"]}/' in text
     # The run's own routes answer at the mounted path the page uses.
     from core.outputs.reader import open_results
     from dashboard.data import DashboardData
