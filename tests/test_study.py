@@ -60,6 +60,12 @@ def test_bad_study_files_are_one_clear_error(edit, match):
         expand_study(doc)
 
 
+def test_each_localcluster_worker_of_a_gpu_machine_gets_one_gpu():
+    from core.study.execute import gpu_env
+    assert [gpu_env(i, 2) for i in range(4)] == [{"CUDA_VISIBLE_DEVICES": v} for v in ("0", "1", "0", "1")]
+    assert gpu_env(3, 0) == {} and gpu_env("tcp://w", 2) == {}
+
+
 def test_a_localcluster_study_equals_each_run_alone(tmp_path):
     """4 tiny runs (2 simulated subjects x 2 layers) as a study on a LocalCluster of 2 workers: every run done,
     the study summary lists them, and each run's arrays equal those of precompute.py run alone on its config."""
@@ -74,9 +80,11 @@ def test_a_localcluster_study_equals_each_run_alone(tmp_path):
     proc = _precompute(["study", str(f), "--out", str(out), "--workers", "2", "--stages", "umap"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Dask scheduler tcp://127.0.0.1:" in proc.stdout
+    import re
+    assert re.search(r"running [12],", proc.stdout), proc.stdout       # the progress counts saw runs running
     study = load_study(f)
     summary = json.loads((out / f"study-{study_id(study)}.json").read_text())
-    assert summary["counts"] == {"queued": 0, "done": 4, "bad input": 0, "failed": 0}
+    assert summary["counts"] == {"queued": 0, "running": 0, "done": 4, "bad input": 0, "failed": 0}
     for r, entry in zip(study.runs, summary["runs"]):
         assert entry["label"] == r.label and entry["state"] == "done"
         assert Path(entry["log"]).is_file()
@@ -118,7 +126,7 @@ def test_a_killed_worker_is_retried_and_a_bad_input_is_reported_without_stopping
     assert once.is_file()                                                   # the worker was killed
     summary = json.loads((out / f"study-{study_id(load_study(f))}.json").read_text())
     states = {r["label"]: r for r in summary["runs"]}
-    assert summary["counts"] == {"queued": 0, "done": 1, "bad input": 1, "failed": 0}
+    assert summary["counts"] == {"queued": 0, "running": 0, "done": 1, "bad input": 1, "failed": 0}
     good, bad = states["sim-1/pool/auto"], states["sim-1/pool/missing"]
     assert good["state"] == "done"
     assert Path(good["log"]).read_text().count("--- ") == 2                # the killed attempt and the retry

@@ -49,7 +49,12 @@ def run_study_command(args) -> int:
                 print(f"      {name:<10} {what}")
         return 0
     from distributed import Client
+
+    from core.study.execute import local_gpus
     cluster = None
+    # A LocalCluster on a GPU machine gives each worker, and so each run, one GPU; SLURM jobs get theirs from
+    # the [cluster] table's gpus (--gres), an existing scheduler's workers from how they were started.
+    gpus = local_gpus() if args.scheduler is None and args.cluster == "local" and args.device != "cpu" else 0
     if args.scheduler:
         client = Client(args.scheduler)
     else:
@@ -67,7 +72,7 @@ def run_study_command(args) -> int:
             print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
     try:
         summary = run_study(study, args.out, client=client, device=args.device, stages=args.stages,
-                            threads=args.threads, on_change=progress)
+                            threads=args.threads, gpus=gpus, on_change=progress)
     finally:
         client.close()
         if cluster is not None:

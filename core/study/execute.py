@@ -54,8 +54,30 @@ def _safe(label: str) -> str:
     return label.replace("/", "__")
 
 
+def local_gpus() -> int:
+    """NVIDIA GPUs on this machine (``nvidia-smi -L``), 0 without any or without the driver's tools."""
+    import shutil
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def gpu_env(worker_name, n_gpus: int) -> dict[str, str]:
+    """The GPU a LocalCluster worker's runs get: worker ``i`` of a machine with ``n_gpus`` GPUs sees GPU
+    ``i % n_gpus`` alone (``CUDA_VISIBLE_DEVICES``); nothing without GPUs or for a worker without a number."""
+    try:
+        index = int(worker_name)
+    except (TypeError, ValueError):
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": str(index % n_gpus)} if n_gpus > 0 else {}
+
+
 def run_one(config_toml: str, out: str, log_file: str, device: str | None, stages: str | None,
-            threads: int) -> dict[str, Any]:
+            threads: int, gpus: int = 0) -> dict[str, Any]:
     """One run as a Dask task: ``precompute.py`` in a subprocess; its exit code, seconds and run id.
 
     Raises :class:`RunFailed` (Dask then retries the task) unless it succeeded or the input is bad."""
@@ -72,6 +94,9 @@ def run_one(config_toml: str, out: str, log_file: str, device: str | None, stage
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "ATTNBRAIN_PARALLEL_STAGES": "1",
            "ATTNBRAIN_DIE_WITH_PARENT": str(os.getpid())}
+    if gpus:                                  # a LocalCluster on a GPU machine: one GPU per worker, so per run
+        from distributed import get_worker
+        env.update(gpu_env(get_worker().name, gpus))
     t0 = time.perf_counter()
     with open(log_file, "a") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
@@ -132,7 +157,8 @@ def make_cluster(kind: str, study: Study, *, workers: int | None = None, threads
     if kind == "local":
         from distributed import LocalCluster
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        n = workers or max(1, cores // max(1, threads))
+        # On a GPU machine one worker per GPU (each run gets one, see gpu_env), else one per `threads` cores.
+        n = workers or local_gpus() or max(1, cores // max(1, threads))
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, memory_limit=0)
     if kind == "slurm":
@@ -151,14 +177,14 @@ def make_cluster(kind: str, study: Study, *, workers: int | None = None, threads
 
 
 def run_study(study: Study, out: Path, *, client, device: str | None = None, stages: str | None = None,
-              threads: int = 1, on_change: Callable[[dict], None] | None = None) -> dict[str, Any]:
+              threads: int = 1, gpus: int = 0, on_change: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Submit every run of ``study`` to the Dask ``client`` and wait for all; returns the study summary (also
     written to ``DIR/study-<id>.json`` as runs finish).
 
-    A run's state: ``queued``, ``done``, ``bad input`` (precompute.py exit 2: not retried), ``failed`` (after
+    A run's state: ``queued``, ``running``, ``done``, ``bad input`` (precompute.py exit 2: not retried), ``failed`` (after
     ``study.retries`` retries). Finished runs' summaries are read from their run folders.
     """
-    from distributed import as_completed
+    from distributed import wait
 
     from core.pipeline.runner import run_id_for
     out = Path(out)
@@ -174,39 +200,57 @@ def run_study(study: Study, out: Path, *, client, device: str | None = None, sta
                  "simulated": r.simulated, "run_id": run_id_for(r.cfg), "state": "queued",
                  "log": str(files / f"{_safe(r.label)}.log")}
         summary["runs"].append(entry)
-        fut = client.submit(run_one, to_toml(r.cfg), str(out), entry["log"], device, stages, threads,
+        fut = client.submit(run_one, to_toml(r.cfg), str(out), entry["log"], device, stages, threads, gpus,
                             key=f"run-{sid}-{_safe(r.label)}", retries=study.retries, pure=False)
         futures[fut] = entry
     path = out / f"study-{sid}.json"
 
     def save():
         summary["counts"] = {s: sum(e["state"] == s for e in summary["runs"])
-                             for s in ("queued", "done", "bad input", "failed")}
+                             for s in ("queued", "running", "done", "bad input", "failed")}
         write_json_atomic(path, summary)
         if on_change:
             on_change(summary)
-    save()
-    for fut in as_completed(list(futures)):
-        entry = futures[fut]
+
+    def finish(fut, entry):
         try:
             res = fut.result()
         except Exception as exc:            # noqa: BLE001 - the run's error, after its retries
             entry.update(state="failed", error=" ".join(str(exc).split())[:2000])
+            return
+        entry["seconds"] = res["seconds"]
+        if res["code"] == 0:
+            entry["state"] = "done"
+            run_summary = out / entry["run_id"] / "summary.json"
+            if run_summary.is_file():
+                s = json.loads(run_summary.read_text())
+                entry["summary"] = {k: s.get(k) for k in ("n_voxels", "total_s", "timings_s")}
+                entry["summary"]["conditions"] = {m: {k: c.get(k) for k in ("n_significant",
+                                                                            "median_r_significant")}
+                                                  for m, c in s.get("conditions", {}).items()}
         else:
-            entry["seconds"] = res["seconds"]
-            if res["code"] == 0:
-                entry["state"] = "done"
-                run_summary = out / entry["run_id"] / "summary.json"
-                if run_summary.is_file():
-                    s = json.loads(run_summary.read_text())
-                    entry["summary"] = {k: s.get(k) for k in ("n_voxels", "total_s", "timings_s")}
-                    entry["summary"]["conditions"] = {m: {k: c.get(k) for k in ("n_significant",
-                                                                                "median_r_significant")}
-                                                      for m, c in s.get("conditions", {}).items()}
-            else:
-                entry["state"] = "bad input"
-                entry["error"] = _last_error(entry["log"])
-        save()
+            entry["state"] = "bad input"
+            entry["error"] = _last_error(entry["log"])
+
+    save()
+    pending = set(futures)
+    while pending:
+        try:
+            finished = set(wait(list(pending), timeout=2, return_when="FIRST_COMPLETED").done)
+        except TimeoutError:
+            finished = set()
+        changed = bool(finished)
+        for fut in finished:
+            finish(fut, futures[fut])
+            pending.discard(fut)
+        # Queued or running: what the scheduler is processing now.
+        processing = {str(k) for keys in client.processing().values() for k in keys}
+        for fut in pending:
+            state = "running" if str(fut.key) in processing else "queued"
+            if futures[fut]["state"] != state:
+                futures[fut]["state"], changed = state, True
+        if changed:
+            save()
     summary["finished"] = time.time()
     from core.pipeline.store import ResultsStore, clean_if_alone
     # A killed attempt's temporaries (never entries: those are renamed and indexed whole) go once no run writes.
