@@ -37,7 +37,6 @@ def latest_study(out: str | Path) -> dict:
     """The newest ``study-<id>.json`` of a results folder, loaded (InputError if none)."""
     from core._validation import InputError
     files = sorted(Path(out).glob("study-*.json"), key=lambda p: p.stat().st_mtime)
-    files = [f for f in files if not f.name.endswith("-group.json")]
     if not files:
         raise InputError("no study summary (study-<id>.json) in this folder; run precompute.py study on it first",
                          source=str(out))

@@ -343,7 +343,7 @@ def _mapper_layers(geometry):
     (label anchors for the page) and the overlay: the file's own ROI drawing where it has one, else the traced
     outlines drawn."""
     from core.cortex import mapper as mp
-    m = mp.load_mapper(geometry.mapper_path)
+    m = geometry.mapper or mp.load_mapper(geometry.mapper_path)
     lookup = geometry.lookup(m)
     height, width = lookup.shape
     extents = np.array([0.0, width - 1.0, 0.0, height - 1.0])

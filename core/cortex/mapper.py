@@ -46,6 +46,7 @@ class Mapper:
     rois_image: np.ndarray | None = None     # (width, height, 4), as stored
     roi_masks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> bool (n_voxels,)
     fsaverage: dict[str, object] = field(default_factory=dict)       # "left"/"right" or "both" -> csr
+    _lookup: np.ndarray | None = field(default=None, repr=False)     # pixel_lookup's result, computed once
 
     @property
     def n_voxels(self) -> int:
@@ -185,6 +186,8 @@ def pixel_lookup(mapper: Mapper) -> np.ndarray:
     """The voxel shown under each pixel, int32 (height, width), -1 outside the mask or where no voxel maps:
     per pixel row of the mapper, the voxel with the largest weight (ties: the lower voxel index, whatever the
     storage order)."""
+    if mapper._lookup is not None:
+        return mapper._lookup
     M = mapper.voxel_to_flatmap
     n_rows = M.shape[0]
     row = np.repeat(np.arange(n_rows), np.diff(M.indptr))
@@ -197,7 +200,9 @@ def pixel_lookup(mapper: Mapper) -> np.ndarray:
         best[row[first[ok]]] = vox[first[ok]]
     grid = np.full(mapper.flatmap_mask.shape, -1, dtype=np.int32)
     grid[mapper.flatmap_mask] = best
-    return np.ascontiguousarray(_image(grid))
+    mapper._lookup = np.ascontiguousarray(_image(grid))
+    mapper._lookup.setflags(write=False)
+    return mapper._lookup
 
 
 def flat_positions(lookup: np.ndarray, n_voxels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -341,25 +346,22 @@ class MapperGeometry:
     subject: str = ""                        # no pycortex subject
     transform: str = ""
     mask_name: str = ""
+    mapper: Mapper | None = field(default=None, repr=False)  # the file, read once (flatmaps reuse it)
 
     @property
     def n_voxels(self) -> int:
         return int(self.voxel_index.size)
 
-    def roi_mask(self, names) -> np.ndarray:
-        wanted = [self.roi_names.index(n) for n in names if n in self.roi_names]
-        return np.isin(self.roi, wanted)
-
     def subset(self, index: np.ndarray) -> "MapperGeometry":
         index = np.asarray(index)
         kw = {k: getattr(self, k) for k in ("flat_xy", "hemi", "roi", "unmapped", "voxel_index")}
-        return MapperGeometry(mapper_path=self.mapper_path, roi_names=list(self.roi_names),
+        return MapperGeometry(mapper_path=self.mapper_path, roi_names=list(self.roi_names), mapper=self.mapper,
                               **{k: v[index] for k, v in kw.items()})
 
     def lookup(self, mapper: Mapper | None = None) -> np.ndarray:
         """The run's voxel row under each pixel, int32 (height, width); -1 off the mask, where no voxel maps, or
         where the voxel shown was left out of the run."""
-        mapper = mapper or load_mapper(self.mapper_path)
+        mapper = mapper or self.mapper or load_mapper(self.mapper_path)
         by_file = pixel_lookup(mapper)
         row_of = np.full(mapper.n_voxels, -1, dtype=np.int32)
         row_of[self.voxel_index] = np.arange(self.n_voxels, dtype=np.int32)
@@ -381,4 +383,4 @@ def mapper_geometry(path: str | Path, voxel_index: np.ndarray | None = None,
     hemi = mapper_hemispheres(mapper)
     hemi = np.full(n, -1, np.int8) if hemi is None else hemi
     return MapperGeometry(mapper_path=str(path), flat_xy=xy[index], hemi=hemi[index], roi=roi[index],
-                          roi_names=names, unmapped=unmapped[index], voxel_index=index)
+                          roi_names=names, unmapped=unmapped[index], voxel_index=index, mapper=mapper)

@@ -63,6 +63,7 @@ class Pipeline:
         self.run_id = run_id_for(cfg)
         self.run_dir = self.out / self.run_id
         self.keys = self._keys()
+        self._refresh: set[str] = set()      # stages --force recomputes in the current run (see run)
 
     def _keys(self) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -230,7 +231,7 @@ class Pipeline:
                 # same key; stages are deterministic, so what follows stays valid.
                 log.warning("cached %s entry is damaged (%s); recomputing it", name, exc)
         return _compute(self.store, st, key, self.cfg, self.device, {d: results[d] for d in st.deps},
-                        self.progress, reuse=reason != "cached" and name not in getattr(self, "_refresh", ()))
+                        self.progress, reuse=reason != "cached" and name not in self._refresh)
 
 
 def _compute(store: ResultsStore, st: Stage, key: str, cfg: RunConfig, device, inputs: dict[str, StageEntry],

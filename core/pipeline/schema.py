@@ -31,7 +31,7 @@ import numpy as np
 from core._validation import InputError
 from core.vocabulary import CONTRASTS
 
-__all__ = ["CONDITIONS", "GEOMETRY_FIELDS", "FLAT_GEOMETRY_FIELDS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA",
+__all__ = ["CONDITIONS", "GEOMETRY_FIELDS", "ArraySpec", "StageSchema", "Dims", "Schema", "SchemaError", "SCHEMA",
            "name", "run_dims", "markdown_table"]
 
 #: Feature conditions, in the order stages and readers walk them.
@@ -277,8 +277,6 @@ _STAGES: dict[str, StageSchema] = {
 del A
 #: The dataset stage's per-voxel geometry (runs with a cortex mapping): fields of core.cortex.geometry.VoxelGeometry.
 GEOMETRY_FIELDS = tuple(s.field for s in _STAGES["dataset"].arrays if s.only in (_CORTEX, _VOLUME))
-#: Those every cortex has (a mapper file's too); ijk and xyz_mm need a volume (a pycortex subject).
-FLAT_GEOMETRY_FIELDS = tuple(s.field for s in _STAGES["dataset"].arrays if s.only == _CORTEX)
 
 
 def _meta_value(value) -> int | None:

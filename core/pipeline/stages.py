@@ -447,9 +447,7 @@ def stage_cortex(ctx: Context):
         from core.cortex.flatmap import make_flatmaps
         flat = make_flatmaps(geometry, bins, ctx.workdir, cache_dir=_pycortex_cache(ctx.cache_dir),
                              scheme=BinScheme.from_config(cfg))
-        rel = lambda p: str(Path(p).relative_to(ctx.workdir))  # noqa: E731
-        return {}, {"flatmap": {k: ({a: rel(b) for a, b in v.items()} if isinstance(v, dict) else rel(v))
-                                for k, v in flat.items()},
+        return {}, {"flatmap": _relative_paths(flat, ctx.workdir),
                     "viewer_absent": "the 3-D viewer needs a pycortex subject (its surfaces); this run's cortex is a "
                                      "mapper file (flatmap and ROIs only)"}
     pc_cache = _pycortex_cache(ctx.cache_dir)
@@ -458,10 +456,13 @@ def stage_cortex(ctx: Context):
     with file_lock(_pycortex_lock(ctx.cache_dir)):
         flat, datasets = _cortex_assets(geometry, bins, ctx.workdir, title, pc_cache, BinScheme.from_config(cfg))
         _cortex_warm_marker(cfg, ctx.cache_dir).touch()
-    # File names relative to the entry folder: the workdir is renamed when the stage commits.
-    rel = lambda p: str(Path(p).relative_to(ctx.workdir))  # noqa: E731
-    return {}, {"flatmap": {k: ({a: rel(b) for a, b in v.items()} if isinstance(v, dict) else rel(v))
-                            for k, v in flat.items()}, "viewer": "viewer", "viewer_datasets": list(datasets)}
+    return {}, {"flatmap": _relative_paths(flat, ctx.workdir), "viewer": "viewer", "viewer_datasets": list(datasets)}
+
+
+def _relative_paths(flat: dict, workdir: Path) -> dict:
+    """make_flatmaps' paths relative to the entry folder: the workdir is renamed when the stage commits."""
+    rel = lambda p: str(Path(p).relative_to(workdir))  # noqa: E731
+    return {k: ({a: rel(b) for a, b in v.items()} if isinstance(v, dict) else rel(v)) for k, v in flat.items()}
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (

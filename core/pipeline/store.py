@@ -262,17 +262,23 @@ class RunBusy(Exception):
     """Another process is computing the same run in this results folder."""
 
 
+def _clean_when_alone(store: ResultsStore, writers) -> int:
+    """With ``writers`` (the open ``writers.lock``) taken exclusively at once, so no writer is active: remove the
+    interrupted writers' temporaries; else leave them (they may be in use). How many were removed."""
+    import fcntl
+    try:
+        fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    return store.clean_temporaries()
+
+
 def clean_if_alone(store: ResultsStore) -> int:
     """Remove interrupted writers' temporaries if no writer is active in the folder (else leave them); how
     many were removed."""
-    import fcntl
     store.locks_dir.mkdir(parents=True, exist_ok=True)
     with open(store.locks_dir / "writers.lock", "a+") as writers:
-        try:
-            fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0
-        return store.clean_temporaries()
+        return _clean_when_alone(store, writers)
 
 
 @contextlib.contextmanager
@@ -293,11 +299,7 @@ def writer_session(store: ResultsStore, run_id: str, *, wait: bool = False):
         except BlockingIOError:
             raise RunBusy(run_id) from None
         with open(store.locks_dir / "writers.lock", "a+") as writers:
-            try:
-                fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                store.clean_temporaries()
-            except BlockingIOError:
-                pass                        # others are writing: their temporaries may be in use
+            _clean_when_alone(store, writers)
             fcntl.flock(writers, fcntl.LOCK_SH)
             yield
     finally:

@@ -26,7 +26,6 @@ computes; runs that share an input share its cached stage entries in the study's
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 import tomllib
@@ -188,6 +187,3 @@ def _toml_value(v) -> str:
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
-
-def replace_device(cfg: RunConfig, device: str | None) -> RunConfig:
-    return cfg if not device else dataclasses.replace(cfg, device=device)
